@@ -1,0 +1,170 @@
+"""Composition root: `make_app(config, services)` and the `serve` coroutine that owns every service."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import tornado.netutil
+import tornado.web
+from tornado.httpserver import HTTPServer
+
+from .config import Config, with_secret
+from .errors import BastionError, Unavailable
+from .services import Services, build_services
+from .store import make_store
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_DIR = ROOT / "templates"
+STATIC_DIR = ROOT / "static"
+
+
+def _format_ts(value: float) -> str:
+    if not value:
+        return "—"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+
+
+def make_app(config: Config, services: Services) -> tornado.web.Application:
+    """Build the Tornado application with every route; refuses routes without an access decorator."""
+    from handlers import all_handlers
+    from handlers.base import check_route_access
+
+    routes = all_handlers()
+    check_route_access(routes)
+    services.templates.filters["ts"] = _format_ts
+    return tornado.web.Application(
+        routes,
+        services=services,
+        cookie_secret=_cookie_secret(config),
+        xsrf_cookies=True,
+        xsrf_cookie_kwargs={"samesite": "Strict", "path": "/"},
+        static_path=str(STATIC_DIR),
+        static_handler_args={},
+        debug=config.server.debug,
+        compress_response=False,
+        websocket_ping_interval=20,
+        websocket_ping_timeout=60,
+        websocket_max_message_size=4 * 1024 * 1024,
+        default_handler_class=None,
+    )
+
+
+def _cookie_secret(config: Config) -> str:
+    from .vault import derive_key
+    return derive_key(config.secret, b"bastion cookies v1").hex()
+
+
+async def open_services(config: Config) -> Services:
+    """Load the secret, open the store (one clear line if it cannot be reached) and wire services."""
+    store = make_store(config)
+    await store.open()
+    return build_services(config, store, str(TEMPLATE_DIR))
+
+
+async def close_services(services: Services) -> None:
+    """Close in reverse order of opening."""
+    if services.terminals is not None:
+        await services.terminals.shutdown()
+    if services.hub is not None and hasattr(services.hub, "close"):
+        await services.hub.close()
+    await services.store.close()
+    services.executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def serve(config: Config, *, on_ready: Callable[[int], Awaitable[None] | None] | None = None,
+                stop: asyncio.Event | None = None) -> int:
+    """Run the bastion until SIGTERM/SIGINT (or `stop`); returns a process exit code."""
+    try:
+        config = with_secret(config)
+        services = await open_services(config)
+    except BastionError as exc:
+        print(f"bastion: {exc.message}", file=sys.stderr)
+        return 2
+    try:
+        password = await services.auth.ensure_first_admin()
+    except Unavailable as exc:
+        print(f"bastion: {exc.message}", file=sys.stderr)
+        await services.store.close()
+        return 2
+    if password:
+        # Printed once on the console and nowhere else (not logged, not stored).
+        print(f"\n  First start: created user 'admin' with password: {password}\n  Log in and change it on the Account page.\n",
+              flush=True)
+    attach_live_services(config, services)
+    if services.terminals is not None:
+        await services.terminals.recover_interrupted()
+    app = make_app(config, services)
+    server = HTTPServer(app, xheaders=False, max_body_size=1024 * 1024)
+    sockets = tornado.netutil.bind_sockets(config.server.port, config.server.host)
+    server.add_sockets(sockets)
+    port = sockets[0].getsockname()[1]
+    print(f"Bastion listening on http://{config.server.host}:{port} (database {services.store.url_for_display}, "
+          f"node {config.node_id})", flush=True)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    if on_ready is not None:
+        result = on_ready(port)
+        if asyncio.iscoroutine(result):
+            await result
+    background = start_background_jobs(services)
+    await stop.wait()
+    log.info("shutting down")
+    server.stop()
+    for task in background:
+        task.cancel()
+    await close_services(services)
+    await server.close_all_connections()
+    return 0
+
+
+def attach_live_services(config: Config, services: Services) -> None:
+    """Attach the hub and terminal manager (present once the terminal feature is installed)."""
+    try:
+        from .terminal import TerminalManager
+        from .hub import SessionHub
+    except ModuleNotFoundError:
+        return
+    services.hub = SessionHub(config)
+    services.terminals = TerminalManager(config, services)
+
+
+def start_background_jobs(services: Services) -> list[asyncio.Task]:
+    """Periodic jobs; each iteration isolates failures with log.exception."""
+    async def purge_logins() -> None:
+        while True:
+            await asyncio.sleep(600)
+            try:
+                await services.store.purge_expired_logins()
+            except Exception:
+                log.exception("purging expired logins failed")
+
+    async def heartbeat() -> None:
+        while True:
+            try:
+                await services.store.heartbeat(services.config.node_id)
+            except Exception:
+                log.exception("node heartbeat failed")
+            await asyncio.sleep(10)
+
+    return [asyncio.get_running_loop().create_task(purge_logins()), asyncio.get_running_loop().create_task(heartbeat())]
+
+
+def run(config: Config) -> int:
+    """Process entry: the only place outside the loop."""
+    logging.basicConfig(level=os.environ.get("BASTION_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("tornado.access").setLevel(logging.WARNING)
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    return asyncio.run(serve(config))

@@ -1,0 +1,80 @@
+"""Audit log: every security-relevant act is a registered, typed event written to the store."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from .store import Event, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AuditAction:
+    """A stable event name and numeric code (like Teleport's event codes)."""
+
+    name: str
+    code: str
+    description: str
+
+
+_ACTIONS = (
+    AuditAction("login.ok", "B1000", "A user logged in"),
+    AuditAction("login.failed", "B1001", "A login attempt failed"),
+    AuditAction("login.locked", "B1002", "An account or address was locked after failed logins"),
+    AuditAction("login.totp_failed", "B1003", "A wrong TOTP code was given"),
+    AuditAction("logout", "B1004", "A user logged out"),
+    AuditAction("lock.cleared", "B1005", "An admin cleared a lock"),
+    AuditAction("totp.enrolled", "B1010", "A user enrolled TOTP"),
+    AuditAction("totp.disabled", "B1011", "TOTP was turned off for a user"),
+    AuditAction("user.created", "B1100", "A user was created"),
+    AuditAction("user.updated", "B1101", "A user's roles or state changed"),
+    AuditAction("user.password", "B1102", "A user's password was changed"),
+    AuditAction("token.issued", "B1200", "An API token was issued"),
+    AuditAction("token.revoked", "B1201", "An API token was revoked"),
+    AuditAction("app.created", "B1300", "A category was created"),
+    AuditAction("app.deleted", "B1301", "A category was deleted"),
+    AuditAction("credential.created", "B1310", "A credential was created"),
+    AuditAction("credential.deleted", "B1311", "A credential was deleted"),
+    AuditAction("host.created", "B1320", "A host was created"),
+    AuditAction("host.updated", "B1321", "A host was changed"),
+    AuditAction("host.deleted", "B1322", "A host was deleted"),
+    AuditAction("host.key_pinned", "B1323", "A host key was trusted on first use"),
+    AuditAction("host.key_mismatch", "B1324", "A host offered a different key; connection refused"),
+    AuditAction("host.key_accepted", "B1325", "An admin accepted a host's new key"),
+    AuditAction("grant.created", "B1330", "Access was granted"),
+    AuditAction("grant.deleted", "B1331", "Access was revoked"),
+    AuditAction("session.started", "B2000", "A terminal session started"),
+    AuditAction("session.ended", "B2001", "A terminal session ended"),
+    AuditAction("session.refused", "B2002", "A terminal session could not start"),
+    AuditAction("session.kicked", "B2003", "A session was ended by an auditor or admin"),
+    AuditAction("session.interrupted", "B2004", "A session was found live after a crash"),
+    AuditAction("monitor.joined", "B2100", "Someone started watching a session"),
+    AuditAction("monitor.left", "B2101", "Someone stopped watching a session"),
+    AuditAction("monitor.input_refused", "B2102", "A monitor tried to send input or resize"),
+    AuditAction("recording.opened", "B2200", "A recording was played or downloaded"),
+)
+ACTIONS: dict[str, AuditAction] = {a.name: a for a in _ACTIONS}
+SECRET_KEYS = ("password", "secret", "token", "private_key", "totp", "code")
+
+
+class Audit:
+    """Writes audit events; a failure to write is logged loudly but never hides the original act."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def record(self, action: str, *, actor: str = "", target: str = "", address: str = "",
+                     ok: bool = True, **detail: Any) -> Event:
+        spec = ACTIONS.get(action)
+        if spec is None:
+            raise ValueError(f"unregistered audit action {action!r}")
+        clean = {k: v for k, v in detail.items() if not any(s in k.lower() for s in SECRET_KEYS)}
+        event = Event(action=action, code=spec.code, actor=actor, target=target, address=address, ok=ok, detail=clean)
+        try:
+            await self.store.add_event(event)
+        except Exception:
+            log.exception("audit event %s could not be written [actor=%s target=%s]", action, actor, target)
+            raise
+        return event

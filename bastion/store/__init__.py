@@ -1,0 +1,21 @@
+"""Metadata storage: the Store interface and its SQLite (default) and MongoDB implementations."""
+from __future__ import annotations
+
+from ..config import Config
+from .base import Page, Query, Store, page_bounds
+from .records import (ApiToken, App, Credential, Event, Failure, Grant, Host, Login, Node, Record,
+                      Session, User, new_id)
+
+
+def make_store(config: Config) -> Store:
+    """Build the store the config's [database] url names (not yet opened)."""
+    url = config.database.url
+    if url.startswith("sqlite:///"):
+        from .sqlite import SQLiteStore
+        return SQLiteStore(url[len("sqlite:///"):], timeout=config.database.timeout)
+    from .mongo import MongoStore
+    return MongoStore(url, timeout=config.database.timeout)
+
+
+__all__ = ["Store", "Query", "Page", "page_bounds", "make_store", "ApiToken", "App", "Credential",
+           "Event", "Failure", "Grant", "Host", "Login", "Node", "Record", "Session", "User", "new_id"]

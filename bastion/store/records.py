@@ -1,0 +1,214 @@
+"""Typed records the store returns; never raw driver documents.
+
+Times are float epoch seconds (portable across SQLite, MongoDB and nx-27017, and range-queryable).
+Ids are strings. `version` increments on every whole-document replace.
+"""
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+R = TypeVar("R", bound="Record")
+
+
+def new_id() -> str:
+    """A random, URL-safe, 16-character id."""
+    return secrets.token_hex(8)
+
+
+@dataclass
+class Record:
+    """Base of every stored record: id, version, and doc conversion."""
+
+    collection: ClassVar[str] = ""
+    secret_fields: ClassVar[tuple[str, ...]] = ()
+
+    id: str = field(default_factory=new_id)
+    version: int = 0
+
+    def to_doc(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_doc(cls: type[R], doc: dict[str, Any]) -> R:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in names})
+
+    def public(self) -> dict[str, Any]:
+        """The record as the API shows it: secrets and internals left out."""
+        doc = self.to_doc()
+        for name in self.secret_fields + ("version",):
+            doc.pop(name, None)
+        return doc
+
+
+@dataclass
+class User(Record):
+    collection: ClassVar[str] = "users"
+    secret_fields: ClassVar[tuple[str, ...]] = ("password_hash", "totp_secret", "totp_pending", "totp_last_step")
+
+    username: str = ""
+    password_hash: str = ""
+    roles: list[str] = field(default_factory=list)
+    disabled: bool = False
+    totp_secret: str = ""  # vault-sealed base32 secret; "" when TOTP is not enrolled
+    totp_pending: str = ""  # vault-sealed secret awaiting its first code
+    totp_last_step: int = 0  # last accepted TOTP time step: a code is accepted once
+    created_at: float = field(default_factory=time.time)
+
+    def public(self) -> dict[str, Any]:
+        doc = super().public()
+        doc["totp_enabled"] = bool(self.totp_secret)
+        return doc
+
+
+@dataclass
+class App(Record):
+    collection: ClassVar[str] = "apps"
+    name: str = ""
+    description: str = ""
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class Credential(Record):
+    collection: ClassVar[str] = "credentials"
+    secret_fields: ClassVar[tuple[str, ...]] = ("sealed_secret",)
+    name: str = ""
+    username: str = ""
+    kind: str = "password"  # password | private_key
+    sealed_secret: str = ""
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class Host(Record):
+    collection: ClassVar[str] = "hosts"
+    name: str = ""
+    address: str = ""
+    port: int = 22
+    app_id: str = ""
+    credential_id: str = ""
+    tags: list[str] = field(default_factory=list)
+    host_key: str = ""  # pinned OpenSSH public key (trust on first use)
+    host_key_fingerprint: str = ""
+    offered_key: str = ""  # a different key the host offered, waiting for an admin
+    offered_key_fingerprint: str = ""
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class Grant(Record):
+    collection: ClassVar[str] = "grants"
+    user_id: str = ""
+    app_id: str = ""
+    host_id: str = ""
+    key: str = ""  # "user_id/app_id/host_id": unique
+    created_at: float = field(default_factory=time.time)
+
+    def public(self) -> dict[str, Any]:
+        doc = super().public()
+        doc.pop("key", None)
+        return doc
+
+
+@dataclass
+class ApiToken(Record):
+    collection: ClassVar[str] = "tokens"
+    secret_fields: ClassVar[tuple[str, ...]] = ("token_hash",)
+    user_id: str = ""
+    name: str = ""
+    token_hash: str = ""
+    created_at: float = field(default_factory=time.time)
+    last_used_at: float = 0.0
+
+
+@dataclass
+class Login(Record):
+    """A browser login session; its id (random, 256 bits) is what the signed cookie carries."""
+
+    collection: ClassVar[str] = "logins"
+    user_id: str = ""
+    stage: str = "full"  # "totp": password accepted, TOTP step pending; "full": logged in
+    created_at: float = field(default_factory=time.time)
+    expires_at: float = 0.0
+    address: str = ""
+
+
+@dataclass
+class Failure(Record):
+    """Failed-login counter for one key ("user:<name>" or "ip:<address>")."""
+
+    collection: ClassVar[str] = "failures"
+    count: int = 0
+    first_at: float = 0.0
+    locked_until: float = 0.0
+
+
+@dataclass
+class Event(Record):
+    collection: ClassVar[str] = "events"
+    ts: float = field(default_factory=time.time)
+    action: str = ""
+    code: str = ""
+    actor: str = ""
+    target: str = ""
+    address: str = ""
+    ok: bool = True
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Session(Record):
+    collection: ClassVar[str] = "sessions"
+    host_id: str = ""
+    host_name: str = ""
+    user_id: str = ""
+    username: str = ""
+    group: str = ""
+    cols: int = 80
+    rows: int = 24
+    live: bool = True
+    node: str = ""
+    started_at: float = field(default_factory=time.time)
+    ended_at: float = 0.0
+    end_reason: str = ""
+    ended_by: str = ""
+    reason: str = ""
+    recording_path: str = ""
+    recording_size: int = 0
+    recording_sha256: str = ""
+    bytes_out: int = 0
+    address: str = ""
+
+
+@dataclass
+class Node(Record):
+    collection: ClassVar[str] = "nodes"
+    started_at: float = field(default_factory=time.time)
+    heartbeat_at: float = field(default_factory=time.time)
+
+
+ALL_RECORDS: tuple[type[Record], ...] = (User, App, Credential, Host, Grant, ApiToken, Login, Failure, Event, Session, Node)
+
+# Fields with a unique index, per collection.
+UNIQUE_FIELDS: dict[str, tuple[str, ...]] = {
+    "users": ("username",),
+    "apps": ("name",),
+    "credentials": ("name",),
+    "hosts": ("name",),
+    "grants": ("key",),
+}
+
+# Fields queried by equality or range, per collection (indexed on both backends).
+INDEXED_FIELDS: dict[str, tuple[str, ...]] = {
+    "hosts": ("app_id", "credential_id"),
+    "grants": ("user_id", "app_id", "host_id"),
+    "tokens": ("user_id",),
+    "logins": ("user_id", "expires_at"),
+    "events": ("ts", "action", "actor"),
+    "sessions": ("live", "user_id", "host_id", "started_at", "node"),
+}

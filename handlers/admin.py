@@ -1,0 +1,83 @@
+"""User administration and lockouts (admin)."""
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+from bastion import validation as v
+from bastion.errors import Invalid, NotFound
+from bastion.store import page_bounds
+
+from .base import APIHandler, role
+
+
+class UsersHandler(APIHandler):
+    @role("admin")
+    async def get(self) -> None:
+        limit, offset = page_bounds(self.get_query_argument("limit", None), self.get_query_argument("offset", None), default=100)
+        page = await self.store.list_users(limit=limit, offset=offset)
+        locked = {f.id for f in await self.store.list_locked()}
+        self.send_page(page, lambda u: {**u.public(), "locked": f"user:{u.username}" in locked})
+
+    @role("admin")
+    async def post(self) -> None:
+        body = self.body()
+        v.only_fields(body, ("username", "password", "roles"))
+        user = await self.auth.create_user(v.text(body, "username", max_len=32), v.text(body, "password", max_len=256),
+                                           v.roles(body), actor=self.actor)
+        self.send(user.public(), status=201)
+
+
+class UserHandler(APIHandler):
+    async def _user(self, user_id: str):  # noqa: ANN202
+        user = await self.store.get_user(v.record_id(user_id, "user id"))
+        if user is None:
+            raise NotFound(f"user {user_id!r} not found")
+        return user
+
+    @role("admin")
+    async def get(self, user_id: str) -> None:
+        self.send((await self._user(user_id)).public())
+
+    @role("admin")
+    async def patch(self, user_id: str) -> None:
+        body = self.body()
+        v.only_fields(body, ("roles", "disabled", "password", "totp"))
+        user = await self._user(user_id)
+        if not body:
+            raise Invalid("nothing to change")
+        if user.id == self.principal.user.id and (body.get("disabled") or ("roles" in body and "admin" not in body["roles"])):
+            raise Invalid("you cannot disable yourself or remove your own admin role")
+        if "password" in body:
+            await self.auth.set_password(user, v.text(body, "password", max_len=256), actor=self.actor)
+        if body.get("totp") is False:
+            user = await self.auth.disable_totp(user, actor=self.actor)
+        if "roles" in body or "disabled" in body:
+            user = await self.auth.update_user(user, roles=v.roles(body) if "roles" in body else None,
+                                               disabled=v.boolean(body, "disabled") if "disabled" in body else None,
+                                               actor=self.actor)
+            if user.disabled and self.services.terminals is not None:
+                await self.services.terminals.end_sessions_of_user(user.id, by=self.actor, reason="user disabled")
+        self.send(user.public())
+
+
+class LocksHandler(APIHandler):
+    @role("admin")
+    async def get(self) -> None:
+        locks = await self.store.list_locked()
+        self.send({"items": [{"key": f.id, "failures": f.count, "locked_until": f.locked_until} for f in locks],
+                   "total": len(locks)})
+
+
+class LockHandler(APIHandler):
+    @role("admin")
+    async def delete(self, key: str) -> None:
+        await self.auth.clear_lock(unquote(key), actor=self.actor)
+        self.send({"ok": True})
+
+
+default_handlers = [
+    (r"/api/users", UsersHandler),
+    (r"/api/users/([^/]+)", UserHandler),
+    (r"/api/locks", LocksHandler),
+    (r"/api/locks/([^/]+)", LockHandler),
+]

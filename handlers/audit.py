@@ -1,0 +1,28 @@
+"""The audit log (auditor, admin)."""
+from __future__ import annotations
+
+from bastion import validation as v
+from bastion.audit import ACTIONS
+from bastion.errors import Invalid
+from bastion.store import page_bounds
+
+from .base import APIHandler, role
+
+
+class EventsHandler(APIHandler):
+    @role("auditor", "admin")
+    async def get(self) -> None:
+        action = self.get_query_argument("action", None) or None
+        if action and action not in ACTIONS:
+            raise Invalid(f"unknown action; known: {', '.join(sorted(ACTIONS))}")
+        actor = self.get_query_argument("actor", None) or None
+        if actor is not None and (len(actor) > 64 or "\x00" in actor):
+            raise Invalid("actor must be at most 64 characters")
+        since = v.query_float(self.get_query_argument("since", None), "since")
+        until = v.query_float(self.get_query_argument("until", None), "until")
+        limit, offset = page_bounds(self.get_query_argument("limit", None), self.get_query_argument("offset", None))
+        self.send_page(await self.store.list_events(action=action, actor=actor, since=since, until=until,
+                                                    limit=limit, offset=offset))
+
+
+default_handlers = [(r"/api/events", EventsHandler)]

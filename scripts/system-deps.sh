@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install the system packages the test suite talks to (real sshd, sshpass, Chromium, redis-server).
+set -euo pipefail
+need=()
+command -v /usr/sbin/sshd >/dev/null 2>&1 || need+=(openssh-server)
+command -v sshpass >/dev/null 2>&1 || need+=(sshpass)
+command -v /usr/bin/chromium >/dev/null 2>&1 || need+=(chromium)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing system packages: ${need[*]} (run as root or install them with apt-get)" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi

@@ -1,0 +1,31 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="bastion",
+    version="0.1.0",
+    description="Web bastion host: recorded, watched browser SSH sessions, host inventory and vetted task modules",
+    python_requires=">=3.11",
+    packages=find_packages(include=["bastion", "bastion.*", "handlers", "handlers.*"]),
+    install_requires=[
+        "tornado==6.6.1",
+        "asyncssh==2.24.0",
+        "pymongo==4.20.0",
+        "cryptography==50.0.2",
+        "jinja2==3.1.6",
+        "aiosqlite==0.22.1",
+        "pyte==0.8.2",
+        "segno==1.6.6",
+    ],
+    extras_require={
+        "test": [
+            "pytest==9.2.0",
+            "pytest-asyncio==1.5.0",
+            "pytest-timeout==2.4.0",
+            "nx-27017==0.8.1",
+            "playwright==1.65.2",
+            "websockets==17.4",
+        ],
+        "redis": ["redis==8.1.0"],
+    },
+    entry_points={"console_scripts": ["bastion=bastion.cli:main"]},
+)

@@ -1,0 +1,162 @@
+// Bastion pages: JSON API calls with the XSRF header, generic forms and action buttons.
+// Everything user-supplied is inserted with textContent, never innerHTML.
+"use strict";
+
+const Bastion = (() => {
+  function xsrfToken() {
+    const m = document.cookie.match(/(?:^|;\s*)_xsrf=([^;]+)/);
+    return m ? decodeURIComponent(m[1]) : "";
+  }
+
+  async function api(method, url, body) {
+    const opts = { method, headers: { "X-XSRFToken": xsrfToken(), "Accept": "application/json" }, credentials: "same-origin" };
+    if (body !== undefined) {
+      opts.headers["Content-Type"] = "application/json";
+      opts.body = JSON.stringify(body);
+    }
+    const res = await fetch(url, opts);
+    let data = {};
+    try { data = await res.json(); } catch (e) { data = {}; }
+    if (!res.ok) {
+      const err = new Error(data.error || `${res.status} ${res.statusText}`);
+      err.status = res.status;
+      throw err;
+    }
+    return data;
+  }
+
+  function toast(message, isError) {
+    const el = document.createElement("div");
+    el.className = "toast" + (isError ? " error" : "");
+    el.textContent = message;
+    document.body.appendChild(el);
+    setTimeout(() => el.remove(), 4000);
+  }
+
+  function formBody(form) {
+    const body = {};
+    for (const el of form.elements) {
+      if (!el.name || el.disabled) continue;
+      if (el.type === "checkbox") {
+        if (el.name === "roles") {
+          body.roles = body.roles || [];
+          if (el.checked) body.roles.push(el.value);
+        } else {
+          body[el.name] = el.checked;
+        }
+        continue;
+      }
+      const value = el.value;
+      if (value === "") continue; // optional fields left empty are omitted
+      const type = el.dataset.type;
+      if (type === "int") body[el.name] = Number.parseInt(value, 10);
+      else if (type === "list") body[el.name] = value.split(",").map((s) => s.trim()).filter(Boolean);
+      else body[el.name] = value;
+    }
+    return body;
+  }
+
+  function bindForms(root) {
+    for (const form of root.querySelectorAll("form[data-api]")) {
+      form.addEventListener("submit", async (ev) => {
+        ev.preventDefault();
+        const errorEl = form.querySelector(".form-error");
+        if (errorEl) errorEl.textContent = "";
+        const button = form.querySelector("button[type=submit]");
+        if (button) button.disabled = true;
+        try {
+          const data = await api(form.dataset.method || "POST", form.dataset.api, formBody(form));
+          if (form.dataset.show) {
+            const out = form.parentElement.querySelector(".secret-once");
+            out.hidden = false;
+            out.textContent = `Copy this now; it will not be shown again: ${data[form.dataset.show]}`;
+            form.reset();
+          } else if (form.dataset.redirect) {
+            window.location.assign(form.dataset.redirect);
+          } else {
+            window.location.reload();
+          }
+        } catch (err) {
+          if (errorEl) errorEl.textContent = err.message; else toast(err.message, true);
+        } finally {
+          if (button) button.disabled = false;
+        }
+      });
+    }
+    for (const btn of root.querySelectorAll("button[data-api]")) {
+      btn.addEventListener("click", async () => {
+        if (btn.dataset.confirm && !window.confirm(btn.dataset.confirm)) return;
+        btn.disabled = true;
+        try {
+          const body = btn.dataset.body ? JSON.parse(btn.dataset.body) : undefined;
+          await api(btn.dataset.method || "POST", btn.dataset.api, body);
+          window.location.reload();
+        } catch (err) {
+          toast(err.message, true);
+          btn.disabled = false;
+        }
+      });
+    }
+  }
+
+  function initLogin() {
+    const form = document.getElementById("login-form");
+    if (!form) return;
+    const pwStep = document.getElementById("password-step");
+    const totpStep = document.getElementById("totp-step");
+    const errorEl = form.querySelector(".form-error");
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      errorEl.textContent = "";
+      try {
+        if (!totpStep.hidden) {
+          await api("POST", "/api/login/totp", { code: form.elements.code.value });
+        } else {
+          const data = await api("POST", "/api/login", { username: form.elements.username.value, password: form.elements.password.value });
+          if (data.totp_required) {
+            pwStep.hidden = true;
+            totpStep.hidden = false;
+            form.elements.code.focus();
+            return;
+          }
+        }
+        window.location.assign(form.dataset.next || "/");
+      } catch (err) {
+        errorEl.textContent = err.message;
+        if (err.status === 401 && !totpStep.hidden && /password first/.test(err.message)) {
+          totpStep.hidden = true; pwStep.hidden = false;
+        }
+      }
+    });
+  }
+
+  function initAccount() {
+    const begin = document.getElementById("totp-begin");
+    if (!begin) return;
+    begin.addEventListener("click", async () => {
+      try {
+        const data = await api("POST", "/api/me/totp");
+        document.getElementById("totp-qr").src = data.qr;
+        document.getElementById("totp-uri").textContent = data.uri;
+        document.getElementById("totp-enrol").hidden = false;
+        begin.hidden = true;
+      } catch (err) { toast(err.message, true); }
+    });
+  }
+
+  function init() {
+    const logout = document.getElementById("logout");
+    if (logout) {
+      logout.addEventListener("click", async () => {
+        try { await api("POST", "/api/logout"); } finally { window.location.assign("/login"); }
+      });
+    }
+    bindForms(document);
+    initLogin();
+    initAccount();
+  }
+
+  return { api, toast, init, xsrfToken };
+})();
+
+document.addEventListener("DOMContentLoaded", Bastion.init);
