@@ -143,10 +143,12 @@ class TerminalClient:
         """Wait until needle appears in the output (after byte offset start); return its offset."""
         data = needle.encode() if isinstance(needle, str) else needle
         deadline = asyncio.get_running_loop().time() + timeout
+        scan_from = start
         while True:
-            pos = self.output.find(data, start)
+            pos = self.output.find(data, scan_from)
             if pos >= 0:
                 return pos
+            scan_from = max(start, len(self.output) - len(data) + 1)  # never rescan what was searched
             if self.closed.is_set():
                 raise AssertionError(f"socket closed before {needle!r} appeared; controls={self.controls}; tail={bytes(self.output[-300:])!r}")
             remaining = deadline - asyncio.get_running_loop().time()

@@ -220,3 +220,27 @@ async def browser() -> AsyncIterator[Any]:
 
 def have(cmd: str) -> bool:
     return shutil.which(cmd) is not None or Path(cmd).exists()
+
+
+# ---- OpenSSH sshd ------------------------------------------------------------------------------------
+from sshd import SSHServer, make_sshd  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
+    """One real sshd for the session on 127.0.0.1 (tests that break sshd start their own)."""
+    server = make_sshd(tmp_path_factory.mktemp("sshd")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_sshd(tmp_path: Path) -> Iterator[SSHServer]:
+    """A private sshd a test may kill or re-key."""
+    server = make_sshd(tmp_path / "sshd").start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -318,7 +318,7 @@ class Store(abc.ABC):
         return await self._query(Session, Query(eq={"live": True, "node": node}))
 
     async def end_session(self, session: Session, reason: str, *, ended_by: str = "", note: str = "",
-                          size: int = 0, sha256: str = "", bytes_out: int = 0) -> Session:
+                          size: int = 0, sha256: str = "", bytes_out: int = 0, chain: str = "") -> Session:
         """Mark a session ended (whole-document write; idempotent when already ended)."""
         for _ in range(3):
             current = await self._load(Session, session.id) or session
@@ -331,7 +331,8 @@ class Store(abc.ABC):
             current.reason = note
             current.recording_size = size
             current.recording_sha256 = sha256
-            current.bytes_out = bytes_out
+            current.recording_chain = chain
+            current.bytes_out = bytes_out or current.bytes_out
             try:
                 return await self.save(current)
             except Conflict:

@@ -181,6 +181,7 @@ class Session(Record):
     recording_path: str = ""
     recording_size: int = 0
     recording_sha256: str = ""
+    recording_chain: str = ""  # final HMAC of the recording's event chain
     bytes_out: int = 0
     address: str = ""
 

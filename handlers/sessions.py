@@ -1,0 +1,158 @@
+"""Sessions: list, detail, kick, recording download; the terminal, sessions and watch pages."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from bastion import validation as v
+from bastion.errors import Conflict, Forbidden, NotFound
+from bastion.store import Session, page_bounds
+
+from .base import APIHandler, BaseHandler, authenticated, role
+
+END_REASONS = ("exit", "closed", "host_lost", "idle", "kicked", "shutdown", "interrupted", "failed", "record_failed")
+
+
+class SessionsMixin:
+    def session_view(self, s: Session) -> dict[str, Any]:
+        doc = s.public()
+        doc.pop("recording_path", None)
+        doc.pop("recording_chain", None)
+        live = self.hub.get(s.id) if s.live else None  # type: ignore[attr-defined]
+        doc["watchers"] = len(live.monitors) if live else 0
+        if live:
+            doc["bytes_out"] = live.bytes_out
+            doc["cols"], doc["rows"] = live.cols, live.rows
+        doc["local"] = live is not None
+        return doc
+
+    async def load_session(self, session_id: str) -> Session:
+        v.record_id(session_id, "session id")
+        record = await self.store.get_session(session_id)  # type: ignore[attr-defined]
+        if record is None:
+            raise NotFound("session not found")
+        return record
+
+
+class SessionsHandler(SessionsMixin, APIHandler):
+    @role("auditor", "admin")
+    async def get(self) -> None:
+        arg = lambda name: self.get_query_argument(name, "") or None  # noqa: E731
+        live = {None: None, "1": True, "true": True, "0": False, "false": False}.get(arg("live"), "bad")
+        if live == "bad":
+            raise v.Invalid("live must be 1 or 0")
+        user_id = None
+        if arg("user"):
+            user = await self.store.get_user_by_name(arg("user")[:64])
+            if user is None:
+                self.send({"items": [], "total": 0})
+                return
+            user_id = user.id
+        host_id = v.record_id(arg("host_id"), "host_id") if arg("host_id") else None
+        reason = arg("reason")
+        if reason and reason not in END_REASONS:
+            raise v.Invalid(f"reason must be one of {', '.join(END_REASONS)}")
+        limit, offset = page_bounds(arg("limit"), arg("offset"))
+        page = await self.store.list_sessions(live=live, user_id=user_id, host_id=host_id, end_reason=reason,
+                                              since=v.query_float(arg("since"), "since"),
+                                              until=v.query_float(arg("until"), "until"), limit=limit, offset=offset)
+        self.send_page(page, self.session_view)
+
+
+class SessionHandler(SessionsMixin, APIHandler):
+    @role("auditor", "admin")
+    async def get(self, session_id: str) -> None:
+        self.send(self.session_view(await self.load_session(session_id)))
+
+
+class SessionKillHandler(SessionsMixin, APIHandler):
+    @role("auditor", "admin")
+    async def post(self, session_id: str) -> None:
+        body = self.body()
+        v.only_fields(body, ("reason",))
+        reason = v.text(body, "reason", max_len=200)
+        record = await self.load_session(session_id)
+        if not record.live:
+            raise Conflict(f"session has already ended ({record.end_reason})")
+        if self.hub.get(session_id) is None:
+            raise Conflict(f"session is live on node {record.node}, not on this one")
+        await self.hub.kick(session_id, reason, self.actor)
+        self.send(self.session_view(await self.load_session(session_id)))
+
+
+class RecordingHandler(SessionsMixin, APIHandler):
+    @role("auditor", "admin")
+    async def get(self, session_id: str) -> None:
+        record = await self.load_session(session_id)
+        path = self.safe_recording_path(record)
+        await self.audit.record("recording.opened", actor=self.actor, target=record.host_name, session=record.id,
+                                user=record.username)
+        self.set_header("Content-Type", "application/x-asciicast")
+        self.set_header("Content-Disposition", f'attachment; filename="{record.id}.cast"')
+        self.set_header("X-Content-Type-Options", "nosniff")
+        with open(path, "rb") as fh:
+            while chunk := fh.read(256 * 1024):
+                self.write(chunk)
+                await self.flush()
+        self.finish()
+
+    def safe_recording_path(self, record: Session) -> Path:
+        """The recording file, only if it lies inside records_dir (never a path from the request)."""
+        root = Path(self.config.records_dir).resolve()
+        if not record.recording_path:
+            raise NotFound("this session has no recording")
+        path = Path(record.recording_path).resolve()
+        if root not in path.parents or not path.is_file():
+            raise NotFound("recording not found")
+        return path
+
+
+class TerminalPage(BaseHandler):
+    @authenticated
+    async def get(self, host_id: str) -> None:
+        host = await self.inventory.get_host(host_id)
+        if not await self.inventory.may_open(self.principal.user, host):
+            raise Forbidden("this host is not granted to you")
+        self.page("terminal.html", host=host)
+
+
+class SessionsPage(BaseHandler):
+    @role("auditor", "admin")
+    async def get(self) -> None:
+        self.page("sessions.html", reasons=END_REASONS, users=(await self.store.list_users(limit=500)).items,
+                  hosts=await self.store.all_hosts())
+
+
+class WatchPage(BaseHandler):
+    @role("auditor", "admin")
+    async def get(self, session_id: str) -> None:
+        v.record_id(session_id, "session id")
+        record = await self.store.get_session(session_id)
+        if record is None:
+            raise NotFound("session not found")
+        self.page("watch.html", session=record, started=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started_at)))
+
+
+class DashboardPage(BaseHandler):
+    @role("auditor", "admin")
+    async def get(self) -> None:
+        day = time.time() - 86400
+        live = await self.store.list_sessions(live=True, limit=100)
+        today = await self.store.list_sessions(since=day, limit=1)
+        kicks = await self.store.list_events(action="session.kicked", limit=10)
+        failed = await self.store.list_events(action="login.failed", limit=10)
+        self.page("dashboard.html", live=live, today=today.total, kicks=kicks, failed=failed,
+                  watchers={s.id: len(self.hub.get(s.id).monitors) if self.hub.get(s.id) else 0 for s in live.items})
+
+
+default_handlers = [
+    (r"/api/sessions", SessionsHandler),
+    (r"/api/sessions/([^/]+)", SessionHandler),
+    (r"/api/sessions/([^/]+)/kill", SessionKillHandler),
+    (r"/api/sessions/([^/]+)/recording", RecordingHandler),
+    (r"/terminal/([^/]+)", TerminalPage),
+    (r"/sessions", SessionsPage),
+    (r"/watch/([^/]+)", WatchPage),
+    (r"/dashboard", DashboardPage),
+]

@@ -1,0 +1,176 @@
+"""WebSockets: the user's terminal and the security team's read-only monitor.
+
+Auth, role, grant and Origin are checked in get() before the upgrade (HTTP 401/403/404/409).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
+
+from bastion import validation as v
+from bastion.errors import BastionError, Conflict, Forbidden, Invalid, NotFound
+from bastion.protocol import InputFrame, ResizeFrame, control, parse_client_frame, parse_size_args
+
+from .base import BaseMixin, authenticated, role
+
+log = logging.getLogger(__name__)
+
+
+def _swallow(fut: "asyncio.Future[Any]") -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+class SocketHandler(BaseMixin, WebSocketHandler):
+    """A browser socket that the session and hub write to (the Sink protocol)."""
+
+    async def prepare(self) -> None:
+        await self.resolve_principal()
+
+    def check_origin(self, origin: str) -> bool:
+        ok = super().check_origin(origin)
+        if not ok:
+            log.warning("refused WebSocket from foreign Origin %s for %s", origin[:100], self.request.path)
+        return ok
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, BastionError):
+            log.info("%s -> %d %s", self.request.path, value.status, value.message)
+            return
+        super().log_exception(typ, value, tb)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = exc.message if isinstance(exc, BastionError) else "request refused"
+        if isinstance(exc, BastionError):
+            status_code = exc.status
+        self.set_status(status_code)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps({"error": message}))
+
+    def _open(self) -> bool:
+        return self.ws_connection is not None and not self.ws_connection.is_closing()
+
+    def send_output(self, data: bytes) -> "asyncio.Future[Any] | None":
+        if not self._open():
+            return None
+        try:
+            return self.write_message(data, binary=True)
+        except WebSocketClosedError:
+            return None
+
+    def send_control(self, text: str) -> None:
+        if not self._open():
+            return
+        try:
+            self.write_message(text).add_done_callback(_swallow)
+        except WebSocketClosedError:
+            pass
+
+    def close_socket(self) -> None:
+        if self.ws_connection is not None:
+            self.close(1000)
+
+
+class TerminalSocket(SocketHandler):
+    """/ws/terminal/<host_id>?cols=&rows=: the user's live SSH session."""
+
+    session = None
+    size = (80, 24)
+
+    @authenticated
+    async def get(self, host_id: str) -> None:
+        host = await self.inventory.get_host(host_id)
+        if not await self.inventory.may_open(self.principal.user, host):
+            raise Forbidden("this host is not granted to you")
+        self.host = host
+        self.size = parse_size_args(self.get_query_argument("cols", None), self.get_query_argument("rows", None))
+        await self.services.terminals.check_limit(self.principal.user)
+        await WebSocketHandler.get(self, host_id)
+
+    async def open(self, host_id: str) -> None:
+        self.set_nodelay(True)
+        cols, rows = self.size
+        self.session = await self.services.terminals.open_session(
+            self.principal.user, self.host, cols, rows, self, self.client_address)
+        if not self._open() and not self.session.closing:
+            await self.session.close("closed")
+
+    def on_message(self, message: str | bytes) -> None:
+        session = self.session
+        if session is None or session.closing:
+            return
+        try:
+            frame = parse_client_frame(message)
+        except Invalid as exc:
+            self.send_control(control("notice", message=exc.message))
+            return
+        if isinstance(frame, InputFrame):
+            session.send_input(frame.data)
+        elif isinstance(frame, ResizeFrame):
+            session.resize(frame.cols, frame.rows)
+
+    def on_close(self) -> None:
+        if self.session is not None and not self.session.closing:
+            asyncio.get_running_loop().create_task(self.session.close("closed"))
+
+
+class MonitorSocket(SocketHandler):
+    """/ws/monitor/<session_id>: a read-only view of a live session (auditor, admin)."""
+
+    monitor = None
+    session_id = ""
+
+    @role("auditor", "admin")
+    async def get(self, session_id: str) -> None:
+        v.record_id(session_id, "session id")
+        record = await self.store.get_session(session_id)
+        if record is None:
+            raise NotFound("session not found")
+        if not record.live:
+            raise Conflict(f"session has ended ({record.end_reason})")
+        if self.hub.get(session_id) is None:
+            raise Conflict(f"session is live on node {record.node}, not on this one")
+        self.session_id = session_id
+        await WebSocketHandler.get(self, session_id)
+
+    async def open(self, session_id: str) -> None:
+        self.set_nodelay(True)
+        try:
+            self.monitor = self.hub.attach(session_id, self, self.actor)
+        except BastionError as exc:
+            self.send_control(control("closed", reason=exc.message, code="gone"))
+            self.close_socket()
+            return
+        owner = self.hub.get(session_id)
+        self.send_control(control("session", id=session_id, user=owner.username if owner else "",
+                                  host=owner.record.host_name if owner else ""))
+        await self.audit.record("monitor.joined", actor=self.actor, target=owner.record.host_name if owner else "",
+                                session=session_id, user=owner.username if owner else "")
+
+    def on_message(self, message: str | bytes) -> None:
+        if self.monitor is None:
+            return
+        self.monitor.refused_inputs += 1
+        self.send_control(control("notice", message="monitors are read-only: input and resize are refused"))
+        if self.monitor.refused_inputs in (1, 10, 100) or self.monitor.refused_inputs % 1000 == 0:
+            asyncio.get_running_loop().create_task(self.audit.record(
+                "monitor.input_refused", actor=self.actor, session=self.session_id, ok=False,
+                attempts=self.monitor.refused_inputs))
+
+    def on_close(self) -> None:
+        if self.monitor is not None:
+            self.hub.detach(self.session_id, self.monitor)
+            asyncio.get_running_loop().create_task(
+                self.audit.record("monitor.left", actor=self.actor, session=self.session_id))
+            self.monitor = None
+
+
+default_handlers = [
+    (r"/ws/terminal/([^/]+)", TerminalSocket),
+    (r"/ws/monitor/([^/]+)", MonitorSocket),
+]

@@ -1,0 +1,154 @@
+// Sessions page: live list refreshed every 2 s, ended list with filters and paging; Watch / End buttons.
+"use strict";
+
+(() => {
+  const liveBody = document.querySelector("#live-table tbody");
+  const endedBody = document.querySelector("#ended-table tbody");
+  const pager = document.getElementById("ended-pager");
+  const filters = document.getElementById("filters");
+  const PAGE = 25;
+  let offset = 0;
+
+  const fmtTime = (t) => (t ? new Date(t * 1000).toLocaleString() : "—");
+  function fmtDuration(s) {
+    s = Math.max(0, Math.round(s));
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+    return h ? `${h}h ${m}m` : m ? `${m}m ${sec}s` : `${sec}s`;
+  }
+  function fmtBytes(n) {
+    if (n < 1024) return `${n} B`;
+    if (n < 1048576) return `${(n / 1024).toFixed(1)} KiB`;
+    return `${(n / 1048576).toFixed(1)} MiB`;
+  }
+  function cell(tr, text, cls) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (cls) td.className = cls;
+    tr.appendChild(td);
+    return td;
+  }
+  function link(td, text, href, cls) {
+    const a = document.createElement("a");
+    a.className = "button small " + (cls || "");
+    a.href = href;
+    a.textContent = text;
+    td.appendChild(a);
+    td.appendChild(document.createTextNode(" "));
+    return a;
+  }
+  function empty(body, cols, text) {
+    body.replaceChildren();
+    const tr = document.createElement("tr");
+    const td = cell(tr, text, "muted");
+    td.colSpan = cols;
+    body.appendChild(tr);
+  }
+
+  async function kill(id, user) {
+    const reason = window.prompt(`Reason for ending ${user}'s session (shown to the user):`, "ended by security team");
+    if (!reason) return;
+    try {
+      await Bastion.api("POST", `/api/sessions/${encodeURIComponent(id)}/kill`, { reason });
+      refreshLive();
+      loadEnded();
+    } catch (err) { Bastion.toast(err.message, true); }
+  }
+
+  async function refreshLive() {
+    let data;
+    try { data = await Bastion.api("GET", "/api/sessions?live=1&limit=200"); } catch (err) { return; }
+    document.getElementById("live-count").textContent = `${data.total} live`;
+    document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+    if (!data.items.length) { empty(liveBody, 8, "No live sessions."); return; }
+    liveBody.replaceChildren();
+    const now = Date.now() / 1000;
+    for (const s of data.items) {
+      const tr = document.createElement("tr");
+      tr.dataset.sessionId = s.id;
+      cell(tr, s.username, "strong");
+      cell(tr, s.host_name);
+      cell(tr, fmtTime(s.started_at), "nowrap");
+      cell(tr, fmtDuration(now - s.started_at));
+      cell(tr, fmtBytes(s.bytes_out));
+      cell(tr, String(s.watchers));
+      cell(tr, s.node, "mono small");
+      const actions = cell(tr, "", "actions");
+      link(actions, "Watch", `/watch/${encodeURIComponent(s.id)}`);
+      const end = document.createElement("button");
+      end.type = "button";
+      end.className = "small danger";
+      end.textContent = "End";
+      end.addEventListener("click", () => kill(s.id, s.username));
+      actions.appendChild(end);
+      liveBody.appendChild(tr);
+    }
+  }
+
+  function filterQuery() {
+    const q = new URLSearchParams({ live: "0", limit: String(PAGE), offset: String(offset) });
+    const f = new FormData(filters);
+    for (const key of ["user", "host_id", "reason"]) if (f.get(key)) q.set(key, f.get(key));
+    if (f.get("since")) q.set("since", String(Date.parse(f.get("since")) / 1000));
+    if (f.get("until")) q.set("until", String(Date.parse(f.get("until")) / 1000 + 86400));
+    return q.toString();
+  }
+
+  async function loadEnded() {
+    let data;
+    try { data = await Bastion.api("GET", `/api/sessions?${filterQuery()}`); } catch (err) { Bastion.toast(err.message, true); return; }
+    if (!data.items.length) empty(endedBody, 9, "No ended sessions match.");
+    else {
+      endedBody.replaceChildren();
+      for (const s of data.items) {
+        const tr = document.createElement("tr");
+        tr.dataset.sessionId = s.id;
+        cell(tr, s.username, "strong");
+        cell(tr, s.host_name);
+        cell(tr, fmtTime(s.started_at), "nowrap");
+        cell(tr, fmtDuration((s.ended_at || s.started_at) - s.started_at));
+        cell(tr, fmtBytes(s.bytes_out));
+        const reason = cell(tr, "");
+        const badge = document.createElement("span");
+        badge.className = "badge " + (s.end_reason === "kicked" ? "bad" : s.end_reason === "interrupted" ? "warn" : "good");
+        badge.textContent = s.end_reason;
+        reason.appendChild(badge);
+        if (s.reason) reason.appendChild(document.createTextNode(" " + s.reason));
+        cell(tr, s.ended_by || "—", "ended-by");
+        cell(tr, s.node, "mono small");
+        const actions = cell(tr, "", "actions");
+        link(actions, "Play", `/play/${encodeURIComponent(s.id)}`);
+        link(actions, "Commands", `/play/${encodeURIComponent(s.id)}#commands`);
+        link(actions, ".cast", `/api/sessions/${encodeURIComponent(s.id)}/recording`);
+        endedBody.appendChild(tr);
+      }
+    }
+    pager.replaceChildren();
+    if (data.total > PAGE) {
+      if (offset > 0) {
+        const prev = document.createElement("button");
+        prev.type = "button"; prev.className = "small"; prev.textContent = "← Newer";
+        prev.addEventListener("click", () => { offset = Math.max(0, offset - PAGE); loadEnded(); });
+        pager.appendChild(prev);
+      }
+      const span = document.createElement("span");
+      span.textContent = `${offset + 1}–${Math.min(offset + PAGE, data.total)} of ${data.total}`;
+      pager.appendChild(span);
+      if (offset + PAGE < data.total) {
+        const next = document.createElement("button");
+        next.type = "button"; next.className = "small"; next.textContent = "Older →";
+        next.addEventListener("click", () => { offset += PAGE; loadEnded(); });
+        pager.appendChild(next);
+      }
+    }
+  }
+
+  filters.addEventListener("submit", (ev) => { ev.preventDefault(); offset = 0; loadEnded(); });
+  let liveIds = "";
+  async function tick() {
+    await refreshLive();
+    const ids = [...liveBody.querySelectorAll("tr[data-session-id]")].map((tr) => tr.dataset.sessionId).join(",");
+    if (ids !== liveIds) { liveIds = ids; loadEnded(); } // a session ended or started: refresh the ended list too
+  }
+  tick();
+  setInterval(tick, 2000);
+})();

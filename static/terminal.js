@@ -1,0 +1,114 @@
+// Terminal page (owner, read-write) and watch page (monitor, read-only): binary frames are output bytes,
+// text frames are JSON control messages. Nothing received is ever inserted as HTML.
+"use strict";
+
+(() => {
+  const el = document.getElementById("terminal");
+  const watching = document.body.dataset.page === "watch";
+  const statusEl = document.getElementById("status");
+  const banner = document.getElementById("banner");
+  const term = new Terminal({
+    cursorBlink: !watching, disableStdin: watching, scrollback: 5000, fontSize: 14,
+    fontFamily: "ui-monospace, SFMono-Regular, Menlo, Consolas, monospace",
+    theme: { background: "#0d1117", foreground: "#c9d1d9" },
+  });
+  window.bastionTerm = term; // for tests and the browser console
+  let fit = null;
+  if (!watching && window.FitAddon) {
+    fit = new FitAddon.FitAddon();
+    term.loadAddon(fit);
+  }
+  term.open(el);
+  if (fit) fit.fit();
+  let ended = false;
+
+  function setStatus(text, cls) {
+    statusEl.textContent = text;
+    statusEl.className = "status " + (cls || "");
+  }
+  function showBanner(text, notice) {
+    banner.textContent = text;
+    banner.className = "term-banner" + (notice ? " notice" : "");
+    banner.hidden = false;
+    if (notice) setTimeout(() => { if (!ended) banner.hidden = true; }, 6000);
+  }
+  function endWith(reason) {
+    if (ended) return;
+    ended = true;
+    setStatus("ended", "ended");
+    showBanner(`Session ended: ${reason}`, false);
+    term.options.disableStdin = true;
+    term.options.cursorBlink = false;
+  }
+
+  if (watching && el.dataset.live !== "1") {
+    endWith(el.dataset.reason || "not live");
+    return;
+  }
+
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  const url = watching
+    ? `${proto}//${location.host}/ws/monitor/${encodeURIComponent(el.dataset.sessionId)}`
+    : `${proto}//${location.host}/ws/terminal/${encodeURIComponent(el.dataset.hostId)}?cols=${term.cols}&rows=${term.rows}`;
+  const ws = new WebSocket(url);
+  ws.binaryType = "arraybuffer";
+  window.bastionSocket = ws;
+
+  ws.onopen = () => setStatus(watching ? "watching" : "connecting to host…");
+  ws.onmessage = (ev) => {
+    if (typeof ev.data !== "string") {
+      if (!ended && statusEl.textContent.startsWith("connecting")) setStatus("connected", "ok");
+      term.write(new Uint8Array(ev.data));
+      return;
+    }
+    let msg;
+    try { msg = JSON.parse(ev.data); } catch (e) { return; }
+    if (msg.type === "session") {
+      const sid = document.getElementById("session-id");
+      if (sid) sid.textContent = msg.id;
+      if (watching) setStatus("watching", "ok");
+    } else if (msg.type === "notice") {
+      showBanner(String(msg.message), true);
+    } else if (msg.type === "resize" && watching) {
+      term.resize(Math.max(1, msg.cols | 0), Math.max(1, msg.rows | 0));
+    } else if (msg.type === "closed") {
+      endWith(String(msg.reason));
+    }
+  };
+  ws.onclose = (ev) => { if (!ended) endWith(ev.code === 1006 ? "connection to the bastion was lost" : "the connection closed"); };
+
+  function send(obj) { if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj)); }
+
+  if (!watching) {
+    term.onData((data) => send({ type: "input", data }));
+    term.onResize(({ cols, rows }) => send({ type: "resize", cols, rows }));
+    let timer = null;
+    window.addEventListener("resize", () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => fit.fit(), 80);
+    });
+    term.attachCustomKeyEventHandler((e) => {
+      if (e.type !== "keydown" || !e.ctrlKey || !e.shiftKey) return true;
+      if (e.code === "KeyC") {
+        const sel = term.getSelection();
+        if (sel && navigator.clipboard) navigator.clipboard.writeText(sel).catch(() => {});
+        return false;
+      }
+      if (e.code === "KeyV") {
+        if (navigator.clipboard) navigator.clipboard.readText().then((t) => term.paste(t)).catch(() => {});
+        return false;
+      }
+      return true;
+    });
+    term.focus();
+  } else {
+    const endBtn = document.getElementById("end-session");
+    endBtn.addEventListener("click", async () => {
+      const reason = window.prompt("Reason for ending this session (shown to the user):", "ended by security team");
+      if (!reason) return;
+      try {
+        await Bastion.api("POST", `/api/sessions/${encodeURIComponent(endBtn.dataset.sessionId)}/kill`, { reason });
+      } catch (err) { Bastion.toast(err.message, true); }
+    });
+  }
+})();

@@ -1,0 +1,366 @@
+"""The browser terminal against a real OpenSSH sshd: wire format, recording, faults."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tornado.httpclient import HTTPClientError
+
+from bastion.store import Session
+from client import TerminalClient
+from conftest import BastionApp, free_port, seed_inventory, stop_process, wait_port
+from sshd import PASSWORD, PASSWORD_USER, ensure_password_user
+
+
+def read_cast(path: str | Path) -> tuple[dict, list[list]]:
+    """Parse an asciicast v2 file: header and events (raises on malformed lines)."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    header = json.loads(lines[0])
+    assert header["version"] == 2 and header["width"] > 0 and header["height"] > 0
+    events = [json.loads(line) for line in lines[1:] if line.strip()]
+    for e in events:
+        assert isinstance(e[0], (int, float)) and e[1] in ("o", "i", "r", "m") and isinstance(e[2], str)
+    return header, events
+
+
+def cast_output(events: list[list]) -> bytes:
+    return "".join(e[2] for e in events if e[1] == "o").encode("utf-8")
+
+
+async def granted_host(app: BastionApp, sshd, username: str = "alice", name: str = "web1") -> tuple:
+    admin = await app.admin()
+    ids = await seed_inventory(app, admin, address=sshd.address, port=sshd.port, username=sshd.username,
+                               private_key=sshd.client_key, name=name)
+    user = await app.user(username)
+    uid = (await app.services.store.get_user_by_name(username)).id
+    assert (await admin.post("/api/grants", {"user_id": uid, "host_id": ids["host_id"]})).status == 201
+    return admin, user, ids
+
+
+async def wait_ended(app: BastionApp, session_id: str, timeout: float = 10) -> Session:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = await app.services.store.get_session(session_id)
+        if record and not record.live:
+            return record
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"session {session_id} still live after {timeout}s")
+
+
+async def test_echo_resize_and_recording(bastion: BastionApp, sshd) -> None:
+    admin, user, ids = await granted_host(bastion, sshd)
+    term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}", cols=100, rows=30)
+    await term.control("session")
+    await term.send("stty size; echo hel''lo\r")
+    await term.expect("30 100")
+    await term.expect("hello")
+    await term.resize(120, 40)
+    mark = len(term.output)
+    await term.send("stty size\r")
+    await term.expect("40 120", start=mark)
+    host = await bastion.services.store.get_host(ids["host_id"])
+    assert host.host_key.startswith("ssh-ed25519 ") and host.host_key_fingerprint.startswith("SHA256:")
+    term.close()
+    record = await wait_ended(bastion, term.session_id)
+    assert record.end_reason == "closed" and record.username == "alice" and record.host_name == "web1"
+    assert record.group.startswith("web1-alice-") and record.node == "test-node"
+    assert record.recording_size > 0 and len(record.recording_sha256) == 64
+    data = Path(record.recording_path).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == record.recording_sha256 and len(data) == record.recording_size
+    header, events = read_cast(record.recording_path)
+    assert (header["width"], header["height"]) == (100, 30)
+    assert ["r", "120x40"] in [[e[1], e[2]] for e in events]
+    assert b"hello" in cast_output(events)
+    assert not any(e[1] == "i" for e in events)  # input is not recorded by default
+    assert oct(Path(record.recording_path).stat().st_mode & 0o777) == "0o600"
+    assert oct(Path(record.recording_path).parent.stat().st_mode & 0o777) == "0o700"
+    rel = Path(record.recording_path).relative_to(bastion.config.records_dir)
+    assert len(rel.parts) == 4 and rel.parts[3] == f"{record.id}.cast"
+    events_log = await bastion.services.store.list_events(action="session.started")
+    assert events_log.total == 1
+
+
+async def test_shell_exit_ends_session(bastion: BastionApp, sshd) -> None:
+    _, user, ids = await granted_host(bastion, sshd)
+    term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
+    await term.control("session")
+    await term.send("exit 3\r")
+    closed = await term.control("closed")
+    assert closed["code"] == "exit" and "exited" in closed["reason"]
+    await term.wait_closed()
+    assert (await wait_ended(bastion, term.session_id)).end_reason == "exit"
+
+
+async def test_bad_frames_get_notices_and_session_survives(bastion: BastionApp, sshd) -> None:
+    _, user, ids = await granted_host(bastion, sshd)
+    term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
+    await term.control("session")
+    bad = ["not json", "[1,2]", json.dumps({"type": "input", "data": 5}), json.dumps({"type": "launch"}),
+           json.dumps({"type": "input", "data": "x" * 70000}), json.dumps({"type": "resize", "cols": 0, "rows": 10}),
+           json.dumps({"type": "resize", "cols": 100000, "rows": 10}), json.dumps({"type": "resize", "cols": "80", "rows": 24})]
+    for frame in bad:
+        await term.send_raw(frame)
+    await term.send_raw(b"\x00binary")
+    for _ in range(50):
+        if len([c for c in term.controls if c["type"] == "notice"]) >= len(bad) + 1:
+            break
+        await asyncio.sleep(0.05)
+    notices = [c["message"] for c in term.controls if c["type"] == "notice"]
+    assert len(notices) == len(bad) + 1, notices
+    assert any("cols must be between 1 and 1000" in n for n in notices)
+    assert any("larger than" in n for n in notices)
+    await term.send("echo still''alive\r")
+    await term.expect("stillalive")
+    term.close()
+
+
+async def test_refusals_before_upgrade(bastion: BastionApp, sshd) -> None:
+    admin, user, ids = await granted_host(bastion, sshd)
+    other = await bastion.user("mallory")
+    with pytest.raises(HTTPClientError) as info:
+        await TerminalClient.open(other, f"/ws/terminal/{ids['host_id']}")
+    assert info.value.code == 403
+    with pytest.raises(HTTPClientError) as info:
+        await TerminalClient.open(user, "/ws/terminal/doesnotexist")
+    assert info.value.code == 404
+    with pytest.raises(HTTPClientError) as info:
+        await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}", origin="http://evil.example")
+    assert info.value.code == 403
+    with pytest.raises(HTTPClientError) as info:
+        await TerminalClient.open(bastion.client(), f"/ws/terminal/{ids['host_id']}")
+    assert info.value.code == 401
+    with pytest.raises(HTTPClientError) as info:
+        await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}", cols=0, rows=10)
+    assert info.value.code == 400
+    assert (await bastion.services.store.list_sessions()).total == 0
+
+
+async def test_target_down_gives_clear_reason(bastion: BastionApp) -> None:
+    admin = await bastion.admin()
+    port = free_port()
+    ids = await seed_inventory(bastion, admin, address="127.0.0.1", port=port, password="x")
+    uid = (await bastion.services.store.get_user_by_name("admin")).id
+    await admin.post("/api/grants", {"user_id": uid, "host_id": ids["host_id"]})
+    started = time.monotonic()
+    term = await TerminalClient.open(admin, f"/ws/terminal/{ids['host_id']}")
+    closed = await term.control("closed", timeout=10)
+    assert time.monotonic() - started < bastion.config.terminal.connect_timeout + 2
+    assert closed["code"] == "failed" and f"cannot connect to 127.0.0.1:{port}" in closed["reason"]
+    assert (await wait_ended(bastion, term.session_id)).end_reason == "failed"
+
+
+async def test_wrong_credential_clear_reason_no_secret_in_logs(bastion: BastionApp, sshd, caplog) -> None:
+    admin = await bastion.admin()
+    ids = await seed_inventory(bastion, admin, address=sshd.address, port=sshd.port, username=sshd.username,
+                               password="Wr0ng-secret-value")
+    uid = (await bastion.services.store.get_user_by_name("admin")).id
+    await admin.post("/api/grants", {"user_id": uid, "host_id": ids["host_id"]})
+    term = await TerminalClient.open(admin, f"/ws/terminal/{ids['host_id']}")
+    closed = await term.control("closed")
+    assert "refused the stored credential" in closed["reason"]
+    assert "Wr0ng-secret-value" not in caplog.text
+    events = await bastion.services.store.list_events(action="session.refused")
+    assert events.total == 1 and "Wr0ng" not in json.dumps(events.items[0].to_doc())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="password-auth account needs root to create")
+async def test_password_credential(bastion: BastionApp, sshd) -> None:
+    ensure_password_user()
+    admin = await bastion.admin()
+    ids = await seed_inventory(bastion, admin, address=sshd.address, port=sshd.port, username=PASSWORD_USER, password=PASSWORD)
+    uid = (await bastion.services.store.get_user_by_name("admin")).id
+    await admin.post("/api/grants", {"user_id": uid, "host_id": ids["host_id"]})
+    term = await TerminalClient.open(admin, f"/ws/terminal/{ids['host_id']}")
+    await term.send("whoami\r")
+    await term.expect(PASSWORD_USER + "\r\n")
+    term.close()
+
+
+async def test_host_key_change_refused_audited_then_accepted(bastion: BastionApp, own_sshd) -> None:
+    admin, user, ids = await granted_host(bastion, own_sshd)
+    term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
+    await term.send("echo fir''st\r")
+    await term.expect("first")
+    term.close()
+    own_sshd.stop()
+    own_sshd.regenerate_host_key()
+    own_sshd.start()
+    term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
+    closed = await term.control("closed")
+    assert "host key changed" in closed["reason"]
+    assert (await bastion.services.store.list_events(action="host.key_mismatch")).total == 1
+    host = (await admin.get(f"/api/hosts/{ids['host_id']}")).json
+    assert host["offered_key_fingerprint"] and host["offered_key_fingerprint"] != host["host_key_fingerprint"]
+    assert (await user.post(f"/api/hosts/{ids['host_id']}/accept-key")).status == 403
+    assert (await admin.post(f"/api/hosts/{ids['host_id']}/accept-key")).status == 200
+    term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
+    await term.send("echo sec''ond\r")
+    await term.expect("second")
+    term.close()
+
+
+async def test_sshd_killed_mid_session_is_host_lost(bastion: BastionApp, own_sshd) -> None:
+    _, user, ids = await granted_host(bastion, own_sshd)
+    term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
+    await term.send("echo before''kill\r")
+    await term.expect("beforekill")
+    own_sshd.kill_sessions()
+    closed = await term.control("closed")
+    assert closed["code"] == "host_lost"
+    record = await wait_ended(bastion, term.session_id)
+    assert record.end_reason == "host_lost"
+    _, events = read_cast(record.recording_path)
+    assert b"beforekill" in cast_output(events)
+    assert events[-1][1] == "m"  # the final marker was written
+
+
+async def test_byte_exact_50mb_to_client_and_recording(bastion: BastionApp, sshd, tmp_path: Path) -> None:
+    _, user, ids = await granted_host(bastion, sshd)
+    term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}", cols=200, rows=50)
+    await term.control("session")
+    await term.send("stty -echo; clear\r")
+    await asyncio.sleep(0.5)
+    start = len(term.output)
+    # 50 MiB of random base64 text framed by markers, produced on the host
+    await term.send("printf 'BEGIN>'; head -c 39321600 /dev/urandom | base64 -w 76; printf '<END\\n'\r")
+    begin = await term.expect("BEGIN>", start=start, timeout=30)
+    end = await term.expect("<END", start=begin, timeout=180)
+    received = bytes(term.output[begin:end + 4])
+    assert len(received) > 50 * 1024 * 1024
+    term.close()
+    record = await wait_ended(bastion, term.session_id, timeout=30)
+    _, events = read_cast(record.recording_path)
+    recorded = cast_output(events)
+    i = recorded.find(b"BEGIN>")
+    j = recorded.find(b"<END", i)
+    assert hashlib.sha256(recorded[i:j + 4]).hexdigest() == hashlib.sha256(received).hexdigest()
+    assert record.bytes_out >= len(received)
+
+
+async def test_slow_reader_memory_stays_bounded(bastion: BastionApp, sshd) -> None:
+    """A client that stops reading while the host prints 200 MB: the bastion's memory stays bounded."""
+    import resource
+    _, user, ids = await granted_host(bastion, sshd)
+    term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
+    await term.control("session")
+    term._reader.cancel()  # stop reading: the socket's buffers fill up
+    rss_before = _rss_kib()
+    await term.send("head -c 209715200 /dev/zero | tr '\\0' 'x'\r")
+    await asyncio.sleep(6)
+    session = bastion.services.hub.get(term.session_id)
+    assert session is not None and session._paused
+    assert session._pending < 8 * 1024 * 1024
+    growth = _rss_kib() - rss_before
+    assert growth < 64 * 1024, f"RSS grew by {growth} KiB"
+    assert session.bytes_out < 100 * 1024 * 1024  # the host was throttled, not read to the end
+    await session.close("closed")
+    del resource
+
+
+def _rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def test_user_session_limit(make_bastion, sshd) -> None:
+    app = await make_bastion(terminal_max_sessions_per_user="1")
+    _, user, ids = await granted_host(app, sshd)
+    term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
+    await term.control("session")
+    with pytest.raises(HTTPClientError) as info:
+        await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
+    assert info.value.code == 409
+    term.close()
+
+
+async def test_idle_timeout(make_bastion, sshd) -> None:
+    app = await make_bastion(terminal_idle_timeout="1")
+    _, user, ids = await granted_host(app, sshd)
+    term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
+    closed = await term.control("closed", timeout=15)
+    assert closed["code"] == "idle"
+
+
+async def test_record_failure_terminates(make_bastion, sshd, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the records directory should be")
+    app = await make_bastion(terminal_records_dir=str(blocker))
+    _, user, ids = await granted_host(app, sshd)
+    term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
+    closed = await term.control("closed")
+    assert closed["code"] == "record_failed" and "recording cannot be created" in closed["reason"]
+
+
+async def test_record_failure_warn_goes_on(make_bastion, sshd, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    app = await make_bastion(terminal_records_dir=str(blocker), terminal_on_record_failure="warn")
+    _, user, ids = await granted_host(app, sshd)
+    term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
+    notice = await term.control("notice")
+    assert "not recorded" in notice["message"]
+    await term.send("echo go''ing\r")
+    await term.expect("going")
+    term.close()
+
+
+def test_sigkill_then_restart_marks_interrupted(tmp_path: Path, sshd) -> None:
+    """A real bastion process killed mid-session: after restart the session is interrupted, the recording parses."""
+    asyncio.run(_sigkill_scenario(tmp_path, sshd))
+
+
+async def _sigkill_scenario(tmp_path: Path, sshd) -> None:
+    from conftest import ADMIN_PASSWORD
+    from client import Client
+    port = free_port()
+    env = {**os.environ, "BASTION_SERVER_PORT": str(port), "BASTION_SERVER_DATA_DIR": str(tmp_path / "var"),
+           "BASTION_DATABASE_URL": f"sqlite:///{tmp_path / 'var' / 'b.db'}", "BASTION_SERVER_NODE_ID": "node-a",
+           "BASTION_TERMINAL_RECORDS_DIR": str(tmp_path / "records")}
+    subprocess.run([sys.executable, "-m", "bastion", "init"], env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "bastion", "user", "passwd", "admin", "--password-stdin"], env=env,
+                   input=ADMIN_PASSWORD + "\n", text=True, check=True, capture_output=True)
+    proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port("127.0.0.1", port, proc=proc)
+        admin = Client(f"http://127.0.0.1:{port}")
+        await admin.login("admin", ADMIN_PASSWORD)
+        cat = (await admin.post("/api/apps", {"name": "c"})).json["id"]
+        cred = (await admin.post("/api/credentials", {"name": "k", "username": sshd.username, "private_key": sshd.client_key})).json["id"]
+        host = (await admin.post("/api/hosts", {"name": "h", "address": sshd.address, "port": sshd.port, "app_id": cat, "credential_id": cred})).json["id"]
+        uid = (await admin.get("/api/me")).json["user"]["id"]
+        await admin.post("/api/grants", {"user_id": uid, "host_id": host})
+        term = await TerminalClient.open(admin, f"/ws/terminal/{host}")
+        await term.send("echo before''crash\r")
+        await term.expect("beforecrash")
+        await asyncio.sleep(1.5)  # at least one flush
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        await term.wait_closed()
+    finally:
+        stop_process(proc)
+    proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port("127.0.0.1", port, proc=proc)
+        admin = Client(f"http://127.0.0.1:{port}")
+        await admin.login("admin", ADMIN_PASSWORD)
+        session = (await admin.get(f"/api/sessions/{term.session_id}")).json
+        assert session["live"] is False and session["end_reason"] == "interrupted"
+        cast = await admin.get(f"/api/sessions/{term.session_id}/recording")
+        assert cast.status == 200
+        path = tmp_path / "dl.cast"
+        path.write_bytes(cast.body)
+        _, events = read_cast(path)
+        assert b"beforecrash" in cast_output(events)
+        assert (await admin.get("/api/events", params={"action": "session.interrupted"})).json["total"] == 1
+    finally:
+        stop_process(proc)
