@@ -103,6 +103,7 @@ class TerminalClient:
         self.controls: list[dict[str, Any]] = []
         self.closed = asyncio.Event()
         self.session_id: str | None = None
+        self.first_frame: bytes | None = None  # a monitor's first frame is the screen snapshot
         self._changed = asyncio.Event()
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
@@ -122,6 +123,8 @@ class TerminalClient:
                 self._changed.set()
                 return
             if isinstance(msg, bytes):
+                if self.first_frame is None:
+                    self.first_frame = msg
                 self.output += msg
             else:
                 frame = json.loads(msg)

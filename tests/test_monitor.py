@@ -1,0 +1,206 @@
+"""Live monitoring and kick over real sockets, with a real sshd."""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+from tornado.httpclient import HTTPClientError
+
+from client import TerminalClient
+from conftest import BastionApp
+from test_terminal import cast_output, granted_host, read_cast, wait_ended
+
+
+async def open_pair(app: BastionApp, sshd):
+    admin, user, ids = await granted_host(app, sshd)
+    term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}", cols=100, rows=30)
+    await term.control("session")
+    await term.send("echo rea''dy\r")
+    await term.expect("ready")
+    return admin, user, ids, term
+
+
+async def test_refusals_for_monitor_and_kill(bastion: BastionApp, sshd) -> None:
+    admin, user, ids, term = await open_pair(bastion, sshd)
+    sid = term.session_id
+    for client, code in ((user, 403), (bastion.client(), 401)):
+        with pytest.raises(HTTPClientError) as info:
+            await TerminalClient.open(client, f"/ws/monitor/{sid}")
+        assert info.value.code == code
+    with pytest.raises(HTTPClientError) as info:
+        await TerminalClient.open(admin, f"/ws/monitor/{sid}", origin="http://evil.example")
+    assert info.value.code == 403
+    with pytest.raises(HTTPClientError) as info:
+        await TerminalClient.open(admin, "/ws/monitor/nonexistent")
+    assert info.value.code == 404
+    assert (await user.post(f"/api/sessions/{sid}/kill", {"reason": "x"})).status == 403
+    assert (await admin.post("/api/sessions/nonexistent/kill", {"reason": "x"})).status == 404
+    assert (await admin.post(f"/api/sessions/{sid}/kill", {})).status == 400
+    assert (await admin.post(f"/api/sessions/{sid}/kill", {"reason": "done"})).status == 200
+    again = await admin.post(f"/api/sessions/{sid}/kill", {"reason": "done"})
+    assert again.status == 409 and "already ended" in again.json["error"]
+    with pytest.raises(HTTPClientError) as info:
+        await TerminalClient.open(admin, f"/ws/monitor/{sid}")
+    assert info.value.code == 409
+
+
+async def test_late_join_sees_screen_and_streams_match(bastion: BastionApp, sshd) -> None:
+    admin, user, ids, term = await open_pair(bastion, sshd)
+    await term.send("echo befo''re-join-42\r")
+    await term.expect("before-join-42")
+    auditor = await bastion.user("audrey", roles=["auditor"])
+    m1 = await TerminalClient.open(auditor, f"/ws/monitor/{term.session_id}")
+    m2 = await TerminalClient.open(admin, f"/ws/monitor/{term.session_id}")
+    await m1.expect("before-join-42")  # the snapshot shows what ran before joining
+    await m2.expect("before-join-42")
+    size = await m1.control("resize")
+    assert (size["cols"], size["rows"]) == (100, 30)
+    notice = await term.control("notice")
+    assert "audrey started watching" in notice["message"]
+    mark_user = len(term.output)
+    snap1, snap2 = len(m1.first_frame), len(m2.first_frame)
+    await asyncio.sleep(0.2)
+    mark1, mark2 = len(m1.output), len(m2.output)
+    assert (mark1, mark2) == (snap1, snap2)
+    await term.send("for i in $(seq 1 300); do echo line-$i-$RANDOM; done; echo all''done\r")
+    await term.expect("alldone", start=mark_user)
+    await m1.expect("alldone", start=mark1)
+    await m2.expect("alldone", start=mark2)
+    await asyncio.sleep(0.3)
+    user_stream = bytes(term.output[mark_user:])
+    assert bytes(m1.output[mark1:]) == user_stream
+    assert bytes(m2.output[mark2:]) == user_stream
+    listing = (await admin.get("/api/sessions", params={"live": "1"})).json["items"]
+    assert [s["watchers"] for s in listing] == [2]
+    term.close()
+    closed = await m1.control("closed")
+    assert closed["code"] == "closed"
+    await m1.wait_closed()
+    await m2.wait_closed()
+
+
+async def test_monitor_is_read_only(bastion: BastionApp, sshd, tmp_path: Path) -> None:
+    admin, user, ids, term = await open_pair(bastion, sshd)
+    marker = tmp_path / "monitor-was-here"
+    mon = await TerminalClient.open(admin, f"/ws/monitor/{term.session_id}")
+    await mon.control("resize")
+    await mon.send(f"touch {marker}\r")
+    await mon.resize(10, 5)
+    await mon.send_raw(f"touch {marker}\r".encode())
+    await mon.send_raw(f'{{"type":"input","data":"touch {marker}\\r"}}')
+    await asyncio.sleep(0.5)
+    await term.send("stty size\r")
+    await term.expect("30 100")
+    await asyncio.sleep(0.5)
+    assert not marker.exists()
+    notices = [c for c in mon.controls if c["type"] == "notice"]
+    assert notices and "read-only" in notices[0]["message"]
+    events = await bastion.services.store.list_events(action="monitor.input_refused")
+    assert events.total >= 1 and events.items[0].actor == "admin"
+    term.close()
+
+
+async def test_kick_while_streaming(bastion: BastionApp, sshd) -> None:
+    admin, user, ids, term = await open_pair(bastion, sshd)
+    await term.send("echo PI''D=$$ E''ND\r")
+    pos = await term.expect("PID=")
+    await term.expect("END", start=pos)
+    pid = int(bytes(term.output[pos + 4:]).split(b" ")[0])
+    assert Path(f"/proc/{pid}").exists()
+    mon = await TerminalClient.open(admin, f"/ws/monitor/{term.session_id}")
+    await mon.control("resize")
+    await term.send("while true; do echo streaming-$RANDOM; done\r")
+    await term.expect("streaming-")
+    started = time.monotonic()
+    resp = await admin.post(f"/api/sessions/{term.session_id}/kill", {"reason": "policy violation"})
+    assert resp.status == 200 and resp.json["end_reason"] == "kicked" and resp.json["ended_by"] == "admin"
+    closed = await term.control("closed", timeout=2)
+    await term.wait_closed(timeout=2)
+    assert time.monotonic() - started < 1.0
+    assert closed["code"] == "kicked" and closed["by"] == "admin" and "policy violation" in closed["reason"]
+    assert (await mon.control("closed"))["code"] == "kicked"
+    for _ in range(40):
+        if not Path(f"/proc/{pid}").exists():
+            break
+        await asyncio.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists(), "the remote shell is still running"
+    record = await wait_ended(bastion, term.session_id)
+    assert (record.end_reason, record.ended_by, record.reason) == ("kicked", "admin", "policy violation")
+    _, events = read_cast(record.recording_path)
+    assert events[-1][1] == "m" and "policy violation" in events[-1][2]
+    assert (await bastion.services.store.list_events(action="session.kicked")).total == 1
+
+
+async def test_slow_monitor_is_resynced_user_unaffected(bastion: BastionApp, sshd) -> None:
+    admin, user, ids, term = await open_pair(bastion, sshd)
+    mon = await TerminalClient.open(admin, f"/ws/monitor/{term.session_id}")
+    await mon.control("resize")
+    mon._reader.cancel()  # the monitor stops reading
+    await term.send("stty -echo\r")
+    mark = len(term.output)
+    await term.send("head -c 209715200 /dev/zero | tr '\\0' 'x' | fold -w 100; echo; echo fin''ished\r")
+    await term.expect("finished", start=mark, timeout=240)
+    session = bastion.services.hub.get(term.session_id)
+    monitor = next(iter(session.monitors))
+    assert monitor.resyncs >= 1
+    assert monitor._queued <= bastion.config.terminal.monitor_queue_bytes
+    assert len(term.output) - mark > 200 * 1024 * 1024
+    term.close()
+
+
+async def test_disable_user_and_revoke_grant_end_sessions(bastion: BastionApp, sshd) -> None:
+    admin, user, ids, term = await open_pair(bastion, sshd)
+    uid = (await bastion.services.store.get_user_by_name("alice")).id
+    grant = (await admin.get("/api/grants", params={"user_id": uid})).json["items"][0]
+    assert (await admin.delete(f"/api/grants/{grant['id']}")).status == 200
+    closed = await term.control("closed")
+    assert closed["code"] == "kicked" and "access revoked" in closed["reason"]
+    await admin.post("/api/grants", {"user_id": uid, "host_id": ids["host_id"]})
+    term2 = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
+    await term2.control("session")
+    assert (await admin.patch(f"/api/users/{uid}", {"disabled": True})).status == 200
+    closed = await term2.control("closed")
+    assert closed["code"] == "kicked" and "user disabled" in closed["reason"]
+
+
+async def test_shutdown_closes_sessions_and_monitors(make_bastion, sshd) -> None:
+    app = await make_bastion()
+    admin, user, ids = await granted_host(app, sshd)
+    term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
+    await term.control("session")
+    await term.send("echo up\r")
+    mon = await TerminalClient.open(admin, f"/ws/monitor/{term.session_id}")
+    await mon.control("resize")
+    sid = term.session_id
+    await app.services.terminals.shutdown()
+    assert (await term.control("closed"))["code"] == "shutdown"
+    assert (await mon.control("closed"))["code"] == "shutdown"
+    await term.wait_closed()
+    await mon.wait_closed()
+    record = await app.services.store.get_session(sid)
+    assert record.end_reason == "shutdown" and record.recording_size > 0
+    read_cast(record.recording_path)
+
+
+async def test_recording_download_and_path_safety(bastion: BastionApp, sshd) -> None:
+    admin, user, ids, term = await open_pair(bastion, sshd)
+    term.close()
+    record = await wait_ended(bastion, term.session_id)
+    resp = await admin.get(f"/api/sessions/{record.id}/recording")
+    assert resp.status == 200 and resp.headers["Content-Disposition"] == f'attachment; filename="{record.id}.cast"'
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert b"ready" in cast_output([__import__("json").loads(x) for x in resp.body.decode().splitlines()[1:]])
+    assert (await user.get(f"/api/sessions/{record.id}/recording")).status == 403
+    for bad in ("..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd", "abc%00def", "....", "a" * 100):
+        r = await admin.get(f"/api/sessions/{bad}/recording")
+        assert r.status in (400, 404), (bad, r)
+        assert b"root:" not in r.body
+    # a tampered document pointing outside records/ is refused
+    record.recording_path = "/etc/passwd"
+    await bastion.services.store.save(record)
+    r = await admin.get(f"/api/sessions/{record.id}/recording")
+    assert r.status == 404 and b"root:" not in r.body
+    assert (await bastion.services.store.list_events(action="recording.opened")).total == 1
