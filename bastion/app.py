@@ -49,8 +49,8 @@ def make_app(config: Config, services: Services) -> tornado.web.Application:
         static_handler_args={},
         debug=config.server.debug,
         compress_response=False,
-        websocket_ping_interval=20,
-        websocket_ping_timeout=60,
+        websocket_ping_interval=25,
+        websocket_ping_timeout=20,
         websocket_max_message_size=4 * 1024 * 1024,
         default_handler_class=None,
     )
