@@ -79,7 +79,9 @@ class TerminalSession:
         self._pending = 0
         self._paused = False
         self._resuming = False
-        self._exit_seen = False
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self._flush_scheduled = False
 
     # ---- identity for logs -------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -91,6 +93,25 @@ class TerminalSession:
 
     # ---- SSH → user --------------------------------------------------------------------------------
     def on_output(self, data: bytes) -> None:
+        """SSH data: coalesced per loop iteration (asyncssh hands over one ≤32 KiB packet per call)."""
+        self._out.append(data)
+        self._out_size += len(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_output)
+        if (self._pending + self._out_size > HIGH_WATER and not self._paused and not self._resuming
+                and self._chan is not None):
+            self._paused = True
+            self._chan.pause_reading()
+
+    def _flush_output(self) -> None:
+        """One step for the whole batch: user socket, recorder, screen, monitors."""
+        self._flush_scheduled = False
+        if not self._out:
+            return
+        data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+        self._out.clear()
+        self._out_size = 0
         self.bytes_out += len(data)
         self.last_activity = time.monotonic()
         fut = self.sink.send_output(data)
@@ -101,9 +122,6 @@ class TerminalSession:
         self.screen.feed(data)
         for monitor in self.monitors:
             monitor.push(data)
-        if self._pending > HIGH_WATER and not self._paused and not self._resuming and self._chan is not None:
-            self._paused = True
-            self._chan.pause_reading()
 
     def _sent(self, size: int, fut: "asyncio.Future[Any]") -> None:
         self._pending -= size
@@ -200,6 +218,7 @@ class TerminalSession:
             raise
 
     async def _close(self, reason: str, by: str, note: str) -> Session:
+        self._flush_output()  # output already read from SSH still reaches the user, the recording and monitors
         text = REASON_TEXT.get(reason, reason)
         if reason == "kicked":
             text = f"ended by {by}" + (f": {note}" if note else "")

@@ -1,0 +1,308 @@
+"""Shared benchmark plumbing: a real sshd, a real Bastion process, the webssh peer, and session clients.
+
+Everything listens on 127.0.0.1 only; every loop is bounded in count and time.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+import asyncssh  # noqa: E402
+import websockets  # noqa: E402
+
+from sshd import make_sshd  # noqa: E402
+
+ADMIN_PASSWORD = "bench-admin-password"
+WEBSSH_VERSION = "1.6.3"
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    import socket
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} not listening")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, int(round(p / 100 * (len(ordered) - 1)))))
+    return ordered[k]
+
+
+def stop(proc: subprocess.Popen | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+class Environment:
+    """sshd + Bastion (+ webssh) for one benchmark run."""
+
+    def __init__(self, work: Path, *, webssh: bool = True, bastion_env: dict[str, str] | None = None) -> None:
+        self.work = work
+        self.sshd = make_sshd(work / "sshd")
+        self.sshd.start()
+        self.bastion_port = free_port()
+        self.bastion_proc: subprocess.Popen | None = None
+        self.webssh_proc: subprocess.Popen | None = None
+        self.webssh_port = 0
+        self.host_id = ""
+        self.cookie = ""
+        self._start_bastion(bastion_env or {})
+        if webssh:
+            self._start_webssh()
+
+    # ---- Bastion ---------------------------------------------------------------------------
+    def _start_bastion(self, extra: dict[str, str]) -> None:
+        env = {**os.environ, "BASTION_SERVER_PORT": str(self.bastion_port),
+               "BASTION_SERVER_DATA_DIR": str(self.work / "var"),
+               "BASTION_DATABASE_URL": f"sqlite:///{self.work / 'var' / 'bastion.db'}",
+               "BASTION_TERMINAL_RECORDS_DIR": str(self.work / "records"),
+               "BASTION_TERMINAL_MAX_SESSIONS_PER_USER": "10000",
+               "BASTION_TERMINAL_NOTIFY_MONITORED": "false",
+               "BASTION_LOG_LEVEL": "WARNING", **extra}
+        py = sys.executable
+        subprocess.run([py, "-m", "bastion", "init"], env=env, check=True, capture_output=True)
+        subprocess.run([py, "-m", "bastion", "user", "passwd", "admin", "--password-stdin"], env=env,
+                       input=ADMIN_PASSWORD + "\n", text=True, check=True, capture_output=True)
+        self.bastion_proc = subprocess.Popen([py, "-m", "bastion", "serve"], env=env,
+                                             stdout=subprocess.DEVNULL, stderr=open(self.work / "bastion.log", "wb"))
+        wait_port(self.bastion_port, self.bastion_proc)
+        self._setup_inventory()
+
+    def _api(self, method: str, path: str, body: Any = None) -> Any:
+        headers = {"Cookie": self.cookie, "Content-Type": "application/json", "X-XSRFToken": self.xsrf}
+        req = urllib.request.Request(f"http://127.0.0.1:{self.bastion_port}{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None, headers=headers)
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            for header in resp.headers.get_all("Set-Cookie") or []:
+                name, _, rest = header.partition("=")
+                if name == "bastion_login":
+                    self.login_cookie = rest.split(";")[0]
+            return json.loads(resp.read() or b"null")
+
+    def _setup_inventory(self) -> None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.bastion_port}/login", timeout=30) as resp:
+            xsrf = [h.split(";")[0].split("=", 1)[1] for h in resp.headers.get_all("Set-Cookie") if h.startswith("_xsrf=")][0]
+        self.xsrf = xsrf
+        self.cookie = f"_xsrf={xsrf}"
+        self._api("POST", "/api/login", {"username": "admin", "password": ADMIN_PASSWORD})
+        self.cookie = f"_xsrf={xsrf}; bastion_login={self.login_cookie}"
+        app = self._api("POST", "/api/apps", {"name": "bench"})["id"]
+        cred = self._api("POST", "/api/credentials", {"name": "bench", "username": self.sshd.username,
+                                                      "private_key": self.sshd.client_key})["id"]
+        self.host_id = self._api("POST", "/api/hosts", {"name": "bench", "address": self.sshd.address,
+                                                        "port": self.sshd.port, "app_id": app, "credential_id": cred})["id"]
+        uid = self._api("GET", "/api/me")["user"]["id"]
+        self._api("POST", "/api/grants", {"user_id": uid, "host_id": self.host_id})
+
+    # ---- webssh (its own virtualenv) -----------------------------------------------------------
+    def _start_webssh(self) -> None:
+        venv = self.work.parent / f"webssh-venv-{WEBSSH_VERSION}"
+        if not (venv / "bin" / "wssh").exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"webssh=={WEBSSH_VERSION}"], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.webssh_port = free_port()
+        self.webssh_proc = subprocess.Popen(
+            [str(venv / "bin" / "wssh"), "--address=127.0.0.1", f"--port={self.webssh_port}", "--policy=autoadd",
+             "--xsrf=False", "--maxconn=100000", "--redirect=False", "--fbidhttp=False", "--logging=error",
+             "--timeout=30", "--delay=60"],
+            stdout=subprocess.DEVNULL, stderr=open(self.work / "webssh.log", "wb"))
+        wait_port(self.webssh_port, self.webssh_proc)
+
+    def close(self) -> None:
+        stop(self.bastion_proc)
+        stop(self.webssh_proc)
+        self.sshd.stop()
+
+
+class Session:
+    """One interactive PTY session, whatever carries it."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.total = 0
+        self._event = asyncio.Event()
+
+    def _feed(self, data: bytes) -> None:
+        self.buf += data
+        self.total += len(data)
+        if len(self.buf) > 65536:  # only the tail is searched for markers
+            del self.buf[:-4096]
+        self._event.set()
+
+    async def read_until(self, needle: bytes, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in self.buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{needle!r} not seen; tail {bytes(self.buf[-200:])!r}")
+            self._event.clear()
+            try:
+                await asyncio.wait_for(self._event.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+        idx = self.buf.index(needle)
+        del self.buf[:idx + len(needle)]
+
+    def clear(self) -> None:
+        self.buf.clear()
+
+
+class RawSSH(Session):
+    name = "raw SSH"
+
+    async def open(self, env: Environment, cols: int = 120, rows: int = 40) -> "RawSSH":
+        s = env.sshd
+        self.conn = await asyncssh.connect(s.address, s.port, username=s.username, known_hosts=None,
+                                           client_keys=[asyncssh.import_private_key(s.client_key)], agent_path=None,
+                                           config=None, encryption_algs=["aes128-gcm@openssh.com"])
+        self.proc = await self.conn.create_process(term_type="xterm-256color", term_size=(cols, rows), encoding=None)
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        while True:
+            data = await self.proc.stdout.read(65536)
+            if not data:
+                return
+            self._feed(data)
+
+    async def send(self, text: str) -> None:
+        self.proc.stdin.write(text.encode())
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        self.conn.close()
+
+
+class WebSession(Session):
+    """A WebSocket terminal (Bastion or webssh)."""
+
+    async def _read(self) -> None:
+        try:
+            async for msg in self.ws:
+                if isinstance(msg, bytes):
+                    self._feed(msg)
+        except websockets.ConnectionClosed:
+            pass
+
+    async def close(self) -> None:
+        self._reader.cancel()
+        await self.ws.close()
+
+
+class BastionSession(WebSession):
+    name = "Bastion"
+
+    async def open(self, env: Environment, cols: int = 120, rows: int = 40) -> "BastionSession":
+        url = f"ws://127.0.0.1:{env.bastion_port}/ws/terminal/{env.host_id}?cols={cols}&rows={rows}"
+        self.ws = await websockets.connect(url, additional_headers={"Cookie": env.cookie},
+                                           origin=f"http://127.0.0.1:{env.bastion_port}", max_size=None,
+                                           compression=None, open_timeout=60, ping_interval=None)
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        return self
+
+    async def send(self, text: str) -> None:
+        await self.ws.send(json.dumps({"type": "input", "data": text}))
+
+
+class WebSSHSession(WebSession):
+    name = "webssh"
+
+    async def open(self, env: Environment, cols: int = 120, rows: int = 40) -> "WebSSHSession":
+        keyfile = env.work / "client_key_for_webssh"
+        if not keyfile.exists():
+            keyfile.write_text(env.sshd.client_key)
+        form = urllib.parse.urlencode({"hostname": env.sshd.address, "port": env.sshd.port,
+                                       "username": env.sshd.username, "password": "",
+                                       "term": "xterm-256color"}).encode()
+        boundary = "----bench"
+        body = b""
+        for key, value in urllib.parse.parse_qsl(form.decode(), keep_blank_values=True):
+            body += f"--{boundary}\r\nContent-Disposition: form-data; name=\"{key}\"\r\n\r\n{value}\r\n".encode()
+        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"privatekey\"; filename=\"id\"\r\n"
+                 f"Content-Type: application/octet-stream\r\n\r\n").encode() + env.sshd.client_key.encode() + b"\r\n"
+        body += f"--{boundary}--\r\n".encode()
+
+        def post() -> dict:
+            req = urllib.request.Request(f"http://127.0.0.1:{env.webssh_port}/", data=body, method="POST",
+                                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return json.loads(resp.read())
+        result = await asyncio.get_running_loop().run_in_executor(None, post)
+        if not result.get("id"):
+            raise RuntimeError(f"webssh refused: {result}")
+        self.ws = await websockets.connect(f"ws://127.0.0.1:{env.webssh_port}/ws?id={result['id']}",
+                                           origin=f"http://127.0.0.1:{env.webssh_port}", max_size=None,
+                                           compression=None, open_timeout=60, ping_interval=None)
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        await self.ws.send(json.dumps({"resize": [cols, rows]}))
+        return self
+
+    async def send(self, text: str) -> None:
+        await self.ws.send(json.dumps({"data": text}))
+
+
+def summarize(values: list[float]) -> dict[str, float]:
+    return {"p50": pct(values, 50), "p99": pct(values, 99), "mean": statistics.fmean(values) if values else float("nan"),
+            "n": len(values)}
+
+
+def machine() -> dict[str, Any]:
+    import platform
+    ssh_version = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
+    return {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "kernel": platform.release(), "openssh": ssh_version}
+
+
+def tmpdir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
