@@ -158,7 +158,21 @@ def start_background_jobs(services: Services) -> list[asyncio.Task]:
                 log.exception("node heartbeat failed")
             await asyncio.sleep(10)
 
-    return [asyncio.get_running_loop().create_task(purge_logins()), asyncio.get_running_loop().create_task(heartbeat())]
+    async def retention() -> None:
+        from .playback import purge
+        while True:
+            try:
+                await purge(services.config, services.store, services.audit, services.config.terminal.retention_days,
+                            dry_run=False)
+            except Exception:
+                log.exception("retention purge failed")
+            await asyncio.sleep(86400)
+
+    loop = asyncio.get_running_loop()
+    jobs = [loop.create_task(purge_logins()), loop.create_task(heartbeat())]
+    if services.config.terminal.retention_days:
+        jobs.append(loop.create_task(retention()))
+    return jobs
 
 
 def run(config: Config) -> int:

@@ -54,6 +54,11 @@ _ACTIONS = (
     AuditAction("monitor.left", "B2101", "Someone stopped watching a session"),
     AuditAction("monitor.input_refused", "B2102", "A monitor tried to send input or resize"),
     AuditAction("recording.opened", "B2200", "A recording was played or downloaded"),
+    AuditAction("recording.purged", "B2201", "Recordings older than the retention period were deleted"),
+    AuditAction("command.blocked", "B2300", "A command was denied by the command filter"),
+    AuditAction("command.flagged", "B2301", "A command matched a warn rule"),
+    AuditAction("rule.created", "B2310", "A command filter rule was created"),
+    AuditAction("rule.deleted", "B2311", "A command filter rule was deleted"),
 )
 ACTIONS: dict[str, AuditAction] = {a.name: a for a in _ACTIONS}
 SECRET_KEYS = ("password", "secret", "token", "private_key", "totp", "code")

@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import getpass
 import sys
+import time
 from typing import Any, Awaitable, Callable
 
 from . import __version__
@@ -52,6 +53,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("username")
     p = usub.add_parser("list", help="list users", description="List users with roles and state.")
     _common(p)
+
+    p = sub.add_parser("play", help="replay a session in this terminal",
+                       description="Replay a recorded session with its timing, or list its commands.")
+    _common(p)
+    p.add_argument("session_id")
+    p.add_argument("--commands", action="store_true", help="list the session's commands instead of replaying")
+    p.add_argument("--speed", type=float, default=1.0, help="playback speed (default 1)")
+
+    p = sub.add_parser("verify", help="check a recording against its sealed digest",
+                       description="Recompute a recording's HMAC chain; exit 0 when verified, 1 naming the first "
+                                   "line that does not match.")
+    _common(p)
+    p.add_argument("session_id")
+
+    p = sub.add_parser("purge", help="delete recordings past the retention period",
+                       description="Delete recordings older than [terminal] retention_days (or --days), keeping "
+                                   "session metadata marked purged.")
+    _common(p)
+    p.add_argument("--days", type=int, help="retention in days (default: [terminal] retention_days)")
+    p.add_argument("--dry-run", action="store_true", help="only show what would be deleted")
     return parser
 
 
@@ -98,6 +119,51 @@ async def _user_command(args: argparse.Namespace, services: Any) -> int:
     return 0
 
 
+async def _session(services: Any, session_id: str) -> Any:
+    from . import validation as v
+    record = await services.store.get_session(v.record_id(session_id, "session id"))
+    if record is None:
+        raise BastionError(f"no session {session_id!r}")
+    return record
+
+
+async def _play(args: argparse.Namespace, services: Any) -> int:
+    from .playback import recording_file, replay
+    record = await _session(services, args.session_id)
+    if args.commands:
+        for c in await services.store.commands_of_session(record.id):
+            flag = " [blocked]" if c.blocked else " [flagged]" if c.flagged else ""
+            print(f"{int(c.offset) // 60:>4}:{int(c.offset) % 60:02d}  {c.text}{flag}")
+        return 0
+    path = recording_file(services.config, record)
+    await services.audit.record("recording.opened", actor="cli", target=record.host_name, session=record.id, via="cli")
+    await asyncio.get_running_loop().run_in_executor(None, lambda: replay(path, speed=max(0.1, args.speed)))
+    print("\x1b[0m")
+    return 0
+
+
+async def _verify(args: argparse.Namespace, services: Any) -> int:
+    from .playback import verify_session
+    record = await _session(services, args.session_id)
+    result = verify_session(services.config, record)
+    print(f"{record.id}: {result.message}")
+    return 0 if result.ok else 1
+
+
+async def _purge(args: argparse.Namespace, services: Any) -> int:
+    from .playback import purge
+    days = args.days if args.days is not None else services.config.terminal.retention_days
+    if not days:
+        raise BastionError("no retention period: set [terminal] retention_days or pass --days")
+    victims = await purge(services.config, services.store, services.audit, days, dry_run=args.dry_run, actor="cli")
+    verb = "would delete" if args.dry_run else "deleted"
+    for r in victims:
+        print(f"{verb} {r.id}  {r.username}@{r.host_name}  started {time.strftime('%Y-%m-%d %H:%M', time.localtime(r.started_at))}"
+              f"  {r.recording_size} bytes")
+    print(f"{len(victims)} recording(s) {verb} (older than {days} days)")
+    return 0
+
+
 async def _init(services: Any) -> int:
     password = await services.auth.ensure_first_admin()
     print(f"data dir {services.config.data_dir}, database {services.store.url_for_display}: ready")
@@ -123,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_with_services(config, _init))
         if args.command == "user":
             return asyncio.run(_with_services(config, lambda s: _user_command(args, s)))
+        if args.command in ("play", "verify", "purge"):
+            action = {"play": _play, "verify": _verify, "purge": _purge}[args.command]
+            return asyncio.run(_with_services(config, lambda s: action(args, s)))
     except BastionError as exc:
         print(f"bastion: {exc.message}", file=sys.stderr)
         return 2

@@ -1,14 +1,28 @@
-"""The session's terminal emulator (pyte), fed lazily: screen snapshots for late monitors.
+"""Command extraction and the command filter, on the session's terminal emulator (pyte).
 
-Feeding pyte costs CPU on the loop, so output is queued (bounded) and fed only when the screen is
-needed. If more than `max_pending` bytes arrive between two looks, the oldest are dropped and the
-emulator is reset before replaying the rest: a screen is redrawn by far fewer bytes than that.
+`ScreenTracker`: pyte fed lazily. Feeding pyte costs CPU on the loop, so output is queued (bounded)
+and fed only when the screen is needed (a monitor joins, Enter is pressed). If more than `max_pending`
+bytes arrive between two looks, the oldest are dropped and the emulator is reset before replaying the
+rest: a screen is redrawn by far fewer bytes than that.
+
+`CommandExtractor`: the prompt is learned when input starts on a fresh line (the text left of the
+cursor); on Enter the command is what the prompt's line(s) show minus the prompt, so editing, tab
+completion, history recall and Ctrl-R give what the shell runs. Nothing is extracted on the alternate
+screen (vim, less, top) or at password prompts.
+
+`CommandFilter`: admin rules (regex or words; deny or warn; scope all/category/host/role; priority).
 """
 from __future__ import annotations
 
 import codecs
+import re
+from dataclasses import dataclass
+from typing import Iterable
 
 import pyte
+
+from .errors import Invalid
+from .store import CommandRule, Host, User
 
 _SGR_COLORS = {"black": 0, "red": 1, "green": 2, "brown": 3, "yellow": 3, "blue": 4, "magenta": 5, "cyan": 6, "white": 7}
 
@@ -118,3 +132,110 @@ class ScreenTracker:
         if screen.cursor.hidden:
             out.append("\x1b[?25l")
         return "".join(out).encode("utf-8")
+
+
+ALT_ON = (b"\x1b[?1049h", b"\x1b[?1047h", b"\x1b[?47h")
+ALT_OFF = (b"\x1b[?1049l", b"\x1b[?1047l", b"\x1b[?47l")
+PASSWORD_PROMPT = re.compile(r"(password|passphrase|passcode|\bpin\b|verification code)[^:]*:\s*$", re.I)
+SEARCH_PROMPT = re.compile(r"^\((?:reverse-|failed reverse-|bck-|fwd-)?i-search\)`[^']*': ?(.*)$")
+MAX_COMMAND = 4096
+
+
+class CommandExtractor:
+    """Tracks the screen state that matters for commands: alternate screen, prompt position."""
+
+    def __init__(self, screen: ScreenTracker) -> None:
+        self.screen = screen
+        self.alternate = False
+        self._prompt: tuple[int, int, str] | None = None  # row, column, text left of the cursor
+
+    def observe(self, data: bytes) -> None:
+        """Called with every output chunk (cheap: looks for private-mode switches only)."""
+        if b"\x1b[?" not in data:
+            return
+        last_on = max(data.rfind(seq) for seq in ALT_ON)
+        last_off = max(data.rfind(seq) for seq in ALT_OFF)
+        if last_on > last_off:
+            self.alternate = True
+        elif last_off > last_on:
+            self.alternate = False
+            self._prompt = None
+
+    def before_input(self) -> None:
+        """A key is about to reach the host: learn the prompt if a new line starts."""
+        if self.alternate or self._prompt is not None:
+            return
+        screen = self.screen.screen
+        self.screen.catch_up()
+        y, x = screen.cursor.y, screen.cursor.x
+        line = screen.display[y]
+        self._prompt = (y, x, line[:x])
+
+    def take(self) -> str | None:
+        """On Enter: the command on the prompt's line(s), or None (alternate screen, password prompt, empty)."""
+        prompt, self._prompt = self._prompt, None
+        if self.alternate:
+            return None
+        self.screen.catch_up()
+        screen = self.screen.screen
+        cy = screen.cursor.y
+        if prompt is None:
+            prompt = (cy, 0, "")
+        py, px, ptext = prompt
+        rows = [screen.display[y] for y in range(screen.lines)]
+        if py > cy or not rows[py].startswith(ptext):
+            # the screen scrolled since the prompt was seen (long or wrapped line): find it again
+            py = next((y for y in range(cy, -1, -1) if ptext and rows[y].startswith(ptext)), cy)
+        line = rows[py][px:] if rows[py].startswith(ptext) else rows[py]
+        for y in range(py + 1, cy + 1):
+            line += rows[y]
+        line = line.rstrip()
+        search = SEARCH_PROMPT.match(line.strip())
+        if search:
+            line = search.group(1)
+        if PASSWORD_PROMPT.search(ptext.rstrip() + " ") or PASSWORD_PROMPT.search(ptext):
+            return None
+        line = line.strip()
+        return line[:MAX_COMMAND] or None
+
+    def reset_line(self) -> None:
+        self._prompt = None
+
+
+def compile_rule(kind: str, pattern: str) -> re.Pattern[str]:
+    """Compile a rule's pattern; a regex that does not compile is rejected, never treated as no match."""
+    if kind == "words":
+        words = [w for w in re.split(r"[\s,]+", pattern) if w]
+        if not words:
+            raise Invalid("pattern must hold at least one word")
+        return re.compile(r"(?<![\w-])(?:" + "|".join(re.escape(w) for w in words) + r")(?![\w-])")
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise Invalid(f"pattern is not a valid regular expression: {exc}") from None
+
+
+@dataclass
+class Verdict:
+    action: str  # allow | deny | warn
+    rule: str = ""
+
+
+class CommandFilter:
+    """Evaluates admin rules in priority order; the first matching rule decides."""
+
+    def __init__(self, rules: Iterable[CommandRule]) -> None:
+        self.rules = sorted((r for r in rules if r.enabled), key=lambda r: (r.priority, r.name))
+        self._compiled = {r.id: compile_rule(r.kind, r.pattern) for r in self.rules}
+
+    def check(self, command: str, user: User, host: Host) -> Verdict:
+        for rule in self.rules:
+            if rule.scope == "app" and rule.scope_value != host.app_id:
+                continue
+            if rule.scope == "host" and rule.scope_value != host.id:
+                continue
+            if rule.scope == "role" and rule.scope_value not in user.roles:
+                continue
+            if self._compiled[rule.id].search(command):
+                return Verdict(rule.action, rule.name)
+        return Verdict("allow")

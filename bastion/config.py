@@ -96,6 +96,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("terminal", "record_input", False, "bool", "Also record typed input (contains typed passwords)."),
     Option("terminal", "on_record_failure", "terminate", "choice", "When a recording cannot be written: terminate the session, or warn and go on.", choices=("terminate", "warn")),
     Option("terminal", "notify_monitored", True, "bool", "Tell the user when someone starts watching the session."),
+    Option("terminal", "retention_days", 0, "int", "Delete recordings older than this many days, keeping metadata (0: keep forever).", minimum=0, maximum=36500),
     Option("terminal", "ssh_window", 524288, "int", "SSH channel window in bytes (bounds a backed-up session's memory).", minimum=32768, maximum=16 * 1048576),
     Option("terminal", "monitor_queue_bytes", 1048576, "int", "Bytes a monitor may lag behind before it is resynced from a snapshot.", minimum=65536, maximum=64 * 1048576),
     Option("hub", "url", "memory", "str", "'memory' (one node) or redis://host:port/db (several nodes).", check=_check_hub_url),

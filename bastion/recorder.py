@@ -84,11 +84,13 @@ class AsciicastRecorder:
         self._start = time.monotonic()
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._buffer: list[bytes] = []
+        self._links: list[bytes] = []  # hex chain digest per line, for the .chain sidecar
         self._buffered = 0
         self._chain = b"\x00" * 32
         self._sha = hashlib.sha256()
         self._size = 0
         self._fh = None
+        self._chain_fh = None
         self._failed = False
         self._closed = False
         self._write_lock = asyncio.Lock()
@@ -104,6 +106,8 @@ class AsciicastRecorder:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
             self._fh = os.fdopen(fd, "ab", buffering=0)
+            fd = os.open(chain_path(self.path), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+            self._chain_fh = os.fdopen(fd, "ab", buffering=0)
         await asyncio.get_running_loop().run_in_executor(self._io, create)
         await self._flush()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
@@ -115,6 +119,7 @@ class AsciicastRecorder:
     def _append(self, line: str) -> None:
         data = line.encode("utf-8") + b"\n"
         self._chain = chain_step(self._key, self._chain, data)
+        self._links.append(self._chain.hex().encode() + b"\n")
         self._buffer.append(data)
         self._buffered += len(data)
         if self._buffered > MAX_BUFFER and self._flusher is not None and not self._write_lock.locked():
@@ -149,23 +154,28 @@ class AsciicastRecorder:
         async with self._write_lock:
             if self._failed or self._fh is None:
                 self._buffer.clear()
+                self._links.clear()
                 self._buffered = 0
                 return
             chunk = b"".join(self._buffer)
+            links = b"".join(self._links)
             self._buffer.clear()
+            self._links.clear()
             self._buffered = 0
             if not chunk and not fsync:
                 return
-            fh = self._fh
+            fh, chain_fh = self._fh, self._chain_fh
 
             def write() -> None:
                 # Accounting happens with the write, so a flush interrupted by close() still counts.
                 if chunk:
                     fh.write(chunk)
+                    chain_fh.write(links)
                     self._sha.update(chunk)
                     self._size += len(chunk)
                 if fsync:
                     os.fsync(fh.fileno())
+                    os.fsync(chain_fh.fileno())
             self._inflight = asyncio.get_running_loop().run_in_executor(self._io, write)
             try:
                 # shield: cancelling the flusher must never abandon a write half-way
@@ -201,7 +211,9 @@ class AsciicastRecorder:
             await self._flush(fsync=True)
             if self._fh is not None:
                 fh, self._fh = self._fh, None
+                chain_fh, self._chain_fh = self._chain_fh, None
                 await asyncio.get_running_loop().run_in_executor(self._io, fh.close)
+                await asyncio.get_running_loop().run_in_executor(self._io, chain_fh.close)
         return RecordingResult(str(self.path), self._size, self._sha.hexdigest(), self._chain.hex())
 
     @property
@@ -209,13 +221,44 @@ class AsciicastRecorder:
         return self._failed
 
 
-def verify_chain(path: Path, key: bytes, expected: str) -> tuple[bool, int | None, str]:
-    """Recompute the chain over a recording: (ok, number of lines read, message)."""
+def chain_path(path: Path) -> Path:
+    """The sidecar holding the chain digest after each line of a recording."""
+    return Path(str(path) + ".chain")
+
+
+@dataclass
+class Verification:
+    ok: bool
+    lines: int
+    first_bad_line: int | None  # 1-based line of the .cast file
+    message: str
+
+
+def verify_recording(path: Path, key: bytes, sealed: str) -> Verification:
+    """Recompute the HMAC chain: name the first line that does not match, or confirm the sealed digest."""
+    try:
+        links = chain_path(path).read_bytes().split()
+    except OSError:
+        links = []
     chain = b"\x00" * 32
-    index = -1
+    count = 0
     with open(path, "rb") as fh:
-        for index, line in enumerate(fh):
+        for count, line in enumerate(fh, start=1):
             chain = chain_step(key, chain, line)
-    if hmac.compare_digest(chain.hex(), expected):
-        return True, None, f"verified: {index + 1} lines match the sealed digest"
-    return False, index, "recording does not match its sealed digest"
+            if count > len(links) or not hmac.compare_digest(chain.hex().encode(), links[count - 1]):
+                if count > len(links) and not sealed:
+                    return Verification(False, count, count, f"line {count} is past the last sealed link")
+                if count <= len(links):
+                    kind = "event" if count > 1 else "header"
+                    return Verification(False, count, count, f"{kind} on line {count} does not match the chain "
+                                                             "(modified, inserted or removed)")
+    if sealed:
+        if hmac.compare_digest(chain.hex(), sealed):
+            return Verification(True, count, None, f"verified: all {count} lines match the sealed digest")
+        if count < len(links):
+            return Verification(False, count, count + 1, f"recording ends early: line {count + 1} is missing")
+        return Verification(False, count, count, "the recording does not match the digest sealed at close")
+    if count == len(links):
+        return Verification(True, count, None, f"no digest was sealed (session interrupted); all {count} lines "
+                                                "match the chain up to the last flush")
+    return Verification(False, count, count + 1, f"recording ends early: line {count + 1} is missing")

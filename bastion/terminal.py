@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
-from .commands import ScreenTracker
+from .commands import CommandExtractor, CommandFilter, ScreenTracker
 from .config import Config
 from .errors import BastionError, Conflict
 from .hub import Monitor, Sink
 from .protocol import control
 from .recorder import AsciicastRecorder, NullRecorder, Recorder, recording_path
 from .ssh import HostKeyChanged, Target, connect, fingerprint
-from .store import Host, Session, User
+from .store import Command, Host, Session, User
 from .vault import derive_key
 
 if TYPE_CHECKING:
@@ -69,6 +69,15 @@ class TerminalSession:
         self.recorder = recorder
         self.cols, self.rows = record.cols, record.rows
         self.screen = ScreenTracker(record.cols, record.rows)
+        self.extractor = CommandExtractor(self.screen)
+        self.host: Host | None = None
+        self.user: User | None = None
+        self._started_mono = time.monotonic()
+        self._last_out = 0.0
+        self._last_in = 0.0
+        self._input: asyncio.Queue[str] = asyncio.Queue(maxsize=1000)
+        self._pump: asyncio.Task | None = None
+        self._after_enter = False
         self.monitors: set[Monitor] = set()
         self.bytes_out = 0
         self.last_activity = time.monotonic()
@@ -113,13 +122,14 @@ class TerminalSession:
         self._out.clear()
         self._out_size = 0
         self.bytes_out += len(data)
-        self.last_activity = time.monotonic()
+        self.last_activity = self._last_out = time.monotonic()
         fut = self.sink.send_output(data)
         if fut is not None:
             self._pending += len(data)
             fut.add_done_callback(functools.partial(self._sent, len(data)))
         self.recorder.output(data)
         self.screen.feed(data)
+        self.extractor.observe(data)
         for monitor in self.monitors:
             monitor.push(data)
 
@@ -145,12 +155,93 @@ class TerminalSession:
 
     # ---- user → SSH --------------------------------------------------------------------------------
     def send_input(self, data: str) -> None:
+        """Input from the user's socket: queued for the input pump (which checks commands on Enter)."""
         if self._chan is None or self.closing:
             self.sink.send_control(control("notice", message="not connected yet; input dropped"))
             return
+        try:
+            self._input.put_nowait(data)
+        except asyncio.QueueFull:
+            self.sink.send_control(control("notice", message="input is arriving faster than the host reads it; dropped"))
+
+    def _write(self, text: str) -> None:
+        if self._chan is not None and not self.closing:
+            self._last_in = time.monotonic()
+            self._chan.write(text.encode("utf-8", "surrogatepass"))
+
+    async def _settle(self, quiet: float = 0.03, limit: float = 0.5) -> None:
+        """Wait until the host has echoed what was typed: no output for `quiet` s (at most `limit` s)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        while True:
+            idle = time.monotonic() - max(self._last_out, self._last_in)
+            if idle >= quiet or loop.time() >= deadline:
+                return
+            await asyncio.sleep(quiet - idle)
+
+    async def _pump_input(self) -> None:
+        while not self.closing:
+            data = await self._input.get()
+            try:
+                await self._handle_input(data)
+            except Exception:
+                log.exception("input handling failed %r", self)
+
+    async def _begin_line(self) -> None:
+        if self.extractor.alternate:
+            return
+        if self._after_enter:  # let the shell print its next prompt before learning it
+            self._after_enter = False
+            await self._settle()
+        self.extractor.before_input()
+
+    async def _handle_input(self, data: str) -> None:
         self.last_activity = time.monotonic()
         self.recorder.input(data)
-        self._chan.write(data.encode("utf-8", "surrogatepass"))
+        if "\r" not in data or self.extractor.alternate:
+            await self._begin_line()
+            self._write(data)
+            return
+        parts = data.split("\r")
+        for index, part in enumerate(parts):
+            if part:
+                await self._begin_line()
+                self._write(part)
+            if index == len(parts) - 1:
+                break
+            await self._enter()
+
+    async def _enter(self) -> None:
+        """Enter: extract the command from the screen, apply the filter, then let it through or not."""
+        if self.extractor.alternate:
+            self._write("\r")
+            return
+        await self._begin_line()
+        await self._settle()
+        command = self.extractor.take()
+        self._after_enter = True
+        if command is None:
+            self._write("\r")
+            return
+        verdict = (await self.manager.command_filter()).check(command, self.user, self.host)
+        blocked = verdict.action == "deny"
+        if blocked:
+            self._write("\x05\x15")  # end of line, then kill it: the host never runs the line
+            self.sink.send_control(control("notice", level="error",
+                                           message=f"command blocked by policy ({verdict.rule}): {command[:200]}"))
+        else:
+            self._write("\r")
+            if verdict.action == "warn":
+                self.sink.send_control(control("notice", level="warn",
+                                               message=f"this command is flagged for review ({verdict.rule})"))
+        frame = control("command", command=command, blocked=blocked, flagged=verdict.action == "warn")
+        for monitor in self.monitors:
+            monitor.sink.send_control(frame)
+        await self.manager.record_command(self, command, blocked=blocked, flagged=verdict.action == "warn",
+                                          rule=verdict.rule)
+
+    def elapsed(self) -> float:
+        return round(time.monotonic() - self._started_mono, 3)
 
     def resize(self, cols: int, rows: int) -> None:
         if (cols, rows) == (self.cols, self.rows) or self.closing:
@@ -173,9 +264,10 @@ class TerminalSession:
         pass
 
     # ---- lifecycle -----------------------------------------------------------------------------------
-    async def start(self, target: Target, host: Host) -> None:
+    async def start(self, target: Target, host: Host, user: User) -> None:
         """Connect, pin or check the host key, open the PTY; raise BastionError on failure."""
         tcfg = self.manager.config.terminal
+        self.host, self.user = host, user
         try:
             connected = await connect(target, timeout=tcfg.connect_timeout, keepalive=tcfg.keepalive_interval)
         except HostKeyChanged as exc:
@@ -194,6 +286,7 @@ class TerminalSession:
         except (asyncssh.Error, OSError) as exc:
             self._conn.close()
             raise BastionError(f"{host.name}: the host refused a terminal: {getattr(exc, 'reason', exc)}") from None
+        self._pump = asyncio.get_running_loop().create_task(self._pump_input())
 
     def record_failed(self, reason: str) -> None:
         """Called by the recorder when the recording cannot be written."""
@@ -230,6 +323,8 @@ class TerminalSession:
         for monitor in list(self.monitors):
             monitor.close(frame)
         self.monitors.clear()
+        if self._pump is not None:
+            self._pump.cancel()
         if self._chan is not None:
             self._chan.close()
         if self._conn is not None:
@@ -269,6 +364,8 @@ class TerminalManager:
         self.io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bastion-rec")
         self._record_key = derive_key(config.secret, b"bastion recordings v1")
         self._idle_task: asyncio.Task | None = None
+        self._filter: CommandFilter | None = None
+        self._filter_at = 0.0
 
     @property
     def record_key(self) -> bytes:
@@ -314,7 +411,7 @@ class TerminalManager:
                 raise BastionError(f"{host.name} has no usable credential; ask an admin")
             target = Target(name=host.name, address=host.address, port=host.port, username=cred.username,
                             kind=cred.kind, secret=self.services.inventory.open_secret(cred), pinned_key=host.host_key)
-            await session.start(target, host)
+            await session.start(target, host, user)
         except BastionError as exc:
             await self.audit.record("session.refused", actor=user.username, target=host.name, ok=False,
                                     session=record.id, why=exc.message)
@@ -325,6 +422,30 @@ class TerminalManager:
                                     session=record.id)
             log.info("session started %r", session)
         return session
+
+    async def command_filter(self) -> CommandFilter:
+        """The current rules (cached for a few seconds; rule changes on this node refresh at once)."""
+        now = time.monotonic()
+        if self._filter is None or now - self._filter_at > 5:
+            self._filter = CommandFilter(await self.store.list_rules())
+            self._filter_at = now
+        return self._filter
+
+    def rules_changed(self) -> None:
+        self._filter = None
+
+    async def record_command(self, session: "TerminalSession", text: str, *, blocked: bool, flagged: bool,
+                             rule: str) -> None:
+        r = session.record
+        try:
+            await self.store.add_command(Command(session_id=r.id, user_id=r.user_id, username=r.username,
+                                                 host_id=r.host_id, host_name=r.host_name, offset=session.elapsed(),
+                                                 text=text, blocked=blocked, flagged=flagged, rule=rule))
+            if blocked or flagged:
+                await self.audit.record("command.blocked" if blocked else "command.flagged", actor=r.username,
+                                        target=r.host_name, ok=not blocked, session=r.id, command=text[:500], rule=rule)
+        except Exception:
+            log.exception("storing a command failed %r", session)
 
     async def pin_key(self, host: Host, key_line: str, username: str) -> None:
         current = await self.store.get_host(host.id)

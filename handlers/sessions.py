@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from bastion import validation as v
 from bastion.errors import Conflict, Forbidden, NotFound
+from bastion.playback import recording_file
 from bastion.store import Session, page_bounds
 
 from .base import APIHandler, BaseHandler, authenticated, role
@@ -85,7 +85,7 @@ class RecordingHandler(SessionsMixin, APIHandler):
     @role("auditor", "admin")
     async def get(self, session_id: str) -> None:
         record = await self.load_session(session_id)
-        path = self.safe_recording_path(record)
+        path = recording_file(self.config, record)
         await self.audit.record("recording.opened", actor=self.actor, target=record.host_name, session=record.id,
                                 user=record.username)
         self.set_header("Content-Type", "application/x-asciicast")
@@ -96,16 +96,6 @@ class RecordingHandler(SessionsMixin, APIHandler):
                 self.write(chunk)
                 await self.flush()
         self.finish()
-
-    def safe_recording_path(self, record: Session) -> Path:
-        """The recording file, only if it lies inside records_dir (never a path from the request)."""
-        root = Path(self.config.records_dir).resolve()
-        if not record.recording_path:
-            raise NotFound("this session has no recording")
-        path = Path(record.recording_path).resolve()
-        if root not in path.parents or not path.is_file():
-            raise NotFound("recording not found")
-        return path
 
 
 class TerminalPage(BaseHandler):

@@ -6,6 +6,8 @@ command -v /usr/sbin/sshd >/dev/null 2>&1 || need+=(openssh-server)
 command -v sshpass >/dev/null 2>&1 || need+=(sshpass)
 command -v /usr/bin/chromium >/dev/null 2>&1 || need+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v vim >/dev/null 2>&1 || need+=(vim)
+command -v less >/dev/null 2>&1 || need+=(less)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing system packages: ${need[*]} (run as root or install them with apt-get)" >&2

@@ -11,6 +11,13 @@
     cursorBlink: !watching, disableStdin: watching, scrollback: 5000, fontSize: 14,
     fontFamily: "ui-monospace, SFMono-Regular, Menlo, Consolas, monospace",
     theme: { background: "#0d1117", foreground: "#c9d1d9" },
+    // OSC 8 links: only http(s), opened without access to this page; never javascript: or others.
+    linkHandler: {
+      activate: (event, uri) => {
+        if (/^https?:\/\//i.test(uri)) window.open(uri, "_blank", "noopener,noreferrer");
+      },
+      allowNonHttpProtocols: false,
+    },
   });
   window.bastionTerm = term; // for tests and the browser console
   let fit = null;
@@ -26,9 +33,9 @@
     statusEl.textContent = text;
     statusEl.className = "status " + (cls || "");
   }
-  function showBanner(text, notice) {
+  function showBanner(text, notice, level) {
     banner.textContent = text;
-    banner.className = "term-banner" + (notice ? " notice" : "");
+    banner.className = "term-banner" + (notice && level !== "error" ? " notice" : "");
     banner.hidden = false;
     if (notice) setTimeout(() => { if (!ended) banner.hidden = true; }, 6000);
   }
@@ -68,9 +75,11 @@
       if (sid) sid.textContent = msg.id;
       if (watching) setStatus("watching", "ok");
     } else if (msg.type === "notice") {
-      showBanner(String(msg.message), true);
+      showBanner(String(msg.message), true, msg.level);
     } else if (msg.type === "resize" && watching) {
       term.resize(Math.max(1, msg.cols | 0), Math.max(1, msg.rows | 0));
+    } else if (msg.type === "command" && watching) {
+      if (msg.blocked) showBanner(`blocked command: ${String(msg.command)}`, true, "error");
     } else if (msg.type === "closed") {
       endWith(String(msg.reason));
     }

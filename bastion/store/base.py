@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence, TypeVar
 
 from ..errors import Conflict, Invalid, NotFound
-from .records import (ApiToken, App, Credential, Event, Failure, Grant, Host, Login, Node, Record,
-                      Session, User)
+from .records import (ApiToken, App, Command, CommandRule, Credential, Event, Failure, Grant, Host, Login, Node,
+                      Record, Session, User)
 
 R = TypeVar("R", bound=Record)
 FIELD_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
@@ -338,6 +338,42 @@ class Store(abc.ABC):
             except Conflict:
                 continue
         raise Conflict("session could not be ended: concurrent updates")
+
+    async def sessions_started_before(self, until: float, limit: int = 500) -> list[Session]:
+        return await self._query(Session, Query(eq={"live": False}, ranges={"started_at": (None, until)},
+                                                sort=("started_at", False), limit=limit))
+
+    # ---- commands and command rules --------------------------------------------------------------------
+    async def add_command(self, command: Command) -> Command:
+        return await self._create(command)
+
+    async def commands_of_session(self, session_id: str, limit: int = 5000) -> list[Command]:
+        return await self._query(Command, Query(eq={"session_id": session_id}, sort=("ts", False), limit=limit))
+
+    async def search_commands(self, text: str | None = None, user_id: str | None = None, host_id: str | None = None,
+                              blocked: bool | None = None, since: float | None = None, until: float | None = None,
+                              limit: int = 50, offset: int = 0) -> Page:
+        eq: dict[str, Any] = {}
+        if user_id:
+            eq["user_id"] = user_id
+        if host_id:
+            eq["host_id"] = host_id
+        if blocked is not None:
+            eq["blocked"] = blocked
+        ranges = {"ts": (since, until)} if since or until else {}
+        return await self._page(Command, Query(eq=eq, ranges=ranges, contains=("text", text) if text else None,
+                                               sort=("ts", True), limit=limit, offset=offset))
+
+    async def create_rule(self, rule: CommandRule) -> CommandRule:
+        return await self._create(rule)
+
+    async def list_rules(self) -> list[CommandRule]:
+        return await self._query(CommandRule, Query(sort=("priority", False)))
+
+    async def delete_rule(self, id: str) -> CommandRule:
+        rule = await self._must(CommandRule, id, "rule")
+        await self._delete(CommandRule.collection, id)
+        return rule
 
     # ---- nodes ----------------------------------------------------------------------------------------------
     async def heartbeat(self, node_id: str) -> None:

@@ -184,6 +184,41 @@ class Session(Record):
     recording_chain: str = ""  # final HMAC of the recording's event chain
     bytes_out: int = 0
     address: str = ""
+    purged: bool = False  # the recording was deleted by retention; metadata stays
+
+
+@dataclass
+class Command(Record):
+    """A command a user ran (or tried to run) in a terminal session."""
+
+    collection: ClassVar[str] = "commands"
+    session_id: str = ""
+    user_id: str = ""
+    username: str = ""
+    host_id: str = ""
+    host_name: str = ""
+    ts: float = field(default_factory=time.time)
+    offset: float = 0.0  # seconds from the start of the recording
+    text: str = ""
+    blocked: bool = False
+    flagged: bool = False  # a `warn` rule matched
+    rule: str = ""  # name of the rule that matched
+
+
+@dataclass
+class CommandRule(Record):
+    """A command filter rule managed by admins."""
+
+    collection: ClassVar[str] = "command_rules"
+    name: str = ""
+    kind: str = "regex"  # regex | words
+    pattern: str = ""
+    action: str = "deny"  # deny | warn
+    scope: str = "all"  # all | app | host | role
+    scope_value: str = ""  # app id, host id or role name
+    priority: int = 100  # lower first
+    enabled: bool = True
+    created_at: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -193,7 +228,8 @@ class Node(Record):
     heartbeat_at: float = field(default_factory=time.time)
 
 
-ALL_RECORDS: tuple[type[Record], ...] = (User, App, Credential, Host, Grant, ApiToken, Login, Failure, Event, Session, Node)
+ALL_RECORDS: tuple[type[Record], ...] = (User, App, Credential, Host, Grant, ApiToken, Login, Failure, Event, Session,
+                                         Command, CommandRule, Node)
 
 # Fields with a unique index, per collection.
 UNIQUE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -202,6 +238,7 @@ UNIQUE_FIELDS: dict[str, tuple[str, ...]] = {
     "credentials": ("name",),
     "hosts": ("name",),
     "grants": ("key",),
+    "command_rules": ("name",),
 }
 
 # Fields queried by equality or range, per collection (indexed on both backends).
@@ -212,4 +249,5 @@ INDEXED_FIELDS: dict[str, tuple[str, ...]] = {
     "logins": ("user_id", "expires_at"),
     "events": ("ts", "action", "actor"),
     "sessions": ("live", "user_id", "host_id", "started_at", "node"),
+    "commands": ("session_id", "user_id", "host_id", "ts", "blocked"),
 }

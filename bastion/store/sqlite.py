@@ -23,10 +23,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _migration_1() -> list[str]:
+def _tables(collections: tuple[str, ...]) -> list[str]:
     sql = []
-    for cls in ALL_RECORDS:
-        c = cls.collection
+    for c in collections:
         sql.append(f"CREATE TABLE IF NOT EXISTS {c} (id TEXT PRIMARY KEY, version INTEGER NOT NULL DEFAULT 0, doc TEXT NOT NULL)")
         for f in UNIQUE_FIELDS.get(c, ()):
             sql.append(f"CREATE UNIQUE INDEX IF NOT EXISTS u_{c}_{f} ON {c} (json_extract(doc, '$.{f}'))")
@@ -36,7 +35,12 @@ def _migration_1() -> list[str]:
 
 
 # Each migration is a list of statements; append new ones, never edit old ones.
-MIGRATIONS: list[Callable[[], list[str]]] = [_migration_1]
+MIGRATIONS: list[Callable[[], list[str]]] = [
+    lambda: _tables(("users", "apps", "credentials", "hosts", "grants", "tokens", "logins", "failures", "events",
+                     "sessions", "nodes")),
+    lambda: _tables(("commands", "command_rules")),
+]
+
 
 
 def _where(query: Query) -> tuple[str, list[Any]]:

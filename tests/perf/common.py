@@ -227,13 +227,22 @@ class RawSSH(Session):
 class WebSession(Session):
     """A WebSocket terminal (Bastion or webssh)."""
 
+    session_id = ""
+    closed_at = 0.0
+    on_bytes = None  # optional hook(bytes, arrival time)
+
     async def _read(self) -> None:
         try:
             async for msg in self.ws:
                 if isinstance(msg, bytes):
+                    if self.on_bytes is not None:
+                        self.on_bytes(msg, time.monotonic())
                     self._feed(msg)
+                elif '"session"' in msg:
+                    self.session_id = json.loads(msg).get("id", "")
         except websockets.ConnectionClosed:
             pass
+        self.closed_at = time.monotonic()
 
     async def close(self) -> None:
         self._reader.cancel()
@@ -253,6 +262,18 @@ class BastionSession(WebSession):
 
     async def send(self, text: str) -> None:
         await self.ws.send(json.dumps({"type": "input", "data": text}))
+
+
+class MonitorSession(WebSession):
+    name = "monitor"
+
+    async def open(self, env: Environment, session_id: str) -> "MonitorSession":
+        self.ws = await websockets.connect(f"ws://127.0.0.1:{env.bastion_port}/ws/monitor/{session_id}",
+                                           additional_headers={"Cookie": env.cookie},
+                                           origin=f"http://127.0.0.1:{env.bastion_port}", max_size=None,
+                                           compression=None, open_timeout=60, ping_interval=None)
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        return self
 
 
 class WebSSHSession(WebSession):

@@ -1,0 +1,85 @@
+// Playback: asciinema-player with speed control, the session's commands beside it (click to seek),
+// and the recording's verification status. Text from recordings is only ever set with textContent.
+"use strict";
+
+(() => {
+  const root = document.getElementById("play");
+  const id = root.dataset.sessionId;
+  const list = document.getElementById("command-list");
+  const verifyEl = document.getElementById("verify");
+  const speedEl = document.getElementById("speed");
+  const params = new URLSearchParams(location.search);
+  let player = null;
+  let pendingSeek = params.has("t") ? Math.max(0, parseFloat(params.get("t")) - 3) : null;
+
+  function create(startAt) {
+    const el = document.getElementById("player");
+    if (!el) return;
+    if (player) { player.dispose(); el.replaceChildren(); }
+    player = AsciinemaPlayer.create(`/api/sessions/${encodeURIComponent(id)}/recording`, el, {
+      speed: parseFloat(speedEl.value), startAt: startAt || 0, fit: "width", idleTimeLimit: 3,
+      terminalFontSize: "14px", preload: true, autoPlay: startAt !== undefined && startAt > 0,
+    });
+    window.bastionPlayer = player;
+  }
+
+  async function seek(seconds) {
+    if (!player) return;
+    await player.seek(Math.max(0, seconds));
+    await player.play();
+  }
+
+  speedEl.addEventListener("change", async () => {
+    const at = player ? await player.getCurrentTime() : 0;
+    create(at);
+  });
+
+  async function loadCommands() {
+    try {
+      const data = await Bastion.api("GET", `/api/sessions/${encodeURIComponent(id)}/commands`);
+      list.replaceChildren();
+      if (!data.items.length) {
+        const li = document.createElement("li");
+        li.className = "muted";
+        li.textContent = "No commands were extracted.";
+        list.appendChild(li);
+      }
+      for (const c of data.items) {
+        const li = document.createElement("li");
+        li.className = c.blocked ? "blocked" : c.flagged ? "flagged" : "";
+        li.dataset.offset = String(c.offset);
+        const at = document.createElement("span");
+        at.className = "at";
+        const m = Math.floor(c.offset / 60), s = Math.floor(c.offset % 60);
+        at.textContent = `${m}:${String(s).padStart(2, "0")}`;
+        const text = document.createElement("span");
+        text.textContent = c.text + (c.blocked ? "  [blocked]" : c.flagged ? "  [flagged]" : "");
+        li.append(at, text);
+        li.title = "Play from a few seconds before this command";
+        li.addEventListener("click", () => seek(c.offset - 3));
+        list.appendChild(li);
+      }
+    } catch (err) { Bastion.toast(err.message, true); }
+  }
+
+  async function verify() {
+    try {
+      const r = await Bastion.api("GET", `/api/sessions/${encodeURIComponent(id)}/verify`);
+      verifyEl.textContent = r.ok ? "verified" : "tampered";
+      verifyEl.className = "badge " + (r.ok ? "good" : "bad");
+      verifyEl.title = r.message;
+      if (!r.ok) Bastion.toast(r.message, true);
+    } catch (err) {
+      verifyEl.textContent = "not verifiable";
+      verifyEl.className = "badge warn";
+      verifyEl.title = err.message;
+    }
+  }
+
+  if (root.dataset.available === "1") {
+    create(pendingSeek || 0);
+    if (pendingSeek) setTimeout(() => seek(pendingSeek), 300);
+  }
+  loadCommands();
+  verify();
+})();

@@ -1,0 +1,77 @@
+// Fleet-wide command search; each hit opens the player at that moment.
+"use strict";
+
+(() => {
+  const form = document.getElementById("search-form");
+  const body = document.querySelector("#results tbody");
+  const pager = document.getElementById("pager");
+  const PAGE = 50;
+  let offset = 0;
+
+  function cell(tr, text, cls) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (cls) td.className = cls;
+    tr.appendChild(td);
+    return td;
+  }
+
+  async function run() {
+    const f = new FormData(form);
+    const q = new URLSearchParams({ limit: String(PAGE), offset: String(offset) });
+    for (const key of ["q", "user", "host_id"]) if (f.get(key)) q.set(key, f.get(key));
+    if (f.get("blocked")) q.set("blocked", "1");
+    if (f.get("since")) q.set("since", String(Date.parse(f.get("since")) / 1000));
+    if (f.get("until")) q.set("until", String(Date.parse(f.get("until")) / 1000 + 86400));
+    let data;
+    try { data = await Bastion.api("GET", `/api/commands/search?${q}`); } catch (err) { Bastion.toast(err.message, true); return; }
+    body.replaceChildren();
+    if (!data.items.length) {
+      const tr = document.createElement("tr");
+      cell(tr, "No commands match.", "muted").colSpan = 6;
+      body.appendChild(tr);
+    }
+    for (const c of data.items) {
+      const tr = document.createElement("tr");
+      tr.className = "hit";
+      cell(tr, new Date(c.ts * 1000).toLocaleString(), "nowrap");
+      cell(tr, c.username, "strong");
+      cell(tr, c.host_name);
+      cell(tr, c.text, "command");
+      const status = cell(tr, "");
+      if (c.blocked || c.flagged) {
+        const b = document.createElement("span");
+        b.className = "badge " + (c.blocked ? "bad" : "warn");
+        b.textContent = c.blocked ? "blocked" : "flagged";
+        status.appendChild(b);
+      }
+      const act = cell(tr, "", "actions");
+      const a = document.createElement("a");
+      a.className = "button small";
+      a.textContent = "Play";
+      a.href = `/play/${encodeURIComponent(c.session_id)}?t=${encodeURIComponent(c.offset)}`;
+      act.appendChild(a);
+      body.appendChild(tr);
+    }
+    pager.replaceChildren();
+    const span = document.createElement("span");
+    span.textContent = data.total ? `${offset + 1}–${Math.min(offset + PAGE, data.total)} of ${data.total}` : "";
+    if (offset > 0) {
+      const prev = document.createElement("button");
+      prev.type = "button"; prev.className = "small"; prev.textContent = "← Newer";
+      prev.addEventListener("click", () => { offset = Math.max(0, offset - PAGE); run(); });
+      pager.appendChild(prev);
+    }
+    pager.appendChild(span);
+    if (offset + PAGE < data.total) {
+      const next = document.createElement("button");
+      next.type = "button"; next.className = "small"; next.textContent = "Older →";
+      next.addEventListener("click", () => { offset += PAGE; run(); });
+      pager.appendChild(next);
+    }
+  }
+
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); offset = 0; run(); });
+  const params = new URLSearchParams(location.search);
+  if (params.get("q")) { form.elements.q.value = params.get("q"); run(); }
+})();
