@@ -15,6 +15,7 @@ screen (vim, less, top) or at password prompts.
 from __future__ import annotations
 
 import codecs
+import logging
 import re
 from dataclasses import dataclass
 from typing import Iterable
@@ -23,6 +24,8 @@ import pyte
 
 from .errors import Invalid
 from .store import CommandRule, Host, User
+
+log = logging.getLogger(__name__)
 
 _SGR_COLORS = {"black": 0, "red": 1, "green": 2, "brown": 3, "yellow": 3, "blue": 4, "magenta": 5, "cyan": 6, "white": 7}
 
@@ -43,11 +46,19 @@ def _color(value: str, base: int) -> str | None:
     return None
 
 
+class _Screen(pyte.Screen):
+    """pyte 0.8.2 raises on private SGR (xterm's modifyOtherKeys `CSI > 4 ; 2 m`, sent by vim): ignore it."""
+
+    def select_graphic_rendition(self, *attrs: int, private: bool = False, **_: object) -> None:
+        if not private:
+            super().select_graphic_rendition(*attrs)
+
+
 class ScreenTracker:
     """A pyte screen with a bounded, lazily fed input queue."""
 
     def __init__(self, cols: int, rows: int, max_pending: int = 128 * 1024) -> None:
-        self.screen = pyte.Screen(cols, rows)
+        self.screen = _Screen(cols, rows)
         self.stream = pyte.Stream(self.screen)
         self.max_pending = max_pending
         self._pending: list[bytes] = []
@@ -85,7 +96,11 @@ class ScreenTracker:
         data = b"".join(self._pending)
         self._pending.clear()
         self._pending_size = 0
-        self.stream.feed(self._decoder.decode(data))
+        try:
+            self.stream.feed(self._decoder.decode(data))
+        except Exception:  # an emulator bug must never break the session: start from a clean screen
+            log.warning("terminal emulator could not parse output; screen reset", exc_info=True)
+            self.screen.reset()
 
     def lines(self) -> list[str]:
         """The screen as plain text lines (trailing spaces removed)."""
@@ -183,16 +198,19 @@ class CommandExtractor:
             prompt = (cy, 0, "")
         py, px, ptext = prompt
         rows = [screen.display[y] for y in range(screen.lines)]
+        search = SEARCH_PROMPT.match(rows[cy].strip())
+        if search:  # Ctrl-R: bash runs the match shown after the search prompt
+            return search.group(1).strip()[:MAX_COMMAND] or None
         if py > cy or not rows[py].startswith(ptext):
-            # the screen scrolled since the prompt was seen (long or wrapped line): find it again
-            py = next((y for y in range(cy, -1, -1) if ptext and rows[y].startswith(ptext)), cy)
-        line = rows[py][px:] if rows[py].startswith(ptext) else rows[py]
+            # the screen scrolled since the prompt was seen: walk up through wrapped (full-width) rows only
+            y = cy
+            while y > 0 and not rows[y].startswith(ptext) and len(rows[y - 1].rstrip()) >= screen.columns - 1:
+                y -= 1
+            py = y
+        line = rows[py][px:] if ptext and rows[py].startswith(ptext) else rows[py]
         for y in range(py + 1, cy + 1):
             line += rows[y]
         line = line.rstrip()
-        search = SEARCH_PROMPT.match(line.strip())
-        if search:
-            line = search.group(1)
         if PASSWORD_PROMPT.search(ptext.rstrip() + " ") or PASSWORD_PROMPT.search(ptext):
             return None
         line = line.strip()

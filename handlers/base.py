@@ -189,8 +189,10 @@ class BaseMixin:
 class BaseHandler(BaseMixin, tornado.web.RequestHandler):
     """Every HTTP handler: security headers, principal, errors as {"error": ...} or an error page."""
 
+    csp = CSP
+
     def set_default_headers(self) -> None:
-        self.set_header("Content-Security-Policy", CSP)
+        self.set_header("Content-Security-Policy", self.csp)
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("X-Frame-Options", "DENY")
         self.set_header("Referrer-Policy", "same-origin")

@@ -7,7 +7,7 @@ from bastion.errors import Invalid, NotFound
 from bastion.playback import recording_file, verify_session
 from bastion.store import CommandRule, page_bounds
 
-from .base import APIHandler, BaseHandler, role
+from .base import CSP, APIHandler, BaseHandler, role
 from .sessions import SessionsMixin
 
 RULE_FIELDS = ("name", "kind", "pattern", "action", "scope", "scope_value", "priority", "enabled")
@@ -92,7 +92,7 @@ class RulesHandler(APIHandler):
         await self.store.create_rule(rule)
         self.services.terminals.rules_changed()
         await self.audit.record("rule.created", actor=self.actor, target=rule.name, pattern=rule.pattern,
-                                action=rule.action, scope=rule.scope)
+                                rule_action=rule.action, scope=rule.scope)
         self.send(rule.public(), status=201)
 
 
@@ -106,6 +106,9 @@ class RuleHandler(APIHandler):
 
 
 class PlayPage(SessionsMixin, BaseHandler):
+    # asciinema-player's terminal is WebAssembly: allow compiling wasm here, and nowhere else
+    csp = CSP.replace("script-src 'self'", "script-src 'self' 'wasm-unsafe-eval'")
+
     @role("auditor", "admin")
     async def get(self, session_id: str) -> None:
         record = await self.load_session(session_id)

@@ -54,6 +54,8 @@ async def test_search_opens_player_and_denied_command(bastion: BastionApp, sshd,
 
     actx = await browser.new_context(viewport={"width": 1300, "height": 850})
     page = await actx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
     await login(page, bastion.base_url, "audrey", "auditor-password-1")
     await page.goto(bastion.base_url + "/commands")
     await page.fill("input[name=q]", "needle-in")
@@ -70,7 +72,9 @@ async def test_search_opens_player_and_denied_command(bastion: BastionApp, sshd,
     current = await page.evaluate("() => window.bastionPlayer.getCurrentTime()")
     stored = [c for c in await bastion.services.store.commands_of_session(session_id) if "needle" in c.text][0]
     assert stored.offset - 3.5 <= current <= stored.offset + 2, (current, stored.offset)
+    await page.wait_for_selector(".ap-terminal, .ap-term", timeout=10_000)
     await page.screenshot(path=str(tmp_path / "player.png"))
+    assert not errors, errors
     await page.click("#command-list li:has-text('warming up')")
     await asyncio.sleep(0.5)
     assert await page.evaluate("() => window.bastionPlayer.getCurrentTime()") < stored.offset - 1
@@ -110,7 +114,7 @@ async def test_hostile_escape_sequences_in_watch_and_playback(bastion: BastionAp
     await wait_ended(bastion, term.session_id)
     await page.goto(f"{bastion.base_url}/play/{term.session_id}")
     await page.wait_for_function("() => window.bastionPlayer !== undefined")
-    await page.evaluate("() => window.bastionPlayer.play()")
+    await page.evaluate("() => { window.bastionPlayer.play(); return true; }")
     await asyncio.sleep(2.5)
     assert await page.evaluate("() => window.__clipboardWrites") == []
     assert await page.evaluate("() => window.__alerts") == []

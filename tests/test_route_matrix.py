@@ -48,6 +48,12 @@ MATRIX = [
     ("GET", "/api/sessions/{missing}", SEC, None),
     ("POST", "/api/sessions/{missing}/kill", SEC, {"reason": "test"}),
     ("GET", "/api/sessions/{missing}/recording", SEC, None),
+    ("GET", "/api/sessions/{missing}/commands", SEC, None),
+    ("GET", "/api/sessions/{missing}/verify", SEC, None),
+    ("GET", "/api/commands/search", SEC, None),
+    ("GET", "/api/command-rules", ADMIN, None),
+    ("POST", "/api/command-rules", ADMIN, {"name": "r1", "pattern": "x"}),
+    ("DELETE", "/api/command-rules/{missing}", ADMIN, None),
 ]
 PUBLIC = {("POST", "/api/login"), ("POST", "/api/login/totp"), ("POST", "/api/logout")}
 
