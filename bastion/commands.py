@@ -57,7 +57,8 @@ class _Screen(pyte.Screen):
 class ScreenTracker:
     """A pyte screen with a bounded, lazily fed input queue."""
 
-    def __init__(self, cols: int, rows: int, max_pending: int = 128 * 1024) -> None:
+    # pyte parses about 1 MB/s: 32 KiB (more than a full-screen repaint) bounds a catch-up to ~35 ms
+    def __init__(self, cols: int, rows: int, max_pending: int = 32 * 1024) -> None:
         self.screen = _Screen(cols, rows)
         self.stream = pyte.Stream(self.screen)
         self.max_pending = max_pending

@@ -1,12 +1,16 @@
 """SessionHub: the registry of live sessions on this node, their monitors, kick and shutdown.
 
-Each monitor has a bounded queue: a monitor that falls behind is resynced from a screen snapshot
-(chunks are dropped until then), so it never slows the user's session or grows memory.
+Each monitor has a bounded queue and a byte budget (token bucket). Interactive output streams to
+monitors byte for byte; when output floods past the budget, or a monitor stops reading, the monitor
+switches to screen snapshots (at most a few per second, shared by every monitor of the session) until
+it can stream again. So monitors never slow the user's session nor grow the bastion's memory, and the
+cost of watching does not grow with the output rate.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
@@ -28,13 +32,20 @@ class Sink(Protocol):
     def close_socket(self) -> None: ...
 
 
-class Monitor:
-    """One watcher of a session: bounded queue, own sender task, resync on overflow."""
+SNAPSHOT_INTERVAL = 0.5  # seconds between snapshots while a monitor cannot stream
+MONITOR_RATE = 512 * 1024  # bytes per second a monitor may stream (a person cannot read faster)
 
-    def __init__(self, sink: Sink, username: str, limit: int) -> None:
+
+class Monitor:
+    """One watcher of a session: bounded queue, byte budget, own sender task, snapshots when behind."""
+
+    def __init__(self, sink: Sink, username: str, limit: int, rate: float = MONITOR_RATE) -> None:
         self.sink = sink
         self.username = username
         self.limit = limit
+        self.rate = rate
+        self._tokens = float(limit)
+        self._refilled = time.monotonic()
         self._queue: deque[bytes] = deque()
         self._queued = 0
         self._resync = False
@@ -43,16 +54,21 @@ class Monitor:
         self._closed = False
         self.resyncs = 0
         self.refused_inputs = 0
+        self._last_snapshot = 0.0
 
     def push(self, data: bytes) -> None:
         if self._closed or self._resync:
             return  # while a resync is pending, the coming snapshot covers this output
-        if self._queued + len(data) > self.limit:
+        now = time.monotonic()
+        self._tokens = min(float(self.limit), self._tokens + (now - self._refilled) * self.rate)
+        self._refilled = now
+        if self._queued + len(data) > self.limit or len(data) > self._tokens:
             self._queue.clear()
             self._queued = 0
             self._resync = True
             self.resyncs += 1
         else:
+            self._tokens -= len(data)
             self._queue.append(data)
             self._queued += len(data)
         self._wake.set()
@@ -76,10 +92,12 @@ class Monitor:
                 await self._wake.wait()
                 self._wake.clear()
                 if self._resync:
-                    self._resync = False
-                    snapshot = session.screen.snapshot()
-                    self.sink.send_control(control("notice", message="monitor fell behind; resynced from the current screen"))
-                    if not await self._write(snapshot):
+                    await asyncio.sleep(max(0.0, self._last_snapshot + SNAPSHOT_INTERVAL - time.monotonic()))
+                    if self._closed:
+                        break
+                    self._resync = False  # from here on, output queues again behind the snapshot
+                    self._last_snapshot = time.monotonic()
+                    if not await self._write(session.shared_snapshot()):
                         break
                 while self._queue and not self._closed:
                     chunk = b"".join(self._queue)

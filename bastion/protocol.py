@@ -83,3 +83,97 @@ def parse_client_frame(message: str | bytes) -> ClientFrame:
 def control(kind: str, **fields: Any) -> str:
     """A server → client control frame."""
     return json.dumps({"type": kind, **fields})
+
+
+# ---- Encrypted command envelope ---------------------------------------------------------------------
+# Every module run reaches the executor as a sealed envelope: "bst1.<key id>.<base64url(nonce || AEAD)>".
+# ChaCha20-Poly1305 with a 96-bit random nonce; the version and key id are authenticated as associated data.
+# The payload binds module id, host ids, params, user, issued-at and a unique id. Replaces OMServer's RC4.
+import base64  # noqa: E402
+import os  # noqa: E402
+import re as _re  # noqa: E402
+import time as _time  # noqa: E402
+import uuid  # noqa: E402
+from typing import Callable  # noqa: E402
+
+from cryptography.exceptions import InvalidTag  # noqa: E402
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305  # noqa: E402
+
+ENVELOPE_VERSION = "bst1"
+MAX_AGE = 300.0  # seconds an envelope stays acceptable
+MAX_SKEW = 60.0  # issued-at may be this far in the future (clock skew)
+_KID_RE = _re.compile(r"^[A-Za-z0-9:_-]{1,80}$")
+
+
+class EnvelopeError(Invalid):
+    """A command envelope was refused; `code` says why (each reason has its own message)."""
+
+    status = 400
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def new_payload(module_id: str, host_ids: list[str], params: dict[str, Any], user: str,
+                now: float | None = None) -> dict[str, Any]:
+    """The payload a client seals: what to run, where, as whom, when, and a unique id."""
+    return {"v": 1, "module_id": module_id, "hosts": list(host_ids), "params": dict(params), "user": user,
+            "iat": round(now if now is not None else _time.time(), 3), "jti": uuid.uuid4().hex}
+
+
+def seal(key: bytes, kid: str, payload: dict[str, Any]) -> str:
+    """Seal a payload under a 32-byte key."""
+    if not _KID_RE.match(kid):
+        raise ValueError("bad key id")
+    nonce = os.urandom(12)
+    aad = f"{ENVELOPE_VERSION}.{kid}".encode()
+    sealed = ChaCha20Poly1305(key).encrypt(nonce, json.dumps(payload, separators=(",", ":")).encode(), aad)
+    return f"{ENVELOPE_VERSION}.{kid}.{_b64(nonce + sealed)}"
+
+
+def open_envelope(envelope: Any, key_for: Callable[[str], bytes | None], now: float | None = None) -> dict[str, Any]:
+    """Open and check an envelope (not the replay guard, which needs the store): raises EnvelopeError."""
+    if not isinstance(envelope, str) or len(envelope) > 64 * 1024:
+        raise EnvelopeError("malformed envelope: expected a string of at most 64 KiB", code="envelope_malformed")
+    parts = envelope.split(".")
+    if len(parts) != 3 or not _KID_RE.match(parts[1]):
+        raise EnvelopeError("malformed envelope: expected bst1.<key id>.<data>", code="envelope_malformed")
+    version, kid, body = parts
+    if version != ENVELOPE_VERSION:
+        raise EnvelopeError(f"unsupported envelope version {version[:10]!r}", code="envelope_version")
+    key = key_for(kid)
+    if key is None:
+        raise EnvelopeError(f"unknown key id {kid!r}", code="envelope_unknown_key")
+    try:
+        raw = _unb64(body)
+    except (ValueError, TypeError):
+        raise EnvelopeError("malformed envelope: data is not base64url", code="envelope_malformed") from None
+    if len(raw) < 12 + 16:
+        raise EnvelopeError("malformed envelope: too short", code="envelope_malformed")
+    try:
+        plain = ChaCha20Poly1305(key).decrypt(raw[:12], raw[12:], f"{version}.{kid}".encode())
+    except InvalidTag:
+        raise EnvelopeError("envelope failed authentication (bad tag): it was altered or sealed with another key",
+                            code="envelope_bad_tag") from None
+    try:
+        payload = json.loads(plain)
+    except ValueError:
+        raise EnvelopeError("malformed envelope payload", code="envelope_malformed") from None
+    if (not isinstance(payload, dict) or payload.get("v") != 1 or not isinstance(payload.get("module_id"), str)
+            or not isinstance(payload.get("hosts"), list) or not isinstance(payload.get("params"), dict)
+            or not isinstance(payload.get("user"), str) or not isinstance(payload.get("jti"), str)
+            or isinstance(payload.get("iat"), bool) or not isinstance(payload.get("iat"), (int, float))
+            or not _re.fullmatch(r"[0-9a-f]{32}", payload["jti"])):
+        raise EnvelopeError("malformed envelope payload: missing or mistyped fields", code="envelope_malformed")
+    now = _time.time() if now is None else now
+    if payload["iat"] < now - MAX_AGE:
+        raise EnvelopeError(f"stale envelope: issued {int(now - payload['iat'])} s ago (limit {int(MAX_AGE)} s)",
+                            code="envelope_stale")
+    if payload["iat"] > now + MAX_SKEW:
+        raise EnvelopeError("envelope issued in the future: check the client's clock", code="envelope_stale")
+    return payload

@@ -78,6 +78,7 @@ class TerminalSession:
         self._input: asyncio.Queue[str] = asyncio.Queue(maxsize=1000)
         self._pump: asyncio.Task | None = None
         self._after_enter = False
+        self._snapshot: tuple[float, bytes] | None = None
         self.monitors: set[Monitor] = set()
         self.bytes_out = 0
         self.last_activity = time.monotonic()
@@ -256,6 +257,13 @@ class TerminalSession:
             monitor.sink.send_control(frame)
 
     # ---- monitors ----------------------------------------------------------------------------------
+    def shared_snapshot(self, max_age: float = 0.2) -> bytes:
+        """The current screen as ANSI; one rendering serves every monitor resyncing at about the same time."""
+        now = time.monotonic()
+        if self._snapshot is None or now - self._snapshot[0] > max_age:
+            self._snapshot = (now, self.screen.snapshot())
+        return self._snapshot[1]
+
     def monitor_joined(self, username: str) -> None:
         if self.manager.config.terminal.notify_monitored:
             self.sink.send_control(control("notice", message=f"{username} started watching this session"))

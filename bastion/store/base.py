@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence, TypeVar
 
 from ..errors import Conflict, Invalid, NotFound
-from .records import (ApiToken, App, Command, CommandRule, Credential, Event, Failure, Grant, Host, Login, Node,
-                      Record, Session, User)
+from .records import (ApiToken, App, Command, CommandRule, Credential, Event, Failure, Grant, Host, Login,
+                      ModuleState, Node, Record, Run, SeenEnvelope, Session, User)
 
 R = TypeVar("R", bound=Record)
 FIELD_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
@@ -374,6 +374,53 @@ class Store(abc.ABC):
         rule = await self._must(CommandRule, id, "rule")
         await self._delete(CommandRule.collection, id)
         return rule
+
+    # ---- modules, runs, envelope replay guard --------------------------------------------------------
+    async def get_module(self, id: str) -> ModuleState | None:
+        return await self._load(ModuleState, id)
+
+    async def list_modules(self) -> list[ModuleState]:
+        return await self._query(ModuleState, Query(sort=("id", False)))
+
+    async def put_module(self, module: ModuleState) -> ModuleState:
+        """Create or replace a module's registry entry."""
+        if module.version == 0:
+            try:
+                return await self._create(module)
+            except Conflict:
+                current = await self._load(ModuleState, module.id)
+                if current is None:
+                    raise
+                module.version = current.version
+        return await self.save(module)
+
+    async def create_run(self, run: Run) -> Run:
+        return await self._create(run)
+
+    async def get_run(self, id: str) -> Run | None:
+        return await self._load(Run, id)
+
+    async def list_runs(self, user_id: str | None = None, module_id: str | None = None, status: str | None = None,
+                        limit: int = 50, offset: int = 0) -> Page:
+        eq: dict[str, Any] = {}
+        if user_id:
+            eq["user_id"] = user_id
+        if module_id:
+            eq["module_id"] = module_id
+        if status:
+            eq["status"] = status
+        return await self._page(Run, Query(eq=eq, sort=("created_at", True), limit=limit, offset=offset))
+
+    async def remember_envelope(self, envelope_id: str, expires_at: float) -> bool:
+        """Record an envelope id; False if it was seen before (a replay)."""
+        try:
+            await self._create(SeenEnvelope(id=envelope_id, expires_at=expires_at))
+            return True
+        except Conflict:
+            return False
+
+    async def forget_envelopes(self, before: float) -> int:
+        return await self._delete_where(SeenEnvelope.collection, Query(ranges={"expires_at": (None, before)}))
 
     # ---- nodes ----------------------------------------------------------------------------------------------
     async def heartbeat(self, node_id: str) -> None:

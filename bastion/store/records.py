@@ -118,10 +118,11 @@ class Grant(Record):
 @dataclass
 class ApiToken(Record):
     collection: ClassVar[str] = "tokens"
-    secret_fields: ClassVar[tuple[str, ...]] = ("token_hash",)
+    secret_fields: ClassVar[tuple[str, ...]] = ("token_hash", "sealed_envelope_key")
     user_id: str = ""
     name: str = ""
     token_hash: str = ""
+    sealed_envelope_key: str = ""  # vault-sealed key for command envelopes sealed by this token's owner
     created_at: float = field(default_factory=time.time)
     last_used_at: float = 0.0
 
@@ -222,6 +223,56 @@ class CommandRule(Record):
 
 
 @dataclass
+class ModuleState(Record):
+    """A task module as the registry last read it (id = the digits of Mid_<id>.py) plus admin settings."""
+
+    collection: ClassVar[str] = "modules"
+    name: str = ""
+    description: str = ""
+    platform: str = "ssh"
+    category: str = ""
+    params: list[dict[str, Any]] = field(default_factory=list)
+    timeout: int = 60
+    state: str = "enabled"  # enabled | disabled | broken | missing
+    error: str = ""
+    enabled: bool = True  # admin switch (kept across file changes)
+    allowed_roles: list[str] = field(default_factory=list)  # empty: every role
+    allowed_apps: list[str] = field(default_factory=list)  # empty: every category
+    digest: str = ""
+    updated_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class Run(Record):
+    """One module run: who, where, what, and the per-host results as they arrive."""
+
+    collection: ClassVar[str] = "runs"
+    module_id: str = ""
+    module_name: str = ""
+    user_id: str = ""
+    username: str = ""
+    host_ids: list[str] = field(default_factory=list)
+    host_names: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)  # secrets masked
+    status: str = "queued"  # queued | running | ok | partial | failed | timeout
+    via: str = "web"  # web | api | cli
+    envelope_id: str = ""
+    created_at: float = field(default_factory=time.time)
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    results: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+@dataclass
+class SeenEnvelope(Record):
+    """Replay guard: the unique id of every accepted command envelope, until it could no longer be fresh."""
+
+    collection: ClassVar[str] = "envelopes"
+    expires_at: float = 0.0
+
+
+@dataclass
 class Node(Record):
     collection: ClassVar[str] = "nodes"
     started_at: float = field(default_factory=time.time)
@@ -229,7 +280,7 @@ class Node(Record):
 
 
 ALL_RECORDS: tuple[type[Record], ...] = (User, App, Credential, Host, Grant, ApiToken, Login, Failure, Event, Session,
-                                         Command, CommandRule, Node)
+                                         Command, CommandRule, ModuleState, Run, SeenEnvelope, Node)
 
 # Fields with a unique index, per collection.
 UNIQUE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -250,4 +301,6 @@ INDEXED_FIELDS: dict[str, tuple[str, ...]] = {
     "events": ("ts", "action", "actor"),
     "sessions": ("live", "user_id", "host_id", "started_at", "node"),
     "commands": ("session_id", "user_id", "host_id", "ts", "blocked"),
+    "runs": ("user_id", "module_id", "status", "created_at"),
+    "envelopes": ("expires_at",),
 }

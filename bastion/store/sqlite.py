@@ -39,6 +39,7 @@ MIGRATIONS: list[Callable[[], list[str]]] = [
     lambda: _tables(("users", "apps", "credentials", "hosts", "grants", "tokens", "logins", "failures", "events",
                      "sessions", "nodes")),
     lambda: _tables(("commands", "command_rules")),
+    lambda: _tables(("modules", "runs", "envelopes")),
 ]
 
 
