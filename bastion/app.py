@@ -70,6 +70,10 @@ async def open_services(config: Config) -> Services:
 
 async def close_services(services: Services) -> None:
     """Close in reverse order of opening."""
+    if services.registry is not None:
+        await services.registry.stop()
+    if services.executor is not None:
+        await services.executor.shutdown()
     if services.terminals is not None:
         await services.terminals.shutdown()
     if services.hub is not None and hasattr(services.hub, "close"):
@@ -98,8 +102,7 @@ async def serve(config: Config, *, on_ready: Callable[[int], Awaitable[None] | N
         print(f"\n  First start: created user 'admin' with password: {password}\n  Log in and change it on the Account page.\n",
               flush=True)
     attach_live_services(config, services)
-    if services.terminals is not None:
-        await services.terminals.recover_interrupted()
+    await start_live_services(services)
     app = make_app(config, services)
     server = HTTPServer(app, xheaders=False, max_body_size=1024 * 1024)
     sockets = tornado.netutil.bind_sockets(config.server.port, config.server.host)
@@ -130,14 +133,25 @@ async def serve(config: Config, *, on_ready: Callable[[int], Awaitable[None] | N
 
 
 def attach_live_services(config: Config, services: Services) -> None:
-    """Attach the hub and terminal manager (present once the terminal feature is installed)."""
-    try:
-        from .terminal import TerminalManager
-        from .hub import SessionHub
-    except ModuleNotFoundError:
-        return
+    """Attach the hub, terminal manager, module registry, executor and run service."""
+    from .executor import Executor
+    from .hub import SessionHub
+    from .modules import ModuleRegistry
+    from .runs import RunService
+    from .terminal import TerminalManager
     services.hub = SessionHub(config)
     services.terminals = TerminalManager(config, services)
+    services.registry = ModuleRegistry(Path(config.modules.dir), services.store, config.modules.poll_interval)
+    services.executor = Executor(services, max_runs=config.modules.max_runs, output_cap=config.modules.output_cap,
+                                 host_concurrency=config.modules.host_concurrency)
+    services.runs = RunService(services)
+
+
+async def start_live_services(services: Services) -> None:
+    """Recover after a crash and start watching the modules folder."""
+    await services.terminals.recover_interrupted()
+    await services.registry.refresh()
+    services.registry.start()
 
 
 def start_background_jobs(services: Services) -> list[asyncio.Task]:

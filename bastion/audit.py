@@ -59,6 +59,11 @@ _ACTIONS = (
     AuditAction("command.flagged", "B2301", "A command matched a warn rule"),
     AuditAction("rule.created", "B2310", "A command filter rule was created"),
     AuditAction("rule.deleted", "B2311", "A command filter rule was deleted"),
+    AuditAction("module.run_started", "B3000", "A module run was accepted"),
+    AuditAction("module.run_finished", "B3001", "A module run finished"),
+    AuditAction("module.run_refused", "B3002", "A module run or command envelope was refused"),
+    AuditAction("module.updated", "B3010", "An admin changed a module's availability"),
+    AuditAction("module.reserved", "B3011", "An admin reserved a new module id"),
 )
 ACTIONS: dict[str, AuditAction] = {a.name: a for a in _ACTIONS}
 SECRET_KEYS = ("password", "secret", "token", "private_key", "totp", "code")

@@ -298,9 +298,12 @@ class AuthService:
     async def issue_token(self, user: User, name: str) -> tuple[ApiToken, str]:
         secret = secrets.token_urlsafe(32)
         token = ApiToken(user_id=user.id, name=name, token_hash=hashlib.sha256(secret.encode()).hexdigest())
+        presented = f"{TOKEN_PREFIX}{token.id}_{secret}"
+        from .protocol import token_envelope_key
+        token.sealed_envelope_key = self.vault.seal(token_envelope_key(presented).hex(), f"envelope-key:{token.id}")
         await self.store.create_token(token)
         await self.audit.record("token.issued", actor=user.username, target=token.id, name=name)
-        return token, f"{TOKEN_PREFIX}{token.id}_{secret}"
+        return token, presented
 
     async def revoke_token(self, principal: Principal, token_id: str) -> None:
         token = await self.store.get_token(token_id)

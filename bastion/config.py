@@ -99,6 +99,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("terminal", "retention_days", 0, "int", "Delete recordings older than this many days, keeping metadata (0: keep forever).", minimum=0, maximum=36500),
     Option("terminal", "ssh_window", 524288, "int", "SSH channel window in bytes (bounds a backed-up session's memory).", minimum=32768, maximum=16 * 1048576),
     Option("terminal", "monitor_queue_bytes", 1048576, "int", "Bytes a monitor may lag behind before it is resynced from a snapshot.", minimum=65536, maximum=64 * 1048576),
+    Option("modules", "dir", "modules", "str", "Folder of drop-in task modules Mid_<id>.py."),
+    Option("modules", "max_runs", 4, "int", "Module runs executing at once (each in its own worker process).", minimum=1, maximum=256),
+    Option("modules", "output_cap", 1048576, "int", "Bytes of stdout/stderr kept per host and run.", minimum=1024, maximum=64 * 1048576),
+    Option("modules", "host_concurrency", 50, "int", "Hosts a run reaches in parallel.", minimum=1, maximum=1000),
+    Option("modules", "poll_interval", 1.0, "float", "Seconds between scans of the modules folder.", minimum=0.1, maximum=3600),
     Option("hub", "url", "memory", "str", "'memory' (one node) or redis://host:port/db (several nodes).", check=_check_hub_url),
 )
 
@@ -113,6 +118,7 @@ DatabaseConfig = _section_class("database")
 AuthConfig = _section_class("auth")
 TerminalConfig = _section_class("terminal")
 HubConfig = _section_class("hub")
+ModulesConfig = _section_class("modules")
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,7 @@ class Config:
     auth: Any
     terminal: Any
     hub: Any
+    modules: Any
     secret: bytes = field(repr=False, default=b"")
     source: str = ""
 
@@ -221,6 +228,7 @@ def load_config(
         "auth": AuthConfig(**values["auth"]),
         "terminal": TerminalConfig(**values["terminal"]),
         "hub": HubConfig(**values["hub"]),
+        "modules": ModulesConfig(**values["modules"]),
     }
     return Config(**sections, source=source)
 

@@ -33,7 +33,9 @@ class Sink(Protocol):
 
 
 SNAPSHOT_INTERVAL = 0.5  # seconds between snapshots while a monitor cannot stream
-MONITOR_RATE = 512 * 1024  # bytes per second a monitor may stream (a person cannot read faster)
+MONITOR_RATE = 512 * 1024  # bytes per second one monitor may stream (a person cannot read faster)
+SESSION_MONITOR_RATE = 4 * 1024 * 1024  # bytes per second all monitors of one session may stream together
+MONITOR_BURST = 128 * 1024  # bytes a monitor may receive at once (more than a full-screen repaint)
 
 
 class Monitor:
@@ -44,7 +46,8 @@ class Monitor:
         self.username = username
         self.limit = limit
         self.rate = rate
-        self._tokens = float(limit)
+        self.burst = float(min(limit, MONITOR_BURST))
+        self._tokens = self.burst
         self._refilled = time.monotonic()
         self._queue: deque[bytes] = deque()
         self._queued = 0
@@ -60,7 +63,7 @@ class Monitor:
         if self._closed or self._resync:
             return  # while a resync is pending, the coming snapshot covers this output
         now = time.monotonic()
-        self._tokens = min(float(self.limit), self._tokens + (now - self._refilled) * self.rate)
+        self._tokens = min(self.burst, self._tokens + (now - self._refilled) * self.rate)
         self._refilled = now
         if self._queued + len(data) > self.limit or len(data) > self._tokens:
             self._queue.clear()
@@ -71,6 +74,12 @@ class Monitor:
             self._tokens -= len(data)
             self._queue.append(data)
             self._queued += len(data)
+        self._wake.set()
+
+    def push_snapshot(self, data: bytes) -> None:
+        """The first frame of a monitor: the current screen, outside the byte budget."""
+        self._queue.append(data)
+        self._queued += len(data)
         self._wake.set()
 
     def start(self, session: "TerminalSession") -> None:
@@ -164,9 +173,9 @@ class SessionHub:
             raise NotFound("session is not live on this node")
         monitor = Monitor(sink, username, self.config.terminal.monitor_queue_bytes)
         sink.send_control(control("resize", cols=session.cols, rows=session.rows))
-        snapshot = session.screen.snapshot()
-        monitor.push(snapshot)
+        monitor.push_snapshot(session.screen.snapshot())
         session.monitors.add(monitor)
+        self._share_budget(session)
         monitor.start(session)
         session.monitor_joined(username)
         return monitor
@@ -176,7 +185,16 @@ class SessionHub:
         if session is not None and monitor in session.monitors:
             session.monitors.discard(monitor)
             session.monitor_left(monitor.username)
+            self._share_budget(session)
         monitor.close()
+
+    @staticmethod
+    def _share_budget(session: "TerminalSession") -> None:
+        """Monitors of one session share a byte budget, so watching costs the same with 1 or 50 watchers."""
+        if session.monitors:
+            rate = min(MONITOR_RATE, SESSION_MONITOR_RATE / len(session.monitors))
+            for monitor in session.monitors:
+                monitor.rate = rate
 
     async def kick(self, session_id: str, reason: str, by: str) -> None:
         session = self.sessions.get(session_id)

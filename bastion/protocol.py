@@ -177,3 +177,20 @@ def open_envelope(envelope: Any, key_for: Callable[[str], bytes | None], now: fl
     if payload["iat"] > now + MAX_SKEW:
         raise EnvelopeError("envelope issued in the future: check the client's clock", code="envelope_stale")
     return payload
+
+
+def server_envelope_key(secret: bytes) -> bytes:
+    """The key web-form runs are sealed with (key id "server")."""
+    from .vault import derive_key
+    return derive_key(secret, b"bastion envelope server v1")
+
+
+def token_envelope_key(token: str) -> bytes:
+    """The key a script derives from its API token (key id "tok:<token id>"); the server keeps it vaulted."""
+    from .vault import derive_key
+    return derive_key(token.encode(), b"bastion envelope token v1")
+
+
+def token_key_id(token: str) -> str:
+    """The key id for an API token `bst_<id>_<secret>`."""
+    return "tok:" + token[len("bst_"):].partition("_")[0]

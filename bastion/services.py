@@ -30,6 +30,9 @@ class Services:
     executor: ThreadPoolExecutor
     hub: Any = None
     terminals: Any = None
+    registry: Any = None
+    executor: Any = None
+    runs: Any = None
     trusted_proxies: tuple[Any, ...] = field(default_factory=tuple)
 
 

@@ -18,7 +18,7 @@ import pytest
 import tornado.netutil
 from tornado.httpserver import HTTPServer
 
-from bastion.app import TEMPLATE_DIR, attach_live_services, close_services, make_app
+from bastion.app import TEMPLATE_DIR, attach_live_services, close_services, make_app, start_live_services
 from bastion.config import Config, load_config, with_secret
 from bastion.services import Services, build_services
 from bastion.store import make_store
@@ -98,6 +98,8 @@ def make_config(tmp_path: Path, **overrides: Any) -> Config:
         "database_url": f"sqlite:///{tmp_path / 'var' / 'bastion.db'}",
         "terminal_records_dir": str(tmp_path / "records"),
         "terminal_connect_timeout": "5",
+        "modules_dir": str(tmp_path / "modules"),
+        "modules_poll_interval": "0.2",
     }
     values.update({k: str(v) if not isinstance(v, str) else v for k, v in overrides.items()})
     return with_secret(load_config(None, env={}, overrides=values))
@@ -145,8 +147,7 @@ async def start_bastion(config: Config) -> BastionApp:
     if await store.get_user_by_name("admin") is None:
         await services.auth.create_user("admin", ADMIN_PASSWORD, ["admin"], actor="test")
     attach_live_services(config, services)
-    if services.terminals is not None:
-        await services.terminals.recover_interrupted()
+    await start_live_services(services)
     app = make_app(config, services)
     server = HTTPServer(app, max_body_size=1024 * 1024)
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")

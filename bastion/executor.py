@@ -1,0 +1,160 @@
+"""Executor pool for module runs, owned by the bastion process (no separate server).
+
+Each run is one worker process (`python -m bastion.worker`) in its own process group: a module that hangs
+is killed at its timeout (SIGKILL to the group, reaped: no zombies, slot freed, status `timeout`), one that
+crashes ends `failed` with a truncated traceback; neither can touch live terminal sessions. Concurrency is
+bounded; per-host output is capped; per-host results stream into the run document as they arrive.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from .errors import Conflict
+from .module_api import result
+from .store import Host, ModuleState, Run
+
+if TYPE_CHECKING:
+    from .services import Services
+
+log = logging.getLogger(__name__)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Executor:
+    """Runs module jobs in worker processes with bounded concurrency."""
+
+    def __init__(self, services: "Services", *, max_runs: int, output_cap: int, host_concurrency: int = 50) -> None:
+        self.services = services
+        self.store = services.store
+        self.output_cap = output_cap
+        self.host_concurrency = host_concurrency
+        self._slots = asyncio.Semaphore(max_runs)
+        self._tasks: set[asyncio.Task] = set()
+        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self.finished: dict[str, int] = {}
+
+    def submit(self, run: Run, module: ModuleState, path: str, hosts: list[Host], params: dict[str, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(self._execute(run, module, path, hosts, params))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _save(self, run: Run) -> None:
+        for _ in range(3):
+            try:
+                await self.store.save(run)
+                return
+            except Conflict:
+                current = await self.store.get_run(run.id)
+                if current is None:
+                    return
+                run.version = current.version
+
+    async def _job(self, module: ModuleState, path: str, hosts: list[Host], params: dict[str, Any]) -> dict[str, Any]:
+        targets = []
+        for host in hosts:
+            cred = await self.store.get_credential(host.credential_id)
+            targets.append({"id": host.id, "name": host.name, "address": host.address, "port": host.port,
+                            "username": cred.username if cred else "", "kind": cred.kind if cred else "password",
+                            "secret": self.services.inventory.open_secret(cred) if cred else "", "host_key": host.host_key})
+        return {"module_id": module.id, "path": path, "hosts": targets, "params": params, "output_cap": self.output_cap,
+                "concurrency": self.host_concurrency, "host_timeout": max(1.0, min(float(module.timeout), 300.0))}
+
+    async def _execute(self, run: Run, module: ModuleState, path: str, hosts: list[Host], params: dict[str, Any]) -> None:
+        async with self._slots:
+            run.status, run.started_at = "running", time.time()
+            await self._save(run)
+            try:
+                await self._run_worker(run, module, path, hosts, params)
+            except Exception as exc:
+                log.exception("run %s failed in the executor", run.id)
+                run.status, run.error = "failed", f"executor error: {type(exc).__name__}"
+            for host in hosts:
+                run.results.setdefault(host.name, {**result(False, stderr=run.error or "no result"), "missing": True})
+            if run.status == "running":
+                oks = [r.get("ok") for r in run.results.values()]
+                run.status = "ok" if oks and all(oks) else "partial" if any(oks) else "failed"
+            run.ended_at = time.time()
+            await self._save(run)
+            self.finished[run.status] = self.finished.get(run.status, 0) + 1
+            await self.services.audit.record("module.run_finished", actor=run.username, target=module.name,
+                                             run=run.id, status=run.status, hosts=len(hosts), ok=run.status == "ok")
+
+    async def _run_worker(self, run: Run, module: ModuleState, path: str, hosts: list[Host], params: dict[str, Any]) -> None:
+        job = await self._job(module, path, hosts, params)
+        env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bastion.worker", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True, env=env, cwd=ROOT,
+            limit=4 * self.output_cap + 1024 * 1024)
+        self._procs[run.id] = proc
+        by_id = {h.id: h for h in hosts}
+        proc.stdin.write(json.dumps(job).encode())
+        await proc.stdin.drain()
+        proc.stdin.close()
+        del job
+        deadline = time.monotonic() + module.timeout
+        finished = False
+        last_save = 0.0
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise asyncio.TimeoutError
+                try:
+                    line = await asyncio.wait_for(proc.stdout.readline(), remaining)
+                except ValueError:  # a line over the limit: the worker misbehaves
+                    run.status, run.error = "failed", "worker sent an oversized message"
+                    break
+                if not line:
+                    break
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    continue
+                kind = message.get("type")
+                if kind == "host" and isinstance(message.get("host"), str):
+                    run.results[message["host"][:200]] = message.get("result", {})
+                    if time.monotonic() - last_save > 0.2:
+                        last_save = time.monotonic()
+                        await self._save(run)
+                elif kind == "key" and message.get("host_id") in by_id:
+                    await self.services.terminals.pin_key(by_id[message["host_id"]], str(message.get("key", "")), run.username)
+                elif kind == "done":
+                    finished = True
+                elif kind == "error":
+                    finished = True
+                    run.status, run.error = "failed", str(message.get("traceback", ""))[-8192:]
+        except asyncio.TimeoutError:
+            run.status, run.error = "timeout", f"the module did not finish within {module.timeout} s and was killed"
+        finally:
+            self._kill(proc)
+            await proc.wait()
+            self._procs.pop(run.id, None)
+        if not finished and run.status == "running":
+            stderr = (await proc.stderr.read())[-8192:].decode("utf-8", "replace") if proc.stderr else ""
+            run.status = "failed"
+            run.error = f"the worker exited with code {proc.returncode} before finishing" + (f": {stderr}" if stderr else "")
+
+    @staticmethod
+    def _kill(proc: asyncio.subprocess.Process) -> None:
+        """SIGKILL the worker's whole process group (it leads its own session)."""
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def running(self) -> int:
+        return len(self._procs)
+
+    async def shutdown(self) -> None:
+        for proc in list(self._procs.values()):
+            self._kill(proc)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=10)

@@ -1,0 +1,111 @@
+"""Module runs: every request (web form, API, CLI) becomes a sealed command envelope, is opened (bad tag,
+unknown key, stale, replay, malformed each refused with its own error), authorized, validated and handed
+to the executor."""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from . import protocol
+from .commands import CommandFilter
+from .errors import Conflict, Forbidden, Invalid, NotFound
+from .modules import check_module_id, mask_params, validate_params
+from .store import Host, ModuleState, Run, User
+from .validation import ID_RE
+
+if TYPE_CHECKING:
+    from .services import Services
+
+log = logging.getLogger(__name__)
+MAX_HOSTS = 1000
+
+
+class RunService:
+    """Opens envelopes, authorizes and starts module runs."""
+
+    def __init__(self, services: "Services") -> None:
+        self.services = services
+        self.store = services.store
+        self._server_key = protocol.server_envelope_key(services.config.secret)
+
+    def seal_for_web(self, user: User, module_id: str, host_ids: list[str], params: dict[str, Any]) -> str:
+        """A web-form run, sealed with the server key like any other request."""
+        return protocol.seal(self._server_key, "server", protocol.new_payload(module_id, host_ids, params, user.username))
+
+    async def _key_for(self, kid: str, user: User) -> bytes | None:
+        if kid == "server":
+            return self._server_key
+        if kid.startswith("tok:"):
+            token = await self.store.get_token(kid[4:]) if ID_RE.match(kid[4:]) else None
+            if token is None or token.user_id != user.id or not token.sealed_envelope_key:
+                return None
+            return bytes.fromhex(self.services.vault.open(token.sealed_envelope_key, f"envelope-key:{token.id}"))
+        return None
+
+    async def accept(self, envelope: Any, user: User, *, via: str, address: str = "") -> Run:
+        """Open, check and start a run; raises a BastionError and runs nothing when anything is wrong."""
+        try:
+            return await self._accept(envelope, user, via=via)
+        except (Invalid, Forbidden, NotFound, Conflict) as exc:
+            await self.services.audit.record("module.run_refused", actor=user.username, address=address, ok=False,
+                                             why=exc.message[:300], reason_code=exc.code, via=via)
+            raise
+
+    async def _accept(self, envelope: Any, user: User, *, via: str) -> Run:
+        kid = envelope.split(".")[1] if isinstance(envelope, str) and envelope.count(".") == 2 else ""
+        key = await self._key_for(kid, user) if protocol._KID_RE.match(kid or "-") else None
+        payload = protocol.open_envelope(envelope, lambda k: key if k == kid else None)
+        if payload["user"] != user.username:
+            raise Forbidden("the envelope was sealed for another user")
+        if not await self.store.remember_envelope(payload["jti"], payload["iat"] + protocol.MAX_AGE + protocol.MAX_SKEW):
+            raise Conflict("replayed envelope: this command was already accepted once", code="envelope_replay")
+        module_id = check_module_id(payload["module_id"])
+        module = await self.store.get_module(module_id)
+        if module is None or module.state == "missing":
+            raise NotFound(f"module {module_id} not found")
+        if module.state == "broken":
+            raise Conflict(f"module {module_id} is broken: {module.error}")
+        if not module.enabled or module.state != "enabled":
+            raise Conflict(f"module {module_id} is disabled")
+        if module.allowed_roles and not any(r in user.roles for r in module.allowed_roles):
+            raise Forbidden(f"module {module_id} is not available to your role")
+        hosts = await self._hosts(payload["hosts"], user, module)
+        params = validate_params(module.params, payload["params"])
+        await self._check_params(params, user, hosts)
+        path = str(self.services.registry.path_of(module_id))
+        run = Run(module_id=module_id, module_name=module.name, user_id=user.id, username=user.username,
+                  host_ids=[h.id for h in hosts], host_names=[h.name for h in hosts],
+                  params=mask_params(module.params, params), via=via, envelope_id=payload["jti"])
+        await self.store.create_run(run)
+        await self.services.audit.record("module.run_started", actor=user.username, target=module.name, run=run.id,
+                                         hosts=run.host_names[:50], params=run.params, via=via)
+        self.services.executor.submit(run, module, path, hosts, params)
+        return run
+
+    async def _hosts(self, host_ids: list[Any], user: User, module: ModuleState) -> list[Host]:
+        if not host_ids:
+            raise Invalid("choose at least one host")
+        if len(host_ids) > MAX_HOSTS:
+            raise Invalid(f"at most {MAX_HOSTS} hosts per run")
+        hosts: list[Host] = []
+        for host_id in dict.fromkeys(host_ids):
+            if not isinstance(host_id, str) or not ID_RE.match(host_id):
+                raise Invalid("host ids must be id strings")
+            host = await self.store.get_host(host_id)
+            if host is None:
+                raise NotFound(f"host {host_id!r} not found")
+            if not await self.services.inventory.may_open(user, host):
+                raise Forbidden(f"host {host.name} is not granted to you")
+            if module.allowed_apps and host.app_id not in module.allowed_apps:
+                raise Forbidden(f"module {module.id} may not run on hosts of {host.name}'s category")
+            hosts.append(host)
+        return hosts
+
+    async def _check_params(self, params: dict[str, Any], user: User, hosts: list[Host]) -> None:
+        """The terminal's command filter also checks module parameters."""
+        rules = CommandFilter(await self.store.list_rules())
+        for name, value in params.items():
+            for host in hosts:
+                verdict = rules.check(str(value), user, host)
+                if verdict.action == "deny":
+                    raise Forbidden(f"{name} is refused by the command filter ({verdict.rule})")
