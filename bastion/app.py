@@ -79,7 +79,7 @@ async def close_services(services: Services) -> None:
     if services.hub is not None and hasattr(services.hub, "close"):
         await services.hub.close()
     await services.store.close()
-    services.executor.shutdown(wait=False, cancel_futures=True)
+    services.cpu.shutdown(wait=False, cancel_futures=True)
 
 
 async def serve(config: Config, *, on_ready: Callable[[int], Awaitable[None] | None] | None = None,

@@ -27,7 +27,7 @@ class Services:
     auth: AuthService
     inventory: Inventory
     templates: jinja2.Environment
-    executor: ThreadPoolExecutor
+    cpu: ThreadPoolExecutor  # bounded pool for CPU-bound work (password hashing) off the loop
     hub: Any = None
     terminals: Any = None
     registry: Any = None
@@ -40,12 +40,12 @@ def build_services(config: Config, store: Store, template_dir: str) -> Services:
     """Wire the domain objects together (the store is opened by the caller)."""
     vault = Vault(config.secret)
     audit = Audit(store)
-    executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bastion-cpu")
-    auth = AuthService(config, store, vault, audit, executor)
+    cpu = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bastion-cpu")
+    auth = AuthService(config, store, vault, audit, cpu)
     templates = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir),
                                    autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
                                    undefined=jinja2.StrictUndefined)
     nets = tuple(ipaddress.ip_network(n, strict=False) for n in config.server.trusted_proxies)
     return Services(config=config, store=store, vault=vault, audit=audit, auth=auth,
-                    inventory=Inventory(store, vault, audit), templates=templates, executor=executor,
+                    inventory=Inventory(store, vault, audit), templates=templates, cpu=cpu,
                     trusted_proxies=nets)

@@ -1,0 +1,36 @@
+// Run history with filters.
+"use strict";
+
+(() => {
+  const form = document.getElementById("run-filters");
+  const body = document.querySelector("#runs-table tbody");
+  function cell(tr, text, cls) { const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; tr.appendChild(td); return td; }
+  async function load() {
+    const f = new FormData(form);
+    const q = new URLSearchParams({ limit: "100" });
+    for (const key of ["module_id", "status", "user"]) if (f.get(key)) q.set(key, f.get(key));
+    let data;
+    try { data = await Bastion.api("GET", `/api/runs?${q}`); } catch (err) { Bastion.toast(err.message, true); return; }
+    body.replaceChildren();
+    if (!data.items.length) { const tr = document.createElement("tr"); cell(tr, "No runs.", "muted").colSpan = 6; body.appendChild(tr); }
+    for (const r of data.items) {
+      const tr = document.createElement("tr");
+      cell(tr, new Date(r.created_at * 1000).toLocaleString(), "nowrap");
+      cell(tr, `${r.module_id} ${r.module_name}`, "strong");
+      cell(tr, r.username);
+      cell(tr, r.host_names.join(", "));
+      const st = cell(tr, "");
+      const b = document.createElement("span");
+      b.className = "badge " + ({ ok: "good", partial: "warn", failed: "bad", timeout: "bad" }[r.status] || "");
+      b.textContent = r.status;
+      st.appendChild(b);
+      const act = cell(tr, "", "actions");
+      const a = document.createElement("a");
+      a.className = "button small"; a.textContent = "Open"; a.href = `/runs/${encodeURIComponent(r.id)}`;
+      act.appendChild(a);
+      body.appendChild(tr);
+    }
+  }
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); load(); });
+  load();
+})();

@@ -1,0 +1,306 @@
+"""Task modules against several real sshd "hosts": registry, envelopes, authorization, faults."""
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from bastion import protocol
+from conftest import BastionApp, seed_inventory
+from sshd import make_sshd
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def hosts_sshd(tmp_path_factory: pytest.TempPathFactory):
+    """One sshd listening on 127.0.0.2-5 (four "hosts")."""
+    server = make_sshd(tmp_path_factory.mktemp("hosts"), addresses=[f"127.0.0.{i}" for i in range(2, 6)]).start()
+    yield server
+    server.stop()
+
+
+async def setup(app: BastionApp, sshd, modules: tuple[str, ...] = ("1001", "1002", "1003")) -> dict:
+    """Copy sample modules, create hosts on every sshd endpoint, grant them to alice."""
+    folder = Path(app.config.modules.dir)
+    folder.mkdir(exist_ok=True)
+    for mid in modules:
+        shutil.copy(ROOT / "modules" / f"Mid_{mid}.py", folder)
+    await app.services.registry.refresh()
+    admin = await app.admin()
+    cat = (await admin.post("/api/apps", {"name": "fleet"})).json["id"]
+    cred = (await admin.post("/api/credentials", {"name": "fleet-key", "username": sshd.username,
+                                                  "private_key": sshd.client_key})).json["id"]
+    host_ids = []
+    for i, (addr, port) in enumerate(sshd.endpoints):
+        host = await admin.post("/api/hosts", {"name": f"node{i}", "address": addr, "port": port, "app_id": cat,
+                                               "credential_id": cred})
+        host_ids.append(host.json["id"])
+    user = await app.user("alice")
+    uid = (await app.services.store.get_user_by_name("alice")).id
+    await admin.post("/api/grants", {"user_id": uid, "app_id": cat})
+    return {"admin": admin, "user": user, "hosts": host_ids, "cat": cat, "folder": folder, "uid": uid}
+
+
+async def wait_run(client, run_id: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = (await client.get(f"/api/runs/{run_id}")).json
+        if run["status"] in ("ok", "partial", "failed", "timeout"):
+            return run
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"run {run_id} did not finish")
+
+
+def write_module(folder: Path, mid: str, body: str, *, timeout: int = 10, params: str = "[]", name: str = "Test") -> None:
+    (folder / f"Mid_{mid}.py").write_text(f'''import bastion
+
+
+class Modulehandle(bastion.Modulehandle):
+    name = "{name}"
+    description = "test module"
+    platform = "ssh"
+    category = "Test"
+    timeout = {timeout}
+    params = {params}
+
+{body}
+''')
+
+
+async def test_system_version_on_four_hosts(bastion: BastionApp, hosts_sshd) -> None:
+    env = await setup(bastion, hosts_sshd)
+    listing = (await env["user"].get("/api/modules")).json["items"]
+    assert {m["id"] for m in listing} >= {"1001", "1002", "1003"}
+    resp = await env["user"].post("/api/modules/1003/runs", {"host_ids": env["hosts"], "params": {}})
+    assert resp.status == 201, resp
+    run = await wait_run(env["user"], resp.json["run_id"])
+    assert run["status"] == "ok", run
+    os_name = Path("/etc/os-release").read_text().split('PRETTY_NAME="')[1].split('"')[0]
+    assert set(run["results"]) == {f"node{i}" for i in range(4)}
+    for r in run["results"].values():
+        assert r["ok"] and r["rc"] == 0 and os_name in r["stdout"] and r["elapsed"] > 0
+    # keys seen by the run are pinned (trust on first use)
+    host = await bastion.services.store.get_host(env["hosts"][0])
+    assert host.host_key_fingerprint.startswith("SHA256:")
+    assert (await bastion.services.store.list_events(action="module.run_started")).total == 1
+
+
+@pytest.mark.parametrize("bad_id, status", [
+    ("1001;__import__('os')", 400), ("..%2Fx", 400), ("Mid_1001", 400), ("１００１", 400), ("9999", 404), ("", 404),
+])
+async def test_bad_module_ids(bastion: BastionApp, hosts_sshd, bad_id: str, status: int, tmp_path: Path) -> None:
+    env = await setup(bastion, hosts_sshd)
+    resp = await env["user"].post(f"/api/modules/{bad_id}/runs", {"host_ids": env["hosts"][:1], "params": {}})
+    assert resp.status in (status, 404), resp
+    assert (await bastion.services.store.list_runs()).total == 0
+
+
+async def test_parameter_schema_and_literal_values(bastion: BastionApp, hosts_sshd, tmp_path: Path) -> None:
+    env = await setup(bastion, hosts_sshd)
+    user, hosts = env["user"], env["hosts"][:1]
+    for params, fragment in [({"sys_param_1": "abc", "sys_param_2": "syslog"}, "sys_param_1 (Lines) must be an integer"),
+                             ({"sys_param_1": 0, "sys_param_2": "syslog"}, "sys_param_1 (Lines) must be between 1 and 5000"),
+                             ({"sys_param_1": 5, "sys_param_2": "../../etc/shadow"}, "sys_param_2 (Log file) must be one of"),
+                             ({"sys_param_1": 5, "sys_param_9": "x"}, "unknown parameter 'sys_param_9'")]:
+        resp = await user.post("/api/modules/1001/runs", {"host_ids": hosts, "params": params})
+        assert resp.status == 400 and fragment in resp.json["error"], (params, resp)
+    write_module(env["folder"], "1020", '''    async def run(self):
+        return await self.ssh(["printf", "%s", self.params["sys_param_1"]])''',
+                 params='[{"name": "sys_param_1", "label": "Text", "type": "str", "required": True}]')
+    await bastion.services.registry.refresh()
+    marker = tmp_path / "pwned"
+    literal = "{{ lookup('pipe','id') }} $(touch " + str(marker) + ") `id` ; id"
+    resp = await user.post("/api/modules/1020/runs", {"host_ids": hosts, "params": {"sys_param_1": literal}})
+    run = await wait_run(user, resp.json["run_id"])
+    assert run["results"]["node0"]["stdout"] == literal
+    assert not marker.exists()
+    assert (await bastion.services.store.list_runs()).total == 1
+
+
+async def test_ungranted_hosts_and_roles(bastion: BastionApp, hosts_sshd) -> None:
+    env = await setup(bastion, hosts_sshd)
+    other = await bastion.user("mallory")
+    resp = await other.post("/api/modules/1003/runs", {"host_ids": env["hosts"][:1], "params": {}})
+    assert resp.status == 403 and "not granted" in resp.json["error"]
+    resp = await env["admin"].patch("/api/modules/1003", {"allowed_roles": ["admin"]})
+    assert resp.status == 200
+    resp = await env["user"].post("/api/modules/1003/runs", {"host_ids": env["hosts"][:1], "params": {}})
+    assert resp.status == 403 and "not available to your role" in resp.json["error"]
+    await env["admin"].patch("/api/modules/1003", {"allowed_roles": [], "enabled": False})
+    resp = await env["user"].post("/api/modules/1003/runs", {"host_ids": env["hosts"][:1], "params": {}})
+    assert resp.status == 409 and "disabled" in resp.json["error"]
+    assert (await bastion.services.store.list_runs()).total == 0
+    assert (await bastion.services.store.list_events(action="module.run_refused")).total == 3
+
+
+async def test_faulty_modules_and_bastion_stays_up(bastion: BastionApp, hosts_sshd, tmp_path: Path) -> None:
+    env = await setup(bastion, hosts_sshd, modules=("1003",))
+    folder, user, hosts = env["folder"], env["user"], env["hosts"][:2]
+    write_module(folder, "1030", '''    def run(self):
+        import time
+        time.sleep(3600)''', timeout=2, name="Hangs")
+    write_module(folder, "1031", '''    def run(self):
+        raise RuntimeError("module exploded on purpose")''', name="Raises")
+    write_module(folder, "1032", '''    def run(self):
+        import os
+        os._exit(7)''', name="Exits")
+    write_module(folder, "1033", '''    def run(self):
+        import sys
+        for _ in range(100):
+            sys.stdout.write("x" * 1048576)
+        return {h.name: {"ok": True, "rc": 0, "stdout": "y" * 3_000_000} for h in self.hosts}''', name="Floods")
+    await bastion.services.registry.refresh()
+    runs = {}
+    for mid in ("1030", "1031", "1032", "1033"):
+        resp = await user.post(f"/api/modules/{mid}/runs", {"host_ids": hosts, "params": {}})
+        assert resp.status == 201, resp
+        runs[mid] = resp.json["run_id"]
+    # a file with a syntax error dropped in while runs are going
+    (folder / "Mid_1034.py").write_text("import bastion\nclass Modulehandle(bastion.Modulehandle):\n    name = 'x'\n    def run(self:\n")
+    hang = await wait_run(user, runs["1030"], timeout=30)
+    assert hang["status"] == "timeout" and "killed" in hang["error"]
+    raised = await wait_run(user, runs["1031"])
+    assert raised["status"] == "failed" and "module exploded on purpose" in raised["error"] and "Traceback" in raised["error"]
+    exited = await wait_run(user, runs["1032"])
+    assert exited["status"] == "failed" and "exited with code 7" in exited["error"]
+    flood = await wait_run(user, runs["1033"])
+    assert flood["status"] == "ok"
+    out = flood["results"]["node0"]["stdout"]
+    assert len(out) < 1_100_000 and out.endswith(f"[truncated {3_000_000 - 1048576} bytes]")
+    await asyncio.sleep(0.5)
+    broken = {m["id"]: m for m in (await env["admin"].get("/api/modules")).json["items"]}["1034"]
+    assert broken["state"] == "broken" and "syntax error on line 4" in broken["error"]
+    # the executor freed its slots and everything else still works
+    assert bastion.services.executor.running() == 0
+    resp = await user.post("/api/modules/1003/runs", {"host_ids": hosts, "params": {}})
+    assert (await wait_run(user, resp.json["run_id"]))["status"] == "ok"
+    import subprocess
+    zombies = subprocess.run(["ps", "-eo", "stat,ppid"], capture_output=True, text=True).stdout.split("\n")
+    import os
+    assert not [z for z in zombies if z.strip().startswith("Z") and z.split()[-1] == str(os.getpid())]
+
+
+async def test_hot_reload_add_change_remove(bastion: BastionApp, hosts_sshd) -> None:
+    env = await setup(bastion, hosts_sshd, modules=())
+    folder = env["folder"]
+    write_module(folder, "1010", '''    def run(self):
+        return {}''', name="Dropped in")
+    for _ in range(50):
+        items = {m["id"]: m for m in (await env["user"].get("/api/modules")).json["items"]}
+        if "1010" in items:
+            break
+        await asyncio.sleep(0.1)
+    assert items["1010"]["name"] == "Dropped in" and items["1010"]["state"] == "enabled"
+    write_module(folder, "1010", '''    def run(self):
+        return {}''', name="Renamed")
+    for _ in range(50):
+        items = {m["id"]: m for m in (await env["user"].get("/api/modules")).json["items"]}
+        if items["1010"]["name"] == "Renamed":
+            break
+        await asyncio.sleep(0.1)
+    assert items["1010"]["name"] == "Renamed"
+    (folder / "Mid_1010.py").unlink()
+    for _ in range(50):
+        items = {m["id"]: m for m in (await env["user"].get("/api/modules")).json["items"]}
+        if "1010" not in items:
+            break
+        await asyncio.sleep(0.1)
+    assert "1010" not in items
+    reserved = await env["admin"].post("/api/modules/reserve")
+    assert reserved.status == 201 and reserved.json["id"] == "1001" and "class Modulehandle(bastion.Modulehandle)" in reserved.json["template"]
+
+
+def _token_client(app: BastionApp, token: str):
+    c = app.client()
+    c.token = token
+    return c
+
+
+async def test_envelopes_flips_replay_stale_unknown_key(bastion: BastionApp, hosts_sshd) -> None:
+    env = await setup(bastion, hosts_sshd, modules=("1003",))
+    token = (await env["user"].post("/api/tokens", {"name": "cli"})).json["token"]
+    script = _token_client(bastion, token)
+    key, kid = protocol.token_envelope_key(token), protocol.token_key_id(token)
+    payload = protocol.new_payload("1003", env["hosts"][:1], {}, "alice")
+    envelope = protocol.seal(key, kid, payload)
+    # every single-byte flip of the sealed data is refused and nothing runs
+    prefix, _, body = envelope.rpartition(".")
+    raw = protocol._unb64(body)
+    codes = set()
+    for i in range(len(raw)):
+        flipped = bytearray(raw)
+        flipped[i] ^= 0x01
+        resp = await script.post("/api/commands", {"envelope": f"{prefix}.{protocol._b64(bytes(flipped))}"})
+        assert resp.status == 400, resp
+        codes.add(resp.json["error"])
+    assert codes == {"envelope failed authentication (bad tag): it was altered or sealed with another key"}
+    for i in range(len(prefix)):  # flips in the version or key id
+        mangled = prefix[:i] + chr(ord(prefix[i]) ^ 1) + prefix[i + 1:]
+        resp = await script.post("/api/commands", {"envelope": f"{mangled}.{body}"})
+        assert resp.status == 400
+    assert (await bastion.services.store.list_runs()).total == 0
+    ok = await script.post("/api/commands", {"envelope": envelope})
+    assert ok.status == 201, ok
+    replay = await script.post("/api/commands", {"envelope": envelope})
+    assert replay.status == 409 and "replayed envelope" in replay.json["error"]
+    stale = protocol.seal(key, kid, protocol.new_payload("1003", env["hosts"][:1], {}, "alice", now=time.time() - 3600))
+    resp = await script.post("/api/commands", {"envelope": stale})
+    assert resp.status == 400 and "stale envelope" in resp.json["error"]
+    unknown = protocol.seal(b"k" * 32, "tok:nonexistent", protocol.new_payload("1003", env["hosts"][:1], {}, "alice"))
+    resp = await script.post("/api/commands", {"envelope": unknown})
+    assert resp.status == 400 and "unknown key id" in resp.json["error"]
+    for junk in ("", "nonsense", 5, "bst1.server.!!!!", "bst9.server.AAAA"):
+        resp = await script.post("/api/commands", {"envelope": junk})
+        assert resp.status == 400 and ("malformed" in resp.json["error"] or "unsupported" in resp.json["error"]), junk
+    # someone else's token key cannot seal for alice
+    other = await bastion.user("bob")
+    other_token = (await other.post("/api/tokens", {"name": "b"})).json["token"]
+    forged = protocol.seal(protocol.token_envelope_key(other_token), protocol.token_key_id(other_token),
+                           protocol.new_payload("1003", env["hosts"][:1], {}, "alice"))
+    resp = await script.post("/api/commands", {"envelope": forged})
+    assert resp.status == 400 and "unknown key id" in resp.json["error"]
+    assert (await bastion.services.store.list_runs()).total == 1
+
+
+async def test_replay_refused_after_restart(make_bastion, hosts_sshd) -> None:
+    app = await make_bastion()
+    env = await setup(app, hosts_sshd, modules=("1003",))
+    token = (await env["user"].post("/api/tokens", {"name": "cli"})).json["token"]
+    envelope = protocol.seal(protocol.token_envelope_key(token), protocol.token_key_id(token),
+                             protocol.new_payload("1003", env["hosts"][:1], {}, "alice"))
+    assert (await _token_client(app, token).post("/api/commands", {"envelope": envelope})).status == 201
+    await app.stop()
+    from conftest import start_bastion
+    again = await start_bastion(app.config)
+    try:
+        resp = await _token_client(again, token).post("/api/commands", {"envelope": envelope})
+        assert resp.status == 409 and "replayed" in resp.json["error"]
+    finally:
+        await again.stop()
+
+
+async def test_concurrent_runs(bastion: BastionApp, hosts_sshd) -> None:
+    env = await setup(bastion, hosts_sshd, modules=("1003",))
+    resps = await asyncio.gather(*(env["user"].post("/api/modules/1003/runs", {"host_ids": env["hosts"], "params": {}})
+                                   for _ in range(8)))
+    assert all(r.status == 201 for r in resps)
+    runs = [await wait_run(env["user"], r.json["run_id"]) for r in resps]
+    assert [r["status"] for r in runs] == ["ok"] * 8
+    history = (await env["user"].get("/api/runs")).json
+    assert history["total"] == 8 and "results" not in history["items"][0]
+
+
+async def test_filter_rules_check_module_parameters(bastion: BastionApp, hosts_sshd) -> None:
+    env = await setup(bastion, hosts_sshd, modules=())
+    write_module(env["folder"], "1021", '''    async def run(self):
+        return await self.ssh(["echo", self.params["sys_param_1"]])''',
+                 params='[{"name": "sys_param_1", "label": "Text", "type": "str", "required": True}]')
+    await bastion.services.registry.refresh()
+    await env["admin"].post("/api/command-rules", {"name": "no-rm", "kind": "words", "pattern": "rm", "action": "deny"})
+    resp = await env["user"].post("/api/modules/1021/runs", {"host_ids": env["hosts"][:1], "params": {"sys_param_1": "rm -rf /"}})
+    assert resp.status == 403 and "command filter (no-rm)" in resp.json["error"]
