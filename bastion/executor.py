@@ -128,9 +128,11 @@ class Executor:
                     await self.services.terminals.pin_key(by_id[message["host_id"]], str(message.get("key", "")), run.username)
                 elif kind == "done":
                     finished = True
+                    run.log = str(message.get("log", ""))[:65536]
                 elif kind == "error":
                     finished = True
                     run.status, run.error = "failed", str(message.get("traceback", ""))[-8192:]
+                    run.log = str(message.get("log", ""))[:65536]
         except asyncio.TimeoutError:
             run.status, run.error = "timeout", f"the module did not finish within {module.timeout} s and was killed"
         finally:

@@ -33,6 +33,7 @@ import json
 import os
 import shlex
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -127,6 +128,9 @@ class Modulehandle:
         import ansible_runner  # imported here: only ansible modules need it
         if not isinstance(module, str) or not module.replace(".", "").replace("_", "").isalnum():
             raise ValueError("module must be an Ansible module name")
+        bindir = os.path.dirname(sys.executable)  # the `ansible` command installed beside this Python
+        if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+            os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
         private = tempfile.mkdtemp(prefix="bastion-ansible-")
         os.chmod(private, 0o700)
         try:

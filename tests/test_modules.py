@@ -304,3 +304,40 @@ async def test_filter_rules_check_module_parameters(bastion: BastionApp, hosts_s
     await env["admin"].post("/api/command-rules", {"name": "no-rm", "kind": "words", "pattern": "rm", "action": "deny"})
     resp = await env["user"].post("/api/modules/1021/runs", {"host_ids": env["hosts"][:1], "params": {"sys_param_1": "rm -rf /"}})
     assert resp.status == 403 and "command filter (no-rm)" in resp.json["error"]
+
+
+async def test_ansible_platform_disk_usage_and_literal_params(bastion: BastionApp, hosts_sshd) -> None:
+    env = await setup(bastion, hosts_sshd, modules=("1004", "1003"))
+    user = env["user"]
+    # pin the host keys first (ansible checks them against a known_hosts built from the pinned keys)
+    first = await user.post("/api/modules/1003/runs", {"host_ids": env["hosts"][:2], "params": {}})
+    await wait_run(user, first.json["run_id"])
+    resp = await user.post("/api/modules/1004/runs", {"host_ids": env["hosts"][:2], "params": {"sys_param_1": "/"}})
+    assert resp.status == 201, resp
+    run = await wait_run(user, resp.json["run_id"], timeout=120)
+    assert run["status"] == "ok", (run["error"], run["log"][-3000:], run["results"])
+    for r in run["results"].values():
+        assert r["ok"] and "Filesystem" in r["stdout"]
+    # a parameter that looks like a Jinja template reaches the host as literal text
+    write_module(env["folder"], "1022", '''    platform = "ansible"
+
+    def run(self):
+        return self.ansible("ansible.builtin.command", {"argv": ["printf", "%s", self.params["sys_param_1"]]})''',
+                 params='[{"name": "sys_param_1", "label": "Text", "type": "str", "required": True}]', timeout=120)
+    await bastion.services.registry.refresh()
+    literal = "{{ lookup('pipe','id') }}"
+    resp = await user.post("/api/modules/1022/runs", {"host_ids": env["hosts"][:1], "params": {"sys_param_1": literal}})
+    run = await wait_run(user, resp.json["run_id"], timeout=120)
+    assert run["status"] == "ok", run
+    assert run["results"]["node0"]["stdout"] == literal
+
+
+async def test_ansible_refuses_changed_host_key(bastion: BastionApp, hosts_sshd) -> None:
+    env = await setup(bastion, hosts_sshd, modules=("1004",))
+    host = await bastion.services.store.get_host(env["hosts"][0])
+    host.host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPx2ZcFhKJm7o3e7Q0gXvP0xCzCq3Jr3mV5b0b3d1E2F"
+    host.host_key_fingerprint = "SHA256:fake"
+    await bastion.services.store.save(host)
+    resp = await env["user"].post("/api/modules/1004/runs", {"host_ids": [host.id], "params": {}})
+    run = await wait_run(env["user"], resp.json["run_id"], timeout=120)
+    assert run["status"] == "failed" and not run["results"]["node0"]["ok"]

@@ -262,6 +262,7 @@ class Run(Record):
     ended_at: float = 0.0
     results: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    log: str = ""  # what the module printed (first 64 KiB)
 
 
 @dataclass
