@@ -67,6 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("session_id")
 
+    p = sub.add_parser("run", help="run a task module on hosts through a bastion's API",
+                       description="Seal a command envelope with your API token's key, submit it, show live progress "
+                                   "and print the per-host table. Exit 0 when every host succeeded.")
+    p.add_argument("module_id", help="module id (digits), e.g. 1003")
+    p.add_argument("--hosts", required=True, help="comma-separated host names")
+    p.add_argument("--param", action="append", default=[], metavar="K=V", help="parameter (repeatable)")
+    p.add_argument("--url", default=None, help="bastion URL (default: $BASTION_URL or http://127.0.0.1:8022)")
+    p.add_argument("--key", default=None, help="API token (default: $BASTION_TOKEN)")
+    p.add_argument("--timeout", type=float, default=600, help="seconds to wait for the run (default 600)")
+
     p = sub.add_parser("purge", help="delete recordings past the retention period",
                        description="Delete recordings older than [terminal] retention_days (or --days), keeping "
                                    "session metadata marked purged.")
@@ -174,6 +184,9 @@ async def _init(services: Any) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "run":
+        from .client import run_command
+        return run_command(args)
     try:
         overrides: dict[str, Any] = {}
         if args.command == "serve":

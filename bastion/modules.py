@@ -222,9 +222,14 @@ class ModuleRegistry:
         self.interval = interval
         self._files: dict[str, ModuleFile] = {}
         self._task: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
 
     async def refresh(self) -> int:
         """Rescan the folder; update the store for new, changed, broken and removed files. Returns changes."""
+        async with self._lock:  # one scan at a time: an older scan must never overwrite a newer one
+            return await self._refresh()
+
+    async def _refresh(self) -> int:
         files = await asyncio.get_running_loop().run_in_executor(None, scan, self.folder)
         changes = 0
         known = {m.id: m for m in await self.store.list_modules()}

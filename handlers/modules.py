@@ -63,6 +63,9 @@ class ModuleReserveHandler(APIHandler):
     @role("admin")
     async def post(self) -> None:
         module_id = await self.services.registry.next_free_id()
+        # held as a placeholder so the next reservation gets another id; the file's arrival fills it in
+        await self.store.put_module(ModuleState(id=module_id, name=f"Module {module_id}", state="missing",
+                                                error="reserved; the file is not saved yet"))
         await self.audit.record("module.reserved", actor=self.actor, target=f"Mid_{module_id}.py")
         self.send({"id": module_id, "filename": f"Mid_{module_id}.py",
                    "template": TEMPLATE.format(name=f"Module {module_id}")}, status=201)

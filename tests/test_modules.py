@@ -213,6 +213,7 @@ async def test_hot_reload_add_change_remove(bastion: BastionApp, hosts_sshd) -> 
     assert "1010" not in items
     reserved = await env["admin"].post("/api/modules/reserve")
     assert reserved.status == 201 and reserved.json["id"] == "1001" and "class Modulehandle(bastion.Modulehandle)" in reserved.json["template"]
+    assert (await env["admin"].post("/api/modules/reserve")).json["id"] == "1002"  # the first is held
 
 
 def _token_client(app: BastionApp, token: str):
@@ -341,3 +342,25 @@ async def test_ansible_refuses_changed_host_key(bastion: BastionApp, hosts_sshd)
     resp = await env["user"].post("/api/modules/1004/runs", {"host_ids": [host.id], "params": {}})
     run = await wait_run(env["user"], resp.json["run_id"], timeout=120)
     assert run["status"] == "failed" and not run["results"]["node0"]["ok"]
+
+
+async def test_cli_run(bastion: BastionApp, hosts_sshd) -> None:
+    import os
+    import sys
+    env = await setup(bastion, hosts_sshd, modules=("1003", "1001"))
+    token = (await env["user"].post("/api/tokens", {"name": "cli"})).json["token"]
+    cmd = [sys.executable, "-m", "bastion", "run", "1003", "--hosts", "node0,node1,node2", "--url", bastion.base_url]
+    proc = await asyncio.create_subprocess_exec(*cmd, "--key", token, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE, env={**os.environ, "BASTION_TOKEN": ""})
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, (out, err)
+    text = out.decode()
+    assert text.startswith("HOST") and all(f"node{i}  ok" in text for i in range(3))
+    assert b"3/3 hosts" in err
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bastion", "run", "1001", "--hosts", "node0",
+                                                "--param", "sys_param_1=abc", "--url", bastion.base_url, "--key", token,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2 and b"sys_param_1 (Lines) must be an integer" in err
+    runs = (await env["user"].get("/api/runs")).json["items"]
+    assert [r["via"] for r in runs] == ["cli"]

@@ -54,6 +54,13 @@ MATRIX = [
     ("GET", "/api/command-rules", ADMIN, None),
     ("POST", "/api/command-rules", ADMIN, {"name": "r1", "pattern": "x"}),
     ("DELETE", "/api/command-rules/{missing}", ADMIN, None),
+    ("GET", "/api/modules", ALL, None),
+    ("POST", "/api/modules/reserve", ADMIN, None),
+    ("PATCH", "/api/modules/9999", ADMIN, {"enabled": False}),
+    ("POST", "/api/modules/9999/runs", ALL, {"host_ids": ["{host_id}"], "params": {}}),
+    ("POST", "/api/commands", ALL, {"envelope": "bst1.server.AAAA"}),
+    ("GET", "/api/runs", ALL, None),
+    ("GET", "/api/runs/{missing}", ALL, None),
 ]
 PUBLIC = {("POST", "/api/login"), ("POST", "/api/login/totp"), ("POST", "/api/logout")}
 
@@ -83,7 +90,8 @@ async def test_route_matrix(bastion: BastionApp, who: str) -> None:
         path = template.format(**values)
         payload = None
         if body is not None:
-            payload = {k: (v.format(**values) if isinstance(v, str) else v) for k, v in body.items()}
+            payload = {k: (v.format(**values) if isinstance(v, str) else [x.format(**values) for x in v]
+                           if isinstance(v, list) else v) for k, v in body.items()}
         resp = await client.request(method, path, payload)
         if who == "anonymous":
             ok = resp.status == 401
