@@ -15,6 +15,7 @@ setup(
         "aiosqlite==0.22.1",
         "pyte==0.8.2",
         "segno==1.6.6",
+        "redis==8.1.0",
     ],
     extras_require={
         "test": [
@@ -28,7 +29,6 @@ setup(
             "ansible-runner==2.4.3",
         ],
         "ansible": ["ansible-core==2.19.14", "ansible-runner==2.4.3"],
-        "redis": ["redis==8.1.0"],
     },
     entry_points={"console_scripts": ["bastion=bastion.cli:main"]},
 )

@@ -93,6 +93,8 @@ async def serve(config: Config, *, on_ready: Callable[[int], Awaitable[None] | N
         return 2
     try:
         password = await services.auth.ensure_first_admin()
+        attach_live_services(config, services)
+        await start_live_services(services)
     except Unavailable as exc:
         print(f"bastion: {exc.message}", file=sys.stderr)
         await services.store.close()
@@ -101,8 +103,6 @@ async def serve(config: Config, *, on_ready: Callable[[int], Awaitable[None] | N
         # Printed once on the console and nowhere else (not logged, not stored).
         print(f"\n  First start: created user 'admin' with password: {password}\n  Log in and change it on the Account page.\n",
               flush=True)
-    attach_live_services(config, services)
-    await start_live_services(services)
     app = make_app(config, services)
     server = HTTPServer(app, xheaders=False, max_body_size=1024 * 1024)
     sockets = tornado.netutil.bind_sockets(config.server.port, config.server.host)
@@ -139,7 +139,11 @@ def attach_live_services(config: Config, services: Services) -> None:
     from .modules import ModuleRegistry
     from .runs import RunService
     from .terminal import TerminalManager
-    services.hub = SessionHub(config)
+    if config.hub.url.startswith(("redis://", "rediss://")):
+        from .hub_redis import RedisHub
+        services.hub = RedisHub(config)
+    else:
+        services.hub = SessionHub(config)
     services.terminals = TerminalManager(config, services)
     services.registry = ModuleRegistry(Path(config.modules.dir), services.store, config.modules.poll_interval)
     services.executor = Executor(services, max_runs=config.modules.max_runs, output_cap=config.modules.output_cap,
@@ -148,7 +152,9 @@ def attach_live_services(config: Config, services: Services) -> None:
 
 
 async def start_live_services(services: Services) -> None:
-    """Recover after a crash and start watching the modules folder."""
+    """Connect the hub, recover after a crash and start watching the modules folder."""
+    if hasattr(services.hub, "start"):
+        await services.hub.start()
     await services.terminals.recover_interrupted()
     await services.registry.refresh()
     services.registry.start()
@@ -170,7 +176,24 @@ def start_background_jobs(services: Services) -> list[asyncio.Task]:
                 await services.store.heartbeat(services.config.node_id)
             except Exception:
                 log.exception("node heartbeat failed")
-            await asyncio.sleep(10)
+            await asyncio.sleep(services.config.hub.heartbeat_interval)
+
+    async def reap_dead_nodes() -> None:
+        """Another node that stopped heartbeating leaves ghosts: mark its live sessions interrupted, once."""
+        while True:
+            await asyncio.sleep(services.config.hub.heartbeat_interval)
+            try:
+                cutoff = time.time() - services.config.hub.node_timeout
+                for node in await services.store.list_nodes():
+                    if node.id == services.config.node_id or node.heartbeat_at >= cutoff:
+                        continue
+                    for record in await services.store.live_sessions_of_node(node.id):
+                        if await services.store.interrupt_session(record):
+                            await services.audit.record("session.interrupted", actor=services.config.node_id,
+                                                        target=record.host_name, session=record.id, user=record.username,
+                                                        node=node.id, why="node stopped heartbeating")
+            except Exception:
+                log.exception("checking for dead nodes failed")
 
     async def retention() -> None:
         from .playback import purge
@@ -183,7 +206,7 @@ def start_background_jobs(services: Services) -> list[asyncio.Task]:
             await asyncio.sleep(86400)
 
     loop = asyncio.get_running_loop()
-    jobs = [loop.create_task(purge_logins()), loop.create_task(heartbeat())]
+    jobs = [loop.create_task(purge_logins()), loop.create_task(heartbeat()), loop.create_task(reap_dead_nodes())]
     if services.config.terminal.retention_days:
         jobs.append(loop.create_task(retention()))
     return jobs

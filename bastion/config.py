@@ -105,6 +105,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("modules", "host_concurrency", 50, "int", "Hosts a run reaches in parallel.", minimum=1, maximum=1000),
     Option("modules", "poll_interval", 1.0, "float", "Seconds between scans of the modules folder.", minimum=0.1, maximum=3600),
     Option("hub", "url", "memory", "str", "'memory' (one node) or redis://host:port/db (several nodes).", check=_check_hub_url),
+    Option("hub", "heartbeat_interval", 10.0, "float", "Seconds between this node's heartbeats in the store.", minimum=0.2, maximum=600),
+    Option("hub", "node_timeout", 30.0, "float", "A node silent this long is dead: its live sessions become interrupted.", minimum=1, maximum=86400),
 )
 
 

@@ -355,6 +355,7 @@ class TerminalSession:
         except Exception:
             log.exception("recording the end of the session failed %r", self)
         finally:
+            self.manager.bytes_closed += self.bytes_out
             self.manager.hub.unregister(self)
         log.info("session ended (%s) %r", reason, self)
         return record
@@ -374,6 +375,7 @@ class TerminalManager:
         self._idle_task: asyncio.Task | None = None
         self._filter: CommandFilter | None = None
         self._filter_at = 0.0
+        self.bytes_closed = 0  # output bytes of sessions already ended (for /metrics)
 
     @property
     def record_key(self) -> bytes:

@@ -20,7 +20,7 @@ class SessionsMixin:
         doc.pop("recording_path", None)
         doc.pop("recording_chain", None)
         live = self.hub.get(s.id) if s.live else None  # type: ignore[attr-defined]
-        doc["watchers"] = len(live.monitors) if live else 0
+        doc["watchers"] = len(live.monitors) if live else None  # unknown for another node's session
         if live:
             doc["bytes_out"] = live.bytes_out
             doc["cols"], doc["rows"] = live.cols, live.rows
@@ -75,9 +75,12 @@ class SessionKillHandler(SessionsMixin, APIHandler):
         record = await self.load_session(session_id)
         if not record.live:
             raise Conflict(f"session has already ended ({record.end_reason})")
-        if self.hub.get(session_id) is None:
-            raise Conflict(f"session is live on node {record.node}, not on this one")
-        await self.hub.kick(session_id, reason, self.actor)
+        if self.hub.get(session_id) is not None:
+            await self.hub.kick(session_id, reason, self.actor)
+        elif hasattr(self.hub, "kick_remote") and record.node != self.config.node_id:
+            await self.hub.kick_remote(session_id, record.node, reason, self.actor)
+        else:
+            raise Conflict(f"session is live on node {record.node}, which this node cannot reach (no shared hub)")
         self.send(self.session_view(await self.load_session(session_id)))
 
 
@@ -133,7 +136,7 @@ class DashboardPage(BaseHandler):
         kicks = await self.store.list_events(action="session.kicked", limit=10)
         failed = await self.store.list_events(action="login.failed", limit=10)
         self.page("dashboard.html", live=live, today=today.total, kicks=kicks, failed=failed,
-                  watchers={s.id: len(self.hub.get(s.id).monitors) if self.hub.get(s.id) else 0 for s in live.items})
+                  watchers={s.id: len(self.hub.get(s.id).monitors) if self.hub.get(s.id) else "—" for s in live.items})
 
 
 default_handlers = [

@@ -133,41 +133,50 @@ class MonitorSocket(SocketHandler):
             raise NotFound("session not found")
         if not record.live:
             raise Conflict(f"session has ended ({record.end_reason})")
-        if self.hub.get(session_id) is None:
-            raise Conflict(f"session is live on node {record.node}, not on this one")
+        if self.hub.get(session_id) is None and (not hasattr(self.hub, "attach_remote") or record.node == self.config.node_id):
+            raise Conflict(f"session is live on node {record.node}, which this node cannot reach (no shared hub)")
         self.session_id = session_id
+        self.record = record
         await WebSocketHandler.get(self, session_id)
+
+    remote = None
 
     async def open(self, session_id: str) -> None:
         self.set_nodelay(True)
+        record = self.record
+        self.send_control(control("session", id=session_id, user=record.username, host=record.host_name, node=record.node))
         try:
-            self.monitor = self.hub.attach(session_id, self, self.actor)
+            if self.hub.get(session_id) is not None:
+                self.monitor = self.hub.attach(session_id, self, self.actor)
+            else:  # owned by another node: relayed through the shared hub
+                self.remote = await self.hub.attach_remote(session_id, record.node, self, self.actor)
         except BastionError as exc:
             self.send_control(control("closed", reason=exc.message, code="gone"))
             self.close_socket()
             return
-        owner = self.hub.get(session_id)
-        self.send_control(control("session", id=session_id, user=owner.username if owner else "",
-                                  host=owner.record.host_name if owner else ""))
-        await self.audit.record("monitor.joined", actor=self.actor, target=owner.record.host_name if owner else "",
-                                session=session_id, user=owner.username if owner else "")
+        await self.audit.record("monitor.joined", actor=self.actor, target=record.host_name, session=session_id,
+                                user=record.username, node=record.node)
 
     def on_message(self, message: str | bytes) -> None:
-        if self.monitor is None:
+        watcher = self.monitor or self.remote
+        if watcher is None:
             return
-        self.monitor.refused_inputs += 1
+        watcher.refused_inputs += 1
         self.send_control(control("notice", message="monitors are read-only: input and resize are refused"))
-        if self.monitor.refused_inputs in (1, 10, 100) or self.monitor.refused_inputs % 1000 == 0:
+        if watcher.refused_inputs in (1, 10, 100) or watcher.refused_inputs % 1000 == 0:
             asyncio.get_running_loop().create_task(self.audit.record(
                 "monitor.input_refused", actor=self.actor, session=self.session_id, ok=False,
-                attempts=self.monitor.refused_inputs))
+                attempts=watcher.refused_inputs))
 
     def on_close(self) -> None:
+        if self.monitor is None and self.remote is None:
+            return
         if self.monitor is not None:
             self.hub.detach(self.session_id, self.monitor)
-            asyncio.get_running_loop().create_task(
-                self.audit.record("monitor.left", actor=self.actor, session=self.session_id))
-            self.monitor = None
+        if self.remote is not None:
+            asyncio.get_running_loop().create_task(self.hub.detach_remote(self.remote))
+        self.monitor = self.remote = None
+        asyncio.get_running_loop().create_task(self.audit.record("monitor.left", actor=self.actor, session=self.session_id))
 
 
 default_handlers = [

@@ -70,7 +70,7 @@
       cell(tr, fmtTime(s.started_at), "nowrap");
       cell(tr, fmtDuration(now - s.started_at));
       cell(tr, fmtBytes(s.bytes_out));
-      cell(tr, String(s.watchers));
+      cell(tr, s.watchers == null ? "—" : String(s.watchers));
       cell(tr, s.node, "mono small");
       const actions = cell(tr, "", "actions");
       link(actions, "Watch", `/watch/${encodeURIComponent(s.id)}`);

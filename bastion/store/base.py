@@ -422,6 +422,19 @@ class Store(abc.ABC):
     async def forget_envelopes(self, before: float) -> int:
         return await self._delete_where(SeenEnvelope.collection, Query(ranges={"expires_at": (None, before)}))
 
+    async def interrupt_session(self, session: Session) -> bool:
+        """Mark a dead node's session interrupted; True only for the one caller whose write won."""
+        current = await self._load(Session, session.id)
+        if current is None or not current.live:
+            return False
+        current.live, current.ended_at, current.end_reason = False, time.time(), "interrupted"
+        current.reason = f"node {current.node} stopped answering"
+        try:
+            await self.save(current)
+        except Conflict:
+            return False
+        return True
+
     # ---- nodes ----------------------------------------------------------------------------------------------
     async def heartbeat(self, node_id: str) -> None:
         node = await self._load(Node, node_id)

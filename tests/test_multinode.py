@@ -1,0 +1,262 @@
+"""Two real Bastion processes on loopback sharing the MongoDB store (nx-27017) and a real redis-server hub."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+
+from bastion import protocol
+from client import Client, TerminalClient
+from conftest import ADMIN_PASSWORD, free_port, mongo_db_url, stop_process, wait_port
+from test_terminal import cast_output, read_cast
+
+SECRET = "multi-node-shared-secret-0123456789"
+
+
+@dataclass
+class Node:
+    name: str
+    port: int
+    env: dict
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = open(Path(self.env["BASTION_SERVER_DATA_DIR"]) / "serve.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=self.env, stdout=log, stderr=log)
+        wait_port("127.0.0.1", self.port, proc=self.proc, timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+
+
+class Redis:
+    def __init__(self, root: Path) -> None:
+        self.port = free_port()
+        self.root = root
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        exe = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.proc = subprocess.Popen([exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", str(self.root)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port("127.0.0.1", self.port, proc=self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+
+
+@dataclass
+class Cluster:
+    a: Node
+    b: Node
+    redis: Redis
+    records: Path
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, mongo_base_url: str) -> AsyncIterator[Cluster]:
+    redis = Redis(tmp_path)
+    redis.start()
+    db = mongo_db_url(mongo_base_url)
+    records = tmp_path / "shared-records"
+    nodes = []
+    for name in ("node-a", "node-b"):
+        data = tmp_path / name
+        data.mkdir()
+        env = {**os.environ, "BASTION_SERVER_PORT": str(free_port()), "BASTION_SERVER_DATA_DIR": str(data),
+               "BASTION_SERVER_NODE_ID": name, "BASTION_SERVER_SECRET": SECRET, "BASTION_DATABASE_URL": db,
+               "BASTION_HUB_URL": redis.url, "BASTION_HUB_HEARTBEAT_INTERVAL": "0.5", "BASTION_HUB_NODE_TIMEOUT": "3",
+               "BASTION_TERMINAL_RECORDS_DIR": str(records), "BASTION_MODULES_DIR": str(tmp_path / "modules"),
+               "BASTION_TERMINAL_CONNECT_TIMEOUT": "5"}
+        nodes.append(Node(name, int(env["BASTION_SERVER_PORT"]), env))
+    subprocess.run([sys.executable, "-m", "bastion", "init"], env=nodes[0].env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "bastion", "user", "passwd", "admin", "--password-stdin"], env=nodes[0].env,
+                   input=ADMIN_PASSWORD + "\n", text=True, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "bastion", "user", "add", "audrey", "--role", "auditor", "--password-stdin"],
+                   env=nodes[0].env, input="auditor-password-1\n", text=True, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "bastion", "user", "add", "alice", "--password-stdin"],
+                   env=nodes[0].env, input="user-password-1\n", text=True, check=True, capture_output=True)
+    for node in nodes:
+        node.start()
+    try:
+        yield Cluster(nodes[0], nodes[1], redis, records)
+    finally:
+        for node in nodes:
+            node.stop()
+        redis.stop()
+
+
+async def login(url: str, username: str, password: str) -> Client:
+    c = Client(url)
+    await c.login(username, password)
+    return c
+
+
+async def user_session(cl: Cluster, sshd) -> tuple[Client, Client, TerminalClient, str]:
+    admin = await login(cl.a.url, "admin", ADMIN_PASSWORD)
+    cat = (await admin.post("/api/apps", {"name": "c"})).json["id"]
+    cred = (await admin.post("/api/credentials", {"name": "k", "username": sshd.username, "private_key": sshd.client_key})).json["id"]
+    host = (await admin.post("/api/hosts", {"name": "web1", "address": sshd.address, "port": sshd.port, "app_id": cat,
+                                            "credential_id": cred})).json["id"]
+    users = {u["username"]: u["id"] for u in (await admin.get("/api/users")).json["items"]}
+    await admin.post("/api/grants", {"user_id": users["alice"], "host_id": host})
+    user = await login(cl.a.url, "alice", "user-password-1")
+    term = await TerminalClient.open(user, f"/ws/terminal/{host}", cols=100, rows=30)
+    await term.control("session")
+    await term.send("echo on''-node-a\r")
+    await term.expect("on-node-a")
+    return admin, user, term, host
+
+
+async def test_watch_and_kick_across_nodes(cluster: Cluster, sshd) -> None:
+    admin, user, term, host = await user_session(cluster, sshd)
+    auditor_b = await login(cluster.b.url, "audrey", "auditor-password-1")
+    listing = (await auditor_b.get("/api/sessions", params={"live": "1"})).json["items"]
+    assert [(s["id"], s["node"], s["local"]) for s in listing] == [(term.session_id, "node-a", False)]
+    mon = await TerminalClient.open(auditor_b, f"/ws/monitor/{term.session_id}")
+    await mon.expect("on-node-a")  # late join: the screen from before
+    size = await mon.control("resize")
+    assert (size["cols"], size["rows"]) == (100, 30)
+    await asyncio.sleep(0.3)
+    mark_user, mark_mon = len(term.output), len(mon.output)
+    await term.send("for i in $(seq 1 200); do echo cross-$i-$RANDOM; done; echo x''done\r")
+    await term.expect("xdone", start=mark_user)
+    await mon.expect("xdone", start=mark_mon)
+    await asyncio.sleep(0.3)
+    assert bytes(mon.output[mark_mon:]) == bytes(term.output[mark_user:])
+    await mon.send("touch /tmp/should-not-exist-multinode\r")
+    notice = await mon.control("notice")
+    assert "read-only" in notice["message"]
+    started = time.monotonic()
+    resp = await auditor_b.post(f"/api/sessions/{term.session_id}/kill", {"reason": "ended from node b"})
+    assert resp.status == 200, resp
+    closed = await term.control("closed", timeout=2)
+    await term.wait_closed(timeout=2)
+    assert time.monotonic() - started < 1.0
+    assert closed["code"] == "kicked" and "ended from node b" in closed["reason"] and closed["by"] == "audrey"
+    assert (await mon.control("closed"))["code"] == "kicked"
+    session = (await admin.get(f"/api/sessions/{term.session_id}")).json
+    assert (session["end_reason"], session["ended_by"], session["live"]) == ("kicked", "audrey", False)
+    again = await auditor_b.post(f"/api/sessions/{term.session_id}/kill", {"reason": "x"})
+    assert again.status == 409
+
+
+async def test_replayed_envelope_and_lockout_are_shared(cluster: Cluster, sshd, tmp_path: Path) -> None:
+    modules = Path(cluster.a.env["BASTION_MODULES_DIR"])
+    modules.mkdir(exist_ok=True)
+    shutil.copy(Path(__file__).resolve().parent.parent / "modules" / "Mid_1003.py", modules)
+    admin, user, term, host = await user_session(cluster, sshd)
+    term.close()
+    token = (await user.post("/api/tokens", {"name": "cli"})).json["token"]
+    envelope = protocol.seal(protocol.token_envelope_key(token), protocol.token_key_id(token),
+                             protocol.new_payload("1003", [host], {}, "alice"))
+    a, b = Client(cluster.a.url), Client(cluster.b.url)
+    a.token = b.token = token
+    for _ in range(30):  # both registries pick the module up
+        if any(m["id"] == "1003" for m in (await b.get("/api/modules")).json["items"]):
+            break
+        await asyncio.sleep(0.2)
+    first = await a.post("/api/commands", {"envelope": envelope})
+    assert first.status == 201, first
+    replay = await b.post("/api/commands", {"envelope": envelope})
+    assert replay.status == 409 and "replayed envelope" in replay.json["error"]
+    for _ in range(5):
+        await Client(cluster.a.url).post("/api/login", {"username": "alice", "password": "wrong-wrong-wrong"})
+    locked = await Client(cluster.b.url).post("/api/login", {"username": "alice", "password": "user-password-1"})
+    assert locked.status == 429
+
+
+async def test_redis_restart_mid_session(cluster: Cluster, sshd) -> None:
+    admin, user, term, host = await user_session(cluster, sshd)
+    auditor_b = await login(cluster.b.url, "audrey", "auditor-password-1")
+    mon = await TerminalClient.open(auditor_b, f"/ws/monitor/{term.session_id}")
+    await mon.expect("on-node-a")
+    cluster.redis.stop()
+    await term.send("echo during''-outage\r")
+    await term.expect("during-outage")  # the session on A goes on
+    notice = await mon.control("notice", timeout=10)
+    assert "lost" in notice["message"]
+    cluster.redis.start()
+    for _ in range(100):
+        if any("reconnected" in c.get("message", "") for c in mon.controls) or mon.closed.is_set():
+            break
+        await asyncio.sleep(0.1)
+    if not mon.closed.is_set():
+        mark = len(mon.output)
+        await term.send("echo after''-outage\r")
+        await mon.expect("after-outage", start=mark)
+    else:  # told clearly why it closed
+        assert any(c["type"] == "closed" for c in mon.controls)
+    await term.send("echo still''-recording\r")
+    await term.expect("still-recording")
+    term.close()
+    for _ in range(50):
+        record = (await admin.get(f"/api/sessions/{term.session_id}")).json
+        if not record["live"]:
+            break
+        await asyncio.sleep(0.1)
+    cast = await admin.get(f"/api/sessions/{term.session_id}/recording")
+    path = cluster.records / "dl.cast"
+    path.write_bytes(cast.body)
+    _, events = read_cast(path)
+    out = cast_output(events)
+    assert b"during-outage" in out and b"still-recording" in out
+
+
+async def test_node_killed_sessions_interrupted(cluster: Cluster, sshd) -> None:
+    admin, user, term, host = await user_session(cluster, sshd)
+    await asyncio.sleep(1.2)  # at least one recording flush
+    cluster.a.proc.send_signal(signal.SIGKILL)
+    cluster.a.proc.wait(10)
+    auditor_b = await login(cluster.b.url, "audrey", "auditor-password-1")
+    started = time.monotonic()
+    record = None
+    while time.monotonic() - started < 15:
+        record = (await auditor_b.get(f"/api/sessions/{term.session_id}")).json
+        if not record["live"]:
+            break
+        await asyncio.sleep(0.2)
+    assert record["end_reason"] == "interrupted" and "node-a" in record["reason"]
+    events = (await auditor_b.get("/api/events", params={"action": "session.interrupted"})).json
+    assert events["total"] == 1 and events["items"][0]["actor"] == "node-b"
+    cast = await auditor_b.get(f"/api/sessions/{term.session_id}/recording")
+    assert cast.status == 200
+    path = cluster.records / "a.cast"
+    path.write_bytes(cast.body)
+    _, events_ = read_cast(path)
+    assert b"on-node-a" in cast_output(events_)
+    health = await Client(cluster.b.url).get("/healthz")
+    assert health.status == 200 and health.json["checks"]["hub"]["backend"] == "redis"
+    metrics = await Client(cluster.b.url).get("/metrics")
+    assert b'bastion_live_sessions{node="node-b"} 0' in metrics.body
+
+
+async def test_healthz_reports_hub_down(cluster: Cluster) -> None:
+    ok = await Client(cluster.a.url).get("/healthz")
+    assert ok.status == 200 and ok.json["ok"] is True and set(ok.json["checks"]) == {"store", "hub", "recordings"}
+    cluster.redis.stop()
+    down = await Client(cluster.a.url).get("/healthz")
+    assert down.status == 503 and down.json["checks"]["hub"]["ok"] is False
+    assert "redis://" in down.json["checks"]["hub"]["error"]
+    json.dumps(down.json)
