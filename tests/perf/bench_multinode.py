@@ -1,0 +1,170 @@
+"""Cross-node benchmark: monitor delivery lag p50/p99 and kick latency, within one node and from node B to a
+session on node A (shared MongoDB store on nx-27017, real redis-server hub). Writes results/multinode.json.
+
+    .venv/bin/python tests/perf/bench_multinode.py [--marks 300] [--kicks 30]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from bench_hub import MarkTracker
+from common import ADMIN_PASSWORD, BastionSession, MonitorSession, free_port, machine, stop, summarize, tmpdir, wait_port
+from sshd import make_sshd
+
+SECRET = "bench-multinode-shared-secret-000000"
+
+
+class NodeEnv:
+    """What BastionSession / MonitorSession need: a port, a cookie, an XSRF token and the host id."""
+
+    def __init__(self, port: int) -> None:
+        self.bastion_port = port
+        self.cookie = ""
+        self.xsrf = ""
+        self.host_id = ""
+
+    def api(self, method: str, path: str, body=None):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.bastion_port}{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Cookie": self.cookie, "X-XSRFToken": self.xsrf,
+                                              "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            cookies = resp.headers.get_all("Set-Cookie") or []
+            for c in cookies:
+                if c.startswith("bastion_login="):
+                    self.cookie = f"_xsrf={self.xsrf}; {c.split(';')[0]}"
+            return json.loads(resp.read() or b"null")
+
+    def login(self) -> None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.bastion_port}/login", timeout=30) as resp:
+            self.xsrf = [h.split(";")[0].split("=", 1)[1] for h in resp.headers.get_all("Set-Cookie") if h.startswith("_xsrf=")][0]
+        self.cookie = f"_xsrf={self.xsrf}"
+        self.api("POST", "/api/login", {"username": "admin", "password": ADMIN_PASSWORD})
+
+
+async def lag(user_env: NodeEnv, mon_env: NodeEnv, marks: int) -> dict:
+    user = await BastionSession().open(user_env)
+    await user.send("echo RE''ADY\r")
+    await user.read_until(b"READY", 60)
+    mon = MonitorSession()
+    tracker_m = MarkTracker()
+    mon.on_bytes = tracker_m
+    await mon.open(mon_env, user.session_id)
+    await asyncio.sleep(0.5)
+    tracker_u = MarkTracker()
+    user.on_bytes = tracker_u
+    await user.send(f"for i in $(seq 1 {marks}); do echo MARK$i. {'x' * 150}; sleep 0.01; done; echo LAG''DONE\r")
+    await user.read_until(b"LAGDONE", 120)
+    await asyncio.sleep(0.5)
+    values = [(tracker_m.times[m] - t) * 1000 for m, t in tracker_u.times.items() if m in tracker_m.times]
+    missing = len(tracker_u.times) - len(values)
+    await mon.close()
+    await user.close()
+    return {"lag_ms": summarize(values), "missing": missing}
+
+
+async def kicks(user_env: NodeEnv, kick_env: NodeEnv, rounds: int) -> dict:
+    values = []
+    for _ in range(rounds):
+        user = await BastionSession().open(user_env)
+        await user.send("echo RE''ADY\r")
+        await user.read_until(b"READY", 60)
+        t0 = time.monotonic()
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: kick_env.api("POST", f"/api/sessions/{user.session_id}/kill", {"reason": "bench"}))
+        for _ in range(3000):
+            if user.closed_at:
+                break
+            await asyncio.sleep(0.001)
+        values.append((user.closed_at - t0) * 1000)
+        await user.close()
+    return summarize(values)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--marks", type=int, default=300)
+    parser.add_argument("--kicks", type=int, default=30)
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "multinode.json"))
+    args = parser.parse_args()
+    work = tmpdir("bastion-multi-")
+    sshd = make_sshd(work / "sshd").start()
+    redis_port, nx_port = free_port(), free_port()
+    redis = subprocess.Popen([shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(redis_port), "--bind",
+                              "127.0.0.1", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    nx = subprocess.Popen([str(Path(sys.executable).parent / "nx-27017"), "--data-dir", str(work / "nx"), "--port",
+                           str(nx_port), "--log-file", str(work / "nx.log"), "--pid-file", str(work / "nx.pid")],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (work / "nx").mkdir(exist_ok=True)
+    procs = []
+    results: dict = {}
+    try:
+        wait_port(redis_port, redis)
+        wait_port(nx_port, nx)
+        envs = []
+        for name in ("node-a", "node-b"):
+            port = free_port()
+            env = {**os.environ, "BASTION_SERVER_PORT": str(port), "BASTION_SERVER_DATA_DIR": str(work / name),
+                   "BASTION_SERVER_NODE_ID": name, "BASTION_SERVER_SECRET": SECRET,
+                   "BASTION_DATABASE_URL": f"mongodb://127.0.0.1:{nx_port}/bench",
+                   "BASTION_HUB_URL": f"redis://127.0.0.1:{redis_port}/0", "BASTION_TERMINAL_RECORDS_DIR": str(work / "records"),
+                   "BASTION_TERMINAL_MAX_SESSIONS_PER_USER": "1000", "BASTION_TERMINAL_NOTIFY_MONITORED": "false",
+                   "BASTION_LOG_LEVEL": "WARNING"}
+            envs.append((env, port))
+        subprocess.run([sys.executable, "-m", "bastion", "init"], env=envs[0][0], check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "bastion", "user", "passwd", "admin", "--password-stdin"], env=envs[0][0],
+                       input=ADMIN_PASSWORD + "\n", text=True, check=True, capture_output=True)
+        nodes = []
+        for env, port in envs:
+            proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=env, stdout=subprocess.DEVNULL,
+                                    stderr=open(work / f"{env['BASTION_SERVER_NODE_ID']}.log", "wb"))
+            procs.append(proc)
+            wait_port(port, proc)
+            node = NodeEnv(port)
+            node.login()
+            nodes.append(node)
+        a, b = nodes
+        cat = a.api("POST", "/api/apps", {"name": "c"})["id"]
+        cred = a.api("POST", "/api/credentials", {"name": "k", "username": sshd.username, "private_key": sshd.client_key})["id"]
+        host = a.api("POST", "/api/hosts", {"name": "h", "address": sshd.address, "port": sshd.port, "app_id": cat,
+                                            "credential_id": cred})["id"]
+        a.api("POST", "/api/grants", {"user_id": a.api("GET", "/api/me")["user"]["id"], "host_id": host})
+        a.host_id = b.host_id = host
+        print("lag within node A …", flush=True)
+        results["lag_single_node"] = await lag(a, a, args.marks)
+        print("lag A → B …", flush=True)
+        results["lag_cross_node"] = await lag(a, b, args.marks)
+        print("kick within node A …", flush=True)
+        results["kick_single_node_ms"] = await kicks(a, a, args.kicks)
+        print("kick from B to A …", flush=True)
+        results["kick_cross_node_ms"] = await kicks(a, b, args.kicks)
+    finally:
+        for proc in procs:
+            stop(proc)
+        stop(redis)
+        stop(nx)
+        sshd.stop()
+    s, c = results["lag_single_node"]["lag_ms"], results["lag_cross_node"]["lag_ms"]
+    ks, kc = results["kick_single_node_ms"], results["kick_cross_node_ms"]
+    print(f"\n{'':<26}{'p50 ms':>9}{'p99 ms':>9}")
+    print(f"{'monitor lag, one node':<26}{s['p50']:>9.2f}{s['p99']:>9.2f}")
+    print(f"{'monitor lag, B watches A':<26}{c['p50']:>9.2f}{c['p99']:>9.2f}   p99 ratio {c['p99'] / s['p99']:.2f}×")
+    print(f"{'kick, one node':<26}{ks['p50']:>9.2f}{ks['p99']:>9.2f}")
+    print(f"{'kick, from B to A':<26}{kc['p50']:>9.2f}{kc['p99']:>9.2f}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine(), "results": results}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
