@@ -265,6 +265,29 @@ class BaseHandler(BaseMixin, tornado.web.RequestHandler):
 class APIHandler(BaseHandler):
     """JSON endpoints."""
 
+    NOBODY = "-"  # a user id no record has: a filter on an unknown username matches nothing
+
+    def arg(self, name: str) -> str | None:
+        return self.get_query_argument(name, "") or None
+
+    def flag_arg(self, name: str) -> bool | None:
+        """?name=1|0|true|false, or None when absent."""
+        value = self.arg(name)
+        if value is None:
+            return None
+        if value not in ("1", "true", "0", "false"):
+            from bastion.errors import Invalid
+            raise Invalid(f"{name} must be 1 or 0")
+        return value in ("1", "true")
+
+    async def user_filter(self) -> str | None:
+        """?user=<username> as a user id for store filters (None when absent)."""
+        name = self.arg("user")
+        if name is None:
+            return None
+        user = await self.store.get_user_by_name(name[:64])
+        return user.id if user else self.NOBODY
+
     def body(self) -> dict[str, Any]:
         if "json" not in self.request.headers.get("Content-Type", "application/json"):
             from bastion.errors import Invalid

@@ -33,21 +33,13 @@ class SessionVerifyHandler(SessionsMixin, APIHandler):
 class CommandSearchHandler(APIHandler):
     @role("auditor", "admin")
     async def get(self) -> None:
-        arg = lambda name: self.get_query_argument(name, "") or None  # noqa: E731
+        arg = self.arg
         q = arg("q")
         if q is not None and (len(q) > 200 or "\x00" in q):
             raise Invalid("q must be at most 200 characters")
-        user_id = None
-        if arg("user"):
-            user = await self.store.get_user_by_name(arg("user")[:64])
-            if user is None:
-                self.send({"items": [], "total": 0})
-                return
-            user_id = user.id
+        user_id = await self.user_filter()
         host_id = v.record_id(arg("host_id"), "host_id") if arg("host_id") else None
-        blocked = {None: None, "1": True, "true": True, "0": False, "false": False}.get(arg("blocked"), "bad")
-        if blocked == "bad":
-            raise Invalid("blocked must be 1 or 0")
+        blocked = self.flag_arg("blocked")
         limit, offset = page_bounds(arg("limit"), arg("offset"))
         page = await self.store.search_commands(q, user_id=user_id, host_id=host_id, blocked=blocked,
                                                 since=v.query_float(arg("since"), "since"),

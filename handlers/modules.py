@@ -102,16 +102,9 @@ class CommandsHandler(APIHandler):
 class RunsHandler(APIHandler):
     @authenticated
     async def get(self) -> None:
-        arg = lambda name: self.get_query_argument(name, "") or None  # noqa: E731
-        user_id = self.principal.user.id
-        if self.principal.has_role("auditor", "admin"):
-            user_id = None
-            if arg("user"):
-                user = await self.store.get_user_by_name(arg("user")[:64])
-                if user is None:
-                    self.send({"items": [], "total": 0})
-                    return
-                user_id = user.id
+        arg = self.arg
+        # users see their own runs; auditors and admins see everyone's, optionally filtered by ?user=
+        user_id = await self.user_filter() if self.principal.has_role("auditor", "admin") else self.principal.user.id
         module_id = check_module_id(arg("module_id")) if arg("module_id") else None
         status = arg("status")
         if status and status not in RUN_STATUSES:

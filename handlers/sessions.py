@@ -38,17 +38,9 @@ class SessionsMixin:
 class SessionsHandler(SessionsMixin, APIHandler):
     @role("auditor", "admin")
     async def get(self) -> None:
-        arg = lambda name: self.get_query_argument(name, "") or None  # noqa: E731
-        live = {None: None, "1": True, "true": True, "0": False, "false": False}.get(arg("live"), "bad")
-        if live == "bad":
-            raise v.Invalid("live must be 1 or 0")
-        user_id = None
-        if arg("user"):
-            user = await self.store.get_user_by_name(arg("user")[:64])
-            if user is None:
-                self.send({"items": [], "total": 0})
-                return
-            user_id = user.id
+        arg = self.arg
+        live = self.flag_arg("live")
+        user_id = await self.user_filter()
         host_id = v.record_id(arg("host_id"), "host_id") if arg("host_id") else None
         reason = arg("reason")
         if reason and reason not in END_REASONS:

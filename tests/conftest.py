@@ -2,7 +2,6 @@
 a real OpenSSH sshd on 127.0.0.1 with its own keys, and headless Chromium."""
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import socket

@@ -4,14 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import ADMIN_PASSWORD, BastionApp
-
-
-async def _login(page, base: str, username: str, password: str) -> None:
-    await page.goto(base + "/login")
-    await page.fill("input[name=username]", username)
-    await page.fill("input[name=password]", password)
-    await page.click("button[type=submit]")
-    await page.wait_for_url(base + "/")
+from test_browser_terminal import login as _login
 
 
 async def test_admin_builds_inventory_user_sees_granted_hosts(bastion: BastionApp, browser, tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import time
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bastion import protocol
-from conftest import BastionApp, seed_inventory
+from conftest import BastionApp
 from sshd import make_sshd
 
 ROOT = Path(__file__).resolve().parent.parent

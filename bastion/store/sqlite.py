@@ -17,7 +17,7 @@ import aiosqlite
 
 from ..errors import Unavailable
 from .base import Query, Store, unique_conflict
-from .records import ALL_RECORDS, INDEXED_FIELDS, UNIQUE_FIELDS
+from .records import INDEXED_FIELDS, UNIQUE_FIELDS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

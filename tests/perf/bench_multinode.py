@@ -97,7 +97,10 @@ async def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "multinode.json"))
     args = parser.parse_args()
     work = tmpdir("bastion-multi-")
+    work.chmod(0o755)
     sshd = make_sshd(work / "sshd").start()
+    from sshd import PASSWORD_USER, ensure_password_user
+    login = PASSWORD_USER if ensure_password_user() else sshd.username
     redis_port, nx_port = free_port(), free_port()
     redis = subprocess.Popen([shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(redis_port), "--bind",
                               "127.0.0.1", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
@@ -134,7 +137,7 @@ async def main() -> None:
             nodes.append(node)
         a, b = nodes
         cat = a.api("POST", "/api/apps", {"name": "c"})["id"]
-        cred = a.api("POST", "/api/credentials", {"name": "k", "username": sshd.username, "private_key": sshd.client_key})["id"]
+        cred = a.api("POST", "/api/credentials", {"name": "k", "username": login, "private_key": sshd.client_key})["id"]
         host = a.api("POST", "/api/hosts", {"name": "h", "address": sshd.address, "port": sshd.port, "app_id": cat,
                                             "credential_id": cred})["id"]
         a.api("POST", "/api/grants", {"user_id": a.api("GET", "/api/me")["user"]["id"], "host_id": host})

@@ -87,8 +87,13 @@ class Environment:
 
     def __init__(self, work: Path, *, webssh: bool = True, bastion_env: dict[str, str] | None = None) -> None:
         self.work = work
+        work.chmod(0o755)  # sshd reads authorized_keys as the login user
         self.sshd = make_sshd(work / "sshd")
         self.sshd.start()
+        # Log in as a plain account when we can: root's shell start-up on these machines runs `pyenv init`
+        # (0.15 CPU-s and a lock per login), which would measure the machine's dotfiles, not the bastion.
+        from sshd import PASSWORD_USER, ensure_password_user
+        self.login = PASSWORD_USER if ensure_password_user() else self.sshd.username
         self.bastion_port = free_port()
         self.bastion_proc: subprocess.Popen | None = None
         self.webssh_proc: subprocess.Popen | None = None
@@ -136,7 +141,7 @@ class Environment:
         self._api("POST", "/api/login", {"username": "admin", "password": ADMIN_PASSWORD})
         self.cookie = f"_xsrf={xsrf}; bastion_login={self.login_cookie}"
         app = self._api("POST", "/api/apps", {"name": "bench"})["id"]
-        cred = self._api("POST", "/api/credentials", {"name": "bench", "username": self.sshd.username,
+        cred = self._api("POST", "/api/credentials", {"name": "bench", "username": self.login,
                                                       "private_key": self.sshd.client_key})["id"]
         self.host_id = self._api("POST", "/api/hosts", {"name": "bench", "address": self.sshd.address,
                                                         "port": self.sshd.port, "app_id": app, "credential_id": cred})["id"]
@@ -202,7 +207,7 @@ class RawSSH(Session):
 
     async def open(self, env: Environment, cols: int = 120, rows: int = 40) -> "RawSSH":
         s = env.sshd
-        self.conn = await asyncssh.connect(s.address, s.port, username=s.username, known_hosts=None,
+        self.conn = await asyncssh.connect(s.address, s.port, username=env.login, known_hosts=None,
                                            client_keys=[asyncssh.import_private_key(s.client_key)], agent_path=None,
                                            config=None, encryption_algs=["aes128-gcm@openssh.com"])
         self.proc = await self.conn.create_process(term_type="xterm-256color", term_size=(cols, rows), encoding=None)
@@ -284,7 +289,7 @@ class WebSSHSession(WebSession):
         if not keyfile.exists():
             keyfile.write_text(env.sshd.client_key)
         form = urllib.parse.urlencode({"hostname": env.sshd.address, "port": env.sshd.port,
-                                       "username": env.sshd.username, "password": "",
+                                       "username": env.login, "password": "",
                                        "term": "xterm-256color"}).encode()
         boundary = "----bench"
         body = b""
