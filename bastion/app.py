@@ -35,6 +35,7 @@ def make_app(config: Config, services: Services) -> tornado.web.Application:
     """Build the Tornado application with every route; refuses routes without an access decorator."""
     from handlers import all_handlers
     from handlers.base import check_route_access
+    from handlers.pages import NotFoundPage
 
     routes = all_handlers()
     check_route_access(routes)
@@ -52,7 +53,7 @@ def make_app(config: Config, services: Services) -> tornado.web.Application:
         websocket_ping_interval=25,
         websocket_ping_timeout=20,
         websocket_max_message_size=4 * 1024 * 1024,
-        default_handler_class=None,
+        default_handler_class=NotFoundPage,
     )
 
 

@@ -224,7 +224,14 @@ class TerminalSession:
         if command is None:
             self._write("\r")
             return
-        verdict = (await self.manager.command_filter()).check(command, self.user, self.host)
+        try:
+            verdict = (await self.manager.command_filter()).check(command, self.user, self.host)
+        except BastionError:
+            # fail closed: without the rules a command is not sent, and the user is told why
+            self._write("\x05\x15")
+            self.sink.send_control(control("notice", level="error", message="the command filter is unavailable "
+                                           "(database not answering); the command was not sent, try again"))
+            return
         blocked = verdict.action == "deny"
         if blocked:
             self._write("\x05\x15")  # end of line, then kill it: the host never runs the line
@@ -375,6 +382,7 @@ class TerminalManager:
         self._idle_task: asyncio.Task | None = None
         self._filter: CommandFilter | None = None
         self._filter_at = 0.0
+        self._filter_refresh: asyncio.Task | None = None
         self.bytes_closed = 0  # output bytes of sessions already ended (for /metrics)
 
     @property
@@ -422,6 +430,7 @@ class TerminalManager:
             target = Target(name=host.name, address=host.address, port=host.port, username=cred.username,
                             kind=cred.kind, secret=self.services.inventory.open_secret(cred), pinned_key=host.host_key)
             await session.start(target, host, user)
+            await self.command_filter()  # warm the rules cache before the first Enter
         except BastionError as exc:
             await self.audit.record("session.refused", actor=user.username, target=host.name, ok=False,
                                     session=record.id, why=exc.message)
@@ -434,12 +443,20 @@ class TerminalManager:
         return session
 
     async def command_filter(self) -> CommandFilter:
-        """The current rules (cached for a few seconds; rule changes on this node refresh at once)."""
-        now = time.monotonic()
-        if self._filter is None or now - self._filter_at > 5:
-            self._filter = CommandFilter(await self.store.list_rules())
-            self._filter_at = now
-        return self._filter
+        """The current rules, cached for a few seconds and refreshed by one query at a time (never one per
+        session): while a refresh runs, sessions keep using the previous rules."""
+        if self._filter is not None and time.monotonic() - self._filter_at <= 5:
+            return self._filter
+        if self._filter_refresh is None or self._filter_refresh.done():
+            self._filter_refresh = asyncio.get_running_loop().create_task(self._load_filter())
+        if self._filter is not None:
+            return self._filter
+        return await asyncio.shield(self._filter_refresh)
+
+    async def _load_filter(self) -> CommandFilter:
+        loaded = CommandFilter(await self.store.list_rules())
+        self._filter, self._filter_at = loaded, time.monotonic()
+        return loaded
 
     def rules_changed(self) -> None:
         self._filter = None

@@ -5,6 +5,7 @@ import time
 from collections import defaultdict
 from urllib.parse import urlparse
 
+from bastion.errors import NotFound
 from bastion.store import page_bounds
 
 from .base import BaseHandler, authenticated, enrolling, public, role
@@ -91,6 +92,21 @@ class AuditPage(BaseHandler):
         events = await self.store.list_events(action=action, actor=actor, limit=limit, offset=offset)
         self.page("audit.html", events=events, actions=sorted(ACTIONS), action=action or "", actor=actor or "",
                   limit=limit, offset=offset)
+
+
+class NotFoundPage(BaseHandler):
+    """Any unknown path: our 404 (JSON for /api/, a page otherwise) with the usual security headers."""
+
+    @public
+    def get(self, *args: str) -> None:
+        raise NotFound("no such page or API route")
+
+    @public
+    def post(self, *args: str) -> None:
+        raise NotFound("no such page or API route")
+
+    def check_xsrf_cookie(self) -> None:
+        pass  # nothing happens here; a 404 must not turn into a 403
 
 
 default_handlers = [

@@ -1,6 +1,7 @@
 """Sessions: list, detail, kick, recording download; the terminal, sessions and watch pages."""
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -86,8 +87,9 @@ class RecordingHandler(SessionsMixin, APIHandler):
         self.set_header("Content-Type", "application/x-asciicast")
         self.set_header("Content-Disposition", f'attachment; filename="{record.id}.cast"')
         self.set_header("X-Content-Type-Options", "nosniff")
-        with open(path, "rb") as fh:
-            while chunk := fh.read(256 * 1024):
+        loop = asyncio.get_running_loop()
+        with open(path, "rb") as fh:  # reads go to the I/O pool: a large recording never blocks the loop
+            while chunk := await loop.run_in_executor(self.services.cpu, fh.read, 256 * 1024):
                 self.write(chunk)
                 await self.flush()
         self.finish()
