@@ -31,6 +31,9 @@ test: test-setup
 
 bench: test-setup
 	$(PY) tests/perf/bench_terminal.py
+	$(PY) tests/perf/bench_hub.py
+	$(PY) tests/perf/bench_modules.py
+	$(PY) tests/perf/bench_multinode.py
 
 clean:
 	rm -rf $(VENV) node_modules static/vendor

@@ -106,7 +106,13 @@ class ScreenTracker:
     def lines(self) -> list[str]:
         """The screen as plain text lines (trailing spaces removed)."""
         self.catch_up()
-        return [self.screen.display[y].rstrip() for y in range(self.screen.lines)]
+        return [line.rstrip() for line in self.screen.display]
+
+    def row(self, y: int) -> str:
+        """One line of the screen as text (renders only that line)."""
+        self.catch_up()
+        line = self.screen.buffer[y]
+        return "".join(line[x].data for x in range(self.screen.columns))
 
     def snapshot(self) -> bytes:
         """The current screen rendered back to ANSI: clear, draw every cell with its attributes, place the cursor."""
@@ -184,7 +190,7 @@ class CommandExtractor:
         screen = self.screen.screen
         self.screen.catch_up()
         y, x = screen.cursor.y, screen.cursor.x
-        line = screen.display[y]
+        line = self.screen.row(y)
         self._prompt = (y, x, line[:x])
 
     def take(self) -> str | None:
@@ -198,7 +204,7 @@ class CommandExtractor:
         if prompt is None:
             prompt = (cy, 0, "")
         py, px, ptext = prompt
-        rows = [screen.display[y] for y in range(screen.lines)]
+        rows = screen.display  # renders every line once (pyte's `display` is computed on each access)
         search = SEARCH_PROMPT.match(rows[cy].strip())
         if search:  # Ctrl-R: bash runs the match shown after the search prompt
             return search.group(1).strip()[:MAX_COMMAND] or None
