@@ -364,3 +364,43 @@ async def _sigkill_scenario(tmp_path: Path, sshd) -> None:
         assert (await admin.get("/api/events", params={"action": "session.interrupted"})).json["total"] == 1
     finally:
         stop_process(proc)
+
+
+def test_sigterm_ends_sessions_with_shutdown(tmp_path: Path, sshd) -> None:
+    """SIGTERM to a real bastion process: every session ends with reason `shutdown`, recordings closed."""
+    asyncio.run(_sigterm_scenario(tmp_path, sshd))
+
+
+async def _sigterm_scenario(tmp_path: Path, sshd) -> None:
+    from client import Client
+    from conftest import ADMIN_PASSWORD
+    port = free_port()
+    env = {**os.environ, "BASTION_SERVER_PORT": str(port), "BASTION_SERVER_DATA_DIR": str(tmp_path / "var"),
+           "BASTION_DATABASE_URL": f"sqlite:///{tmp_path / 'var' / 'b.db'}", "BASTION_TERMINAL_RECORDS_DIR": str(tmp_path / "records")}
+    subprocess.run([sys.executable, "-m", "bastion", "init"], env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "bastion", "user", "passwd", "admin", "--password-stdin"], env=env,
+                   input=ADMIN_PASSWORD + "\n", text=True, check=True, capture_output=True)
+    proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port("127.0.0.1", port, proc=proc)
+        admin = Client(f"http://127.0.0.1:{port}")
+        await admin.login("admin", ADMIN_PASSWORD)
+        cat = (await admin.post("/api/apps", {"name": "c"})).json["id"]
+        cred = (await admin.post("/api/credentials", {"name": "k", "username": sshd.username, "private_key": sshd.client_key})).json["id"]
+        host = (await admin.post("/api/hosts", {"name": "h", "address": sshd.address, "port": sshd.port, "app_id": cat, "credential_id": cred})).json["id"]
+        await admin.post("/api/grants", {"user_id": (await admin.get("/api/me")).json["user"]["id"], "host_id": host})
+        term = await TerminalClient.open(admin, f"/ws/terminal/{host}")
+        await term.send("echo before''term\r")
+        await term.expect("beforeterm")
+        proc.send_signal(signal.SIGTERM)
+        closed = await term.control("closed", timeout=10)
+        assert closed["code"] == "shutdown"
+        assert proc.wait(20) == 0
+    finally:
+        stop_process(proc)
+    import sqlite3
+    doc = json.loads(sqlite3.connect(tmp_path / "var" / "b.db").execute(
+        "SELECT doc FROM sessions WHERE id = ?", (term.session_id,)).fetchone()[0])
+    assert doc["live"] is False and doc["end_reason"] == "shutdown" and doc["recording_size"] > 0
+    _, events = read_cast(doc["recording_path"])
+    assert b"beforeterm" in cast_output(events) and events[-1][1] == "m"
