@@ -16,6 +16,7 @@ setup(
         "pyte==0.8.2",
         "segno==1.6.6",
         "redis==8.1.0",
+        "hiredis==3.5.0",
     ],
     extras_require={
         "test": [
