@@ -77,7 +77,7 @@ class TerminalSession:
         self._last_in = 0.0
         self._input: asyncio.Queue[str] = asyncio.Queue(maxsize=1000)
         self._pump: asyncio.Task | None = None
-        self._after_enter = False
+        self._after_enter = True  # the shell's first prompt is still coming: settle before learning it
         self._snapshot: tuple[float, bytes] | None = None
         self.monitors: set[Monitor] = set()
         self.bytes_out = 0

@@ -38,6 +38,7 @@ async def test_search_opens_player_and_denied_command(bastion: BastionApp, sshd,
     await upage.goto(f"{bastion.base_url}/terminal/{ids['host_id']}")
     await upage.wait_for_function("() => document.getElementById('session-id').textContent.length > 3")
     session_id = await upage.text_content("#session-id")
+    await wait_screen(upage, "@")  # the shell's prompt (user@host) is up
     await upage.click("#terminal")
     await upage.keyboard.type("echo warming up\n")
     await wait_screen(upage, "warming up")
