@@ -168,8 +168,10 @@ def start_background_jobs(services: Services) -> list[asyncio.Task]:
             await asyncio.sleep(600)
             try:
                 await services.store.purge_expired_logins()
+                # envelope ids past their freshness window can no longer be replayed (they are refused as stale)
+                await services.store.forget_envelopes(time.time())
             except Exception:
-                log.exception("purging expired logins failed")
+                log.exception("purging expired logins and envelope ids failed")
 
     async def heartbeat() -> None:
         while True:

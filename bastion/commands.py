@@ -223,9 +223,6 @@ class CommandExtractor:
         line = line.strip()
         return line[:MAX_COMMAND] or None
 
-    def reset_line(self) -> None:
-        self._prompt = None
-
 
 def compile_rule(kind: str, pattern: str) -> re.Pattern[str]:
     """Compile a rule's pattern; a regex that does not compile is rejected, never treated as no match."""

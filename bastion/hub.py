@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .config import Config
 from .errors import Conflict, NotFound
@@ -138,27 +138,13 @@ class SessionHub:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.sessions: dict[str, "TerminalSession"] = {}
-        self._listeners: set[Callable[[str, "TerminalSession"], None]] = set()
         self.kicks = 0
 
     def register(self, session: "TerminalSession") -> None:
         self.sessions[session.id] = session
-        self._notify("started", session)
 
     def unregister(self, session: "TerminalSession") -> None:
-        if self.sessions.pop(session.id, None) is not None:
-            self._notify("ended", session)
-
-    def _notify(self, event: str, session: "TerminalSession") -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(event, session)
-            except Exception:
-                log.exception("hub listener failed")
-
-    def listen(self, callback: Callable[[str, "TerminalSession"], None]) -> Callable[[], None]:
-        self._listeners.add(callback)
-        return lambda: self._listeners.discard(callback)
+        self.sessions.pop(session.id, None)
 
     def get(self, session_id: str) -> "TerminalSession | None":
         return self.sessions.get(session_id)
