@@ -97,7 +97,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("terminal", "on_record_failure", "terminate", "choice", "When a recording cannot be written: terminate the session, or warn and go on.", choices=("terminate", "warn")),
     Option("terminal", "notify_monitored", True, "bool", "Tell the user when someone starts watching the session."),
     Option("terminal", "retention_days", 0, "int", "Delete recordings older than this many days, keeping metadata (0: keep forever).", minimum=0, maximum=36500),
-    Option("terminal", "ssh_window", 524288, "int", "SSH channel window in bytes (bounds a backed-up session's memory).", minimum=32768, maximum=16 * 1048576),
+    Option("terminal", "ssh_window", 2097152, "int", "SSH channel window in bytes: larger is faster, and bounds what a backed-up session buffers.", minimum=32768, maximum=16 * 1048576),
     Option("terminal", "monitor_queue_bytes", 1048576, "int", "Bytes a monitor may lag behind before it is resynced from a snapshot.", minimum=65536, maximum=64 * 1048576),
     Option("modules", "dir", "modules", "str", "Folder of drop-in task modules Mid_<id>.py."),
     Option("modules", "max_runs", 4, "int", "Module runs executing at once (each in its own worker process).", minimum=1, maximum=256),
