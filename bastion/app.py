@@ -77,7 +77,7 @@ async def close_services(services: Services) -> None:
         await services.executor.shutdown()
     if services.terminals is not None:
         await services.terminals.shutdown()
-    if services.hub is not None and hasattr(services.hub, "close"):
+    if services.hub is not None:
         await services.hub.close()
     await services.store.close()
     services.cpu.shutdown(wait=False, cancel_futures=True)
@@ -154,8 +154,7 @@ def attach_live_services(config: Config, services: Services) -> None:
 
 async def start_live_services(services: Services) -> None:
     """Connect the hub, recover after a crash and start watching the modules folder."""
-    if hasattr(services.hub, "start"):
-        await services.hub.start()
+    await services.hub.start()
     await services.terminals.recover_interrupted()
     await services.registry.refresh()
     services.registry.start()

@@ -19,6 +19,7 @@ from .errors import Conflict, NotFound
 from .protocol import control
 
 if TYPE_CHECKING:
+    from .store import Session
     from .terminal import TerminalSession
 
 log = logging.getLogger(__name__)
@@ -133,12 +134,47 @@ class Monitor:
 
 
 class SessionHub:
-    """In-memory registry of this node's live sessions (the default, single-node hub)."""
+    """In-memory registry of this node's live sessions (the default, single-node hub).
+
+    Handlers use `reachable`, `watch`, `unwatch` and `end`, which take the session document: this hub serves
+    sessions of this node; a shared hub (hub_redis) also reaches sessions owned by other nodes.
+    """
+
+    backend = "memory"
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.sessions: dict[str, "TerminalSession"] = {}
         self.kicks = 0
+
+    async def start(self) -> None:
+        """Connect to whatever the hub needs (nothing for the in-memory hub)."""
+
+    async def ping(self) -> None:
+        """Raise Unavailable when the hub cannot be used (never for the in-memory hub)."""
+
+    def reachable(self, record: "Session") -> bool:
+        """Whether this node can watch and end a live session."""
+        return record.id in self.sessions
+
+    def unreachable_error(self, record: "Session") -> Conflict:
+        return Conflict(f"session is live on node {record.node}, which this node cannot reach (no shared hub)")
+
+    async def watch(self, record: "Session", sink: Sink, username: str) -> Any:
+        """Attach a read-only watcher; returns a handle for `unwatch` (with a `refused_inputs` counter)."""
+        if record.id in self.sessions:
+            return self.attach(record.id, sink, username)
+        raise self.unreachable_error(record)
+
+    async def unwatch(self, session_id: str, watcher: Any) -> None:
+        self.detach(session_id, watcher)
+
+    async def end(self, record: "Session", reason: str, by: str) -> None:
+        """Kick a live session wherever it runs."""
+        if record.id in self.sessions:
+            await self.kick(record.id, reason, by)
+        else:
+            raise self.unreachable_error(record)
 
     def register(self, session: "TerminalSession") -> None:
         self.sessions[session.id] = session

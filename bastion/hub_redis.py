@@ -16,7 +16,7 @@ import asyncio
 import json
 import logging
 import secrets
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -25,6 +25,9 @@ from .config import Config, redact_url
 from .errors import Conflict, NotFound, Unavailable
 from .hub import Monitor, SessionHub, Sink
 from .protocol import control
+
+if TYPE_CHECKING:
+    from .store import Session
 
 log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 2.0
@@ -104,6 +107,8 @@ class RemoteWatch:
 
 class RedisHub(SessionHub):
     """SessionHub shared between nodes through Redis pub/sub."""
+
+    backend = "redis"
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
@@ -239,13 +244,19 @@ class RedisHub(SessionHub):
             except (RedisError, OSError):
                 log.warning("could not answer node %s", sender)
 
-    # ---- what handlers use ---------------------------------------------------------------------------
-    async def attach_remote(self, session_id: str, owner: str, sink: Sink, username: str) -> RemoteWatch:
-        watch = RemoteWatch(self, session_id, owner, sink, username)
+    # ---- what handlers use -------------------------------------------------------------------------
+    def reachable(self, record: "Session") -> bool:
+        return record.id in self.sessions or record.node != self.node
+
+    async def watch(self, record: "Session", sink: Sink, username: str) -> Any:
+        if record.id in self.sessions:
+            return self.attach(record.id, sink, username)
+        watch = RemoteWatch(self, record.id, record.node, sink, username)
         self._routes[watch.channel] = watch.deliver
         await self._pubsub.subscribe(watch.channel)
         try:
-            await self._request(owner, {"op": "watch", "session": session_id, "channel": watch.channel, "user": username})
+            await self._request(record.node, {"op": "watch", "session": record.id, "channel": watch.channel,
+                                              "user": username})
         except Exception:
             self._routes.pop(watch.channel, None)
             await self._pubsub.unsubscribe(watch.channel)
@@ -253,19 +264,25 @@ class RedisHub(SessionHub):
         self._watches[watch.id] = watch
         return watch
 
-    async def detach_remote(self, watch: RemoteWatch) -> None:
-        watch.closed = True
-        self._watches.pop(watch.id, None)
-        self._routes.pop(watch.channel, None)
+    async def unwatch(self, session_id: str, watcher: Any) -> None:
+        if not isinstance(watcher, RemoteWatch):
+            self.detach(session_id, watcher)
+            return
+        watcher.closed = True
+        self._watches.pop(watcher.id, None)
+        self._routes.pop(watcher.channel, None)
         try:
-            await self._pubsub.unsubscribe(watch.channel)
-            await self._request(watch.owner, {"op": "unwatch", "session": watch.session_id, "channel": watch.channel})
+            await self._pubsub.unsubscribe(watcher.channel)
+            await self._request(watcher.owner, {"op": "unwatch", "session": session_id, "channel": watcher.channel})
         except Exception:
             pass  # the owner drops relays whose channel has no listener when it next writes
 
-    async def kick_remote(self, session_id: str, owner: str, reason: str, by: str) -> None:
+    async def end(self, record: "Session", reason: str, by: str) -> None:
+        if record.id in self.sessions:
+            await self.kick(record.id, reason, by)
+            return
         self.kicks += 1
-        await self._request(owner, {"op": "kick", "session": session_id, "reason": reason, "by": by})
+        await self._request(record.node, {"op": "kick", "session": record.id, "reason": reason, "by": by})
 
     async def ping(self) -> None:
         if self._redis is None:

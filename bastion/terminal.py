@@ -73,15 +73,13 @@ class TerminalSession:
         self.host: Host | None = None
         self.user: User | None = None
         self._started_mono = time.monotonic()
-        self._last_out = 0.0
-        self._last_in = 0.0
+        self._last_out = self._last_in = time.monotonic()  # last output to the user / input to the host
         self._input: asyncio.Queue[str] = asyncio.Queue(maxsize=1000)
         self._pump: asyncio.Task | None = None
         self._after_enter = True  # the shell's first prompt is still coming: settle before learning it
         self._snapshot: tuple[float, bytes] | None = None
         self.monitors: set[Monitor] = set()
         self.bytes_out = 0
-        self.last_activity = time.monotonic()
         self.closing = False
         self._done = asyncio.get_running_loop().create_future()
         self._conn: asyncssh.SSHClientConnection | None = None
@@ -96,6 +94,11 @@ class TerminalSession:
     # ---- identity for logs -------------------------------------------------------------------
     def __repr__(self) -> str:
         return f"[session={self.id} user={self.record.username} host={self.record.host_name}]"
+
+    @property
+    def last_activity(self) -> float:
+        """When output last reached the user or input last reached the host (idle timeout, settling)."""
+        return max(self._last_out, self._last_in)
 
     @property
     def username(self) -> str:
@@ -123,7 +126,7 @@ class TerminalSession:
         self._out.clear()
         self._out_size = 0
         self.bytes_out += len(data)
-        self.last_activity = self._last_out = time.monotonic()
+        self._last_out = time.monotonic()
         fut = self.sink.send_output(data)
         if fut is not None:
             self._pending += len(data)
@@ -175,7 +178,7 @@ class TerminalSession:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         while True:
-            idle = time.monotonic() - max(self._last_out, self._last_in)
+            idle = time.monotonic() - self.last_activity
             if idle >= quiet or loop.time() >= deadline:
                 return
             await asyncio.sleep(quiet - idle)
@@ -197,7 +200,6 @@ class TerminalSession:
         self.extractor.before_input()
 
     async def _handle_input(self, data: str) -> None:
-        self.last_activity = time.monotonic()
         self.recorder.input(data)
         if "\r" not in data or self.extractor.alternate:
             await self._begin_line()

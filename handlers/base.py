@@ -13,9 +13,9 @@ import tornado.web
 from tornado.websocket import WebSocketHandler
 
 from bastion.auth import AuthService, Principal
-from bastion.errors import BastionError, Forbidden, Unauthenticated
+from bastion.errors import BastionError, Forbidden, NotFound, Unauthenticated
 from bastion.services import Services
-from bastion.validation import parse_json_object
+from bastion.validation import parse_json_object, record_id
 
 log = logging.getLogger(__name__)
 LOGIN_COOKIE = "bastion_login"
@@ -146,6 +146,20 @@ class BaseMixin:
         if self.request.protocol == "https":
             return True
         return self._from_trusted_proxy() and self.request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+
+    async def load_session(self, session_id: str) -> Any:
+        """A session document by id from the path, or NotFound."""
+        record = await self.store.get_session(record_id(session_id, "session id"))
+        if record is None:
+            raise NotFound("session not found")
+        return record
+
+    async def load_run(self, run_id: str) -> Any:
+        """A run the principal may see (its own; every run for auditors and admins), or NotFound."""
+        run = await self.store.get_run(record_id(run_id, "run id"))
+        if run is None or (run.user_id != self.principal.user.id and not self.principal.has_role("auditor", "admin")):
+            raise NotFound("run not found")
+        return run
 
     @property
     def actor(self) -> str:

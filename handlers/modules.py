@@ -117,10 +117,7 @@ class RunsHandler(APIHandler):
 class RunHandler(APIHandler):
     @authenticated
     async def get(self, run_id: str) -> None:
-        run = await self.store.get_run(v.record_id(run_id, "run id"))
-        if run is None or (run.user_id != self.principal.user.id and not self.principal.has_role("auditor", "admin")):
-            raise NotFound("run not found")
-        self.send(run.public())
+        self.send((await self.load_run(run_id)).public())
 
 
 class ModulesPage(BaseHandler):
@@ -139,10 +136,7 @@ class ModulesPage(BaseHandler):
 class RunPage(BaseHandler):
     @authenticated
     async def get(self, run_id: str) -> None:
-        run = await self.store.get_run(v.record_id(run_id, "run id"))
-        if run is None or (run.user_id != self.principal.user.id and not self.principal.has_role("auditor", "admin")):
-            raise NotFound("run not found")
-        self.page("run.html", run=run)
+        self.page("run.html", run=await self.load_run(run_id))
 
 
 class RunsPage(BaseHandler):

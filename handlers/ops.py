@@ -24,15 +24,11 @@ class HealthHandler(BaseHandler):
             checks["store"] = {"ok": True}
         except BastionError as exc:
             checks["store"] = {"ok": False, "error": exc.message}
-        hub = self.hub
-        if hasattr(hub, "ping"):
-            try:
-                await hub.ping()
-                checks["hub"] = {"ok": True, "backend": "redis"}
-            except BastionError as exc:
-                checks["hub"] = {"ok": False, "backend": "redis", "error": exc.message}
-        else:
-            checks["hub"] = {"ok": True, "backend": "memory"}
+        try:
+            await self.hub.ping()
+            checks["hub"] = {"ok": True, "backend": self.hub.backend}
+        except BastionError as exc:
+            checks["hub"] = {"ok": False, "backend": self.hub.backend, "error": exc.message}
         records = Path(self.config.records_dir)
         try:
             records.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from bastion import validation as v
-from bastion.errors import Conflict, Forbidden, NotFound
+from bastion.errors import Conflict, Forbidden
 from bastion.playback import recording_file
 from bastion.store import Session, page_bounds
 
@@ -27,13 +27,6 @@ class SessionsMixin:
             doc["cols"], doc["rows"] = live.cols, live.rows
         doc["local"] = live is not None
         return doc
-
-    async def load_session(self, session_id: str) -> Session:
-        v.record_id(session_id, "session id")
-        record = await self.store.get_session(session_id)  # type: ignore[attr-defined]
-        if record is None:
-            raise NotFound("session not found")
-        return record
 
 
 class SessionsHandler(SessionsMixin, APIHandler):
@@ -68,12 +61,7 @@ class SessionKillHandler(SessionsMixin, APIHandler):
         record = await self.load_session(session_id)
         if not record.live:
             raise Conflict(f"session has already ended ({record.end_reason})")
-        if self.hub.get(session_id) is not None:
-            await self.hub.kick(session_id, reason, self.actor)
-        elif hasattr(self.hub, "kick_remote") and record.node != self.config.node_id:
-            await self.hub.kick_remote(session_id, record.node, reason, self.actor)
-        else:
-            raise Conflict(f"session is live on node {record.node}, which this node cannot reach (no shared hub)")
+        await self.hub.end(record, reason, self.actor)
         self.send(self.session_view(await self.load_session(session_id)))
 
 
@@ -114,10 +102,7 @@ class SessionsPage(BaseHandler):
 class WatchPage(BaseHandler):
     @role("auditor", "admin")
     async def get(self, session_id: str) -> None:
-        v.record_id(session_id, "session id")
-        record = await self.store.get_session(session_id)
-        if record is None:
-            raise NotFound("session not found")
+        record = await self.load_session(session_id)
         self.page("watch.html", session=record, started=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started_at)))
 
 
@@ -130,7 +115,7 @@ class DashboardPage(BaseHandler):
         kicks = await self.store.list_events(action="session.kicked", limit=10)
         failed = await self.store.list_events(action="login.failed", limit=10)
         self.page("dashboard.html", live=live, today=today.total, kicks=kicks, failed=failed,
-                  watchers={s.id: len(self.hub.get(s.id).monitors) if self.hub.get(s.id) else "—" for s in live.items})
+                  watchers={s.id: len(h.monitors) if (h := self.hub.get(s.id)) else "—" for s in live.items})
 
 
 default_handlers = [

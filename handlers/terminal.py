@@ -11,8 +11,7 @@ from typing import Any
 
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from bastion import validation as v
-from bastion.errors import BastionError, Conflict, Forbidden, Invalid, NotFound
+from bastion.errors import BastionError, Conflict, Forbidden, Invalid
 from bastion.protocol import InputFrame, ResizeFrame, control, parse_client_frame, parse_size_args
 
 from .base import BaseMixin, authenticated, role
@@ -122,34 +121,26 @@ class TerminalSocket(SocketHandler):
 class MonitorSocket(SocketHandler):
     """/ws/monitor/<session_id>: a read-only view of a live session (auditor, admin)."""
 
-    monitor = None
+    watcher = None
     session_id = ""
 
     @role("auditor", "admin")
     async def get(self, session_id: str) -> None:
-        v.record_id(session_id, "session id")
-        record = await self.store.get_session(session_id)
-        if record is None:
-            raise NotFound("session not found")
+        record = await self.load_session(session_id)
         if not record.live:
             raise Conflict(f"session has ended ({record.end_reason})")
-        if self.hub.get(session_id) is None and (not hasattr(self.hub, "attach_remote") or record.node == self.config.node_id):
-            raise Conflict(f"session is live on node {record.node}, which this node cannot reach (no shared hub)")
+        if not self.hub.reachable(record):
+            raise self.hub.unreachable_error(record)
         self.session_id = session_id
         self.record = record
         await WebSocketHandler.get(self, session_id)
-
-    remote = None
 
     async def open(self, session_id: str) -> None:
         self.set_nodelay(True)
         record = self.record
         self.send_control(control("session", id=session_id, user=record.username, host=record.host_name, node=record.node))
-        try:
-            if self.hub.get(session_id) is not None:
-                self.monitor = self.hub.attach(session_id, self, self.actor)
-            else:  # owned by another node: relayed through the shared hub
-                self.remote = await self.hub.attach_remote(session_id, record.node, self, self.actor)
+        try:  # a session of another node is relayed through the shared hub
+            self.watcher = await self.hub.watch(record, self, self.actor)
         except BastionError as exc:
             self.send_control(control("closed", reason=exc.message, code="gone"))
             self.close_socket()
@@ -158,7 +149,7 @@ class MonitorSocket(SocketHandler):
                                 user=record.username, node=record.node)
 
     def on_message(self, message: str | bytes) -> None:
-        watcher = self.monitor or self.remote
+        watcher = self.watcher
         if watcher is None:
             return
         watcher.refused_inputs += 1
@@ -169,13 +160,11 @@ class MonitorSocket(SocketHandler):
                 attempts=watcher.refused_inputs))
 
     def on_close(self) -> None:
-        if self.monitor is None and self.remote is None:
+        if self.watcher is None:
             return
-        if self.monitor is not None:
-            self.hub.detach(self.session_id, self.monitor)
-        if self.remote is not None:
-            asyncio.get_running_loop().create_task(self.hub.detach_remote(self.remote))
-        self.monitor = self.remote = None
+        loop = asyncio.get_running_loop()
+        loop.create_task(self.hub.unwatch(self.session_id, self.watcher))
+        self.watcher = None
         asyncio.get_running_loop().create_task(self.audit.record("monitor.left", actor=self.actor, session=self.session_id))
 
 

@@ -25,6 +25,32 @@ const Bastion = (() => {
     return data;
   }
 
+  // A table cell holding text (never HTML).
+  function cell(tr, text, cls) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (cls) td.className = cls;
+    tr.appendChild(td);
+    return td;
+  }
+
+  // "← Newer · a–b of n · Older →" for offset paging; go(newOffset) loads that page.
+  function pager(nav, offset, size, total, go, { hideSinglePage = false } = {}) {
+    nav.replaceChildren();
+    if (!total || (hideSinglePage && total <= size)) return;
+    const button = (label, to) => {
+      const b = document.createElement("button");
+      b.type = "button"; b.className = "small"; b.textContent = label;
+      b.addEventListener("click", () => go(to));
+      nav.appendChild(b);
+    };
+    if (offset > 0) button("← Newer", Math.max(0, offset - size));
+    const span = document.createElement("span");
+    span.textContent = `${offset + 1}–${Math.min(offset + size, total)} of ${total}`;
+    nav.appendChild(span);
+    if (offset + size < total) button("Older →", offset + size);
+  }
+
   function toast(message, isError) {
     const el = document.createElement("div");
     el.className = "toast" + (isError ? " error" : "");
@@ -156,7 +182,7 @@ const Bastion = (() => {
     initAccount();
   }
 
-  return { api, toast, init, xsrfToken };
+  return { api, toast, init, xsrfToken, cell, pager };
 })();
 
 document.addEventListener("DOMContentLoaded", Bastion.init);

@@ -4,7 +4,7 @@
 (() => {
   const form = document.getElementById("run-filters");
   const body = document.querySelector("#runs-table tbody");
-  function cell(tr, text, cls) { const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; tr.appendChild(td); return td; }
+  const cell = Bastion.cell;
   async function load() {
     const f = new FormData(form);
     const q = new URLSearchParams({ limit: "100" });

@@ -8,13 +8,7 @@
   const PAGE = 50;
   let offset = 0;
 
-  function cell(tr, text, cls) {
-    const td = document.createElement("td");
-    td.textContent = text;
-    if (cls) td.className = cls;
-    tr.appendChild(td);
-    return td;
-  }
+  const cell = Bastion.cell;
 
   async function run() {
     const f = new FormData(form);
@@ -53,22 +47,7 @@
       act.appendChild(a);
       body.appendChild(tr);
     }
-    pager.replaceChildren();
-    const span = document.createElement("span");
-    span.textContent = data.total ? `${offset + 1}–${Math.min(offset + PAGE, data.total)} of ${data.total}` : "";
-    if (offset > 0) {
-      const prev = document.createElement("button");
-      prev.type = "button"; prev.className = "small"; prev.textContent = "← Newer";
-      prev.addEventListener("click", () => { offset = Math.max(0, offset - PAGE); run(); });
-      pager.appendChild(prev);
-    }
-    pager.appendChild(span);
-    if (offset + PAGE < data.total) {
-      const next = document.createElement("button");
-      next.type = "button"; next.className = "small"; next.textContent = "Older →";
-      next.addEventListener("click", () => { offset += PAGE; run(); });
-      pager.appendChild(next);
-    }
+    Bastion.pager(pager, offset, PAGE, data.total, (to) => { offset = to; run(); });
   }
 
   form.addEventListener("submit", (ev) => { ev.preventDefault(); offset = 0; run(); });

@@ -20,13 +20,7 @@
     if (n < 1048576) return `${(n / 1024).toFixed(1)} KiB`;
     return `${(n / 1048576).toFixed(1)} MiB`;
   }
-  function cell(tr, text, cls) {
-    const td = document.createElement("td");
-    td.textContent = text;
-    if (cls) td.className = cls;
-    tr.appendChild(td);
-    return td;
-  }
+  const cell = Bastion.cell;
   function link(td, text, href, cls) {
     const a = document.createElement("a");
     a.className = "button small " + (cls || "");
@@ -122,24 +116,7 @@
         endedBody.appendChild(tr);
       }
     }
-    pager.replaceChildren();
-    if (data.total > PAGE) {
-      if (offset > 0) {
-        const prev = document.createElement("button");
-        prev.type = "button"; prev.className = "small"; prev.textContent = "← Newer";
-        prev.addEventListener("click", () => { offset = Math.max(0, offset - PAGE); loadEnded(); });
-        pager.appendChild(prev);
-      }
-      const span = document.createElement("span");
-      span.textContent = `${offset + 1}–${Math.min(offset + PAGE, data.total)} of ${data.total}`;
-      pager.appendChild(span);
-      if (offset + PAGE < data.total) {
-        const next = document.createElement("button");
-        next.type = "button"; next.className = "small"; next.textContent = "Older →";
-        next.addEventListener("click", () => { offset += PAGE; loadEnded(); });
-        pager.appendChild(next);
-      }
-    }
+    Bastion.pager(pager, offset, PAGE, data.total, (to) => { offset = to; loadEnded(); }, { hideSinglePage: true });
   }
 
   filters.addEventListener("submit", (ev) => { ev.preventDefault(); offset = 0; loadEnded(); });

@@ -314,31 +314,50 @@ async def test_record_failure_warn_goes_on(make_bastion, sshd, tmp_path: Path) -
     term.close()
 
 
+def _bastion_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Environment for a real `bastion serve` process on a free port with its admin password set."""
+    from conftest import ADMIN_PASSWORD
+    env = {**os.environ, "BASTION_SERVER_PORT": str(free_port()), "BASTION_SERVER_DATA_DIR": str(tmp_path / "var"),
+           "BASTION_DATABASE_URL": f"sqlite:///{tmp_path / 'var' / 'b.db'}",
+           "BASTION_TERMINAL_RECORDS_DIR": str(tmp_path / "records"), **extra}
+    subprocess.run([sys.executable, "-m", "bastion", "init"], env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "bastion", "user", "passwd", "admin", "--password-stdin"], env=env,
+                   input=ADMIN_PASSWORD + "\n", text=True, check=True, capture_output=True)
+    return env
+
+
+def _serve(env: dict[str, str]) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_port("127.0.0.1", int(env["BASTION_SERVER_PORT"]), proc=proc)
+    return proc
+
+
+async def _admin_with_host(env: dict[str, str], sshd):
+    """Log in as admin over HTTP and create a host on the sshd granted to the admin; returns (client, host id)."""
+    from client import Client
+    from conftest import ADMIN_PASSWORD
+    admin = Client(f"http://127.0.0.1:{env['BASTION_SERVER_PORT']}")
+    await admin.login("admin", ADMIN_PASSWORD)
+    cat = (await admin.post("/api/apps", {"name": "c"})).json["id"]
+    cred = (await admin.post("/api/credentials", {"name": "k", "username": sshd.username, "private_key": sshd.client_key})).json["id"]
+    host = (await admin.post("/api/hosts", {"name": "h", "address": sshd.address, "port": sshd.port, "app_id": cat, "credential_id": cred})).json["id"]
+    await admin.post("/api/grants", {"user_id": (await admin.get("/api/me")).json["user"]["id"], "host_id": host})
+    return admin, host
+
+
 def test_sigkill_then_restart_marks_interrupted(tmp_path: Path, sshd) -> None:
     """A real bastion process killed mid-session: after restart the session is interrupted, the recording parses."""
     asyncio.run(_sigkill_scenario(tmp_path, sshd))
 
 
 async def _sigkill_scenario(tmp_path: Path, sshd) -> None:
-    from conftest import ADMIN_PASSWORD
     from client import Client
-    port = free_port()
-    env = {**os.environ, "BASTION_SERVER_PORT": str(port), "BASTION_SERVER_DATA_DIR": str(tmp_path / "var"),
-           "BASTION_DATABASE_URL": f"sqlite:///{tmp_path / 'var' / 'b.db'}", "BASTION_SERVER_NODE_ID": "node-a",
-           "BASTION_TERMINAL_RECORDS_DIR": str(tmp_path / "records")}
-    subprocess.run([sys.executable, "-m", "bastion", "init"], env=env, check=True, capture_output=True)
-    subprocess.run([sys.executable, "-m", "bastion", "user", "passwd", "admin", "--password-stdin"], env=env,
-                   input=ADMIN_PASSWORD + "\n", text=True, check=True, capture_output=True)
-    proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from conftest import ADMIN_PASSWORD
+    env = _bastion_env(tmp_path, BASTION_SERVER_NODE_ID="node-a")
+    proc = _serve(env)
     try:
-        wait_port("127.0.0.1", port, proc=proc)
-        admin = Client(f"http://127.0.0.1:{port}")
-        await admin.login("admin", ADMIN_PASSWORD)
-        cat = (await admin.post("/api/apps", {"name": "c"})).json["id"]
-        cred = (await admin.post("/api/credentials", {"name": "k", "username": sshd.username, "private_key": sshd.client_key})).json["id"]
-        host = (await admin.post("/api/hosts", {"name": "h", "address": sshd.address, "port": sshd.port, "app_id": cat, "credential_id": cred})).json["id"]
-        uid = (await admin.get("/api/me")).json["user"]["id"]
-        await admin.post("/api/grants", {"user_id": uid, "host_id": host})
+        admin, host = await _admin_with_host(env, sshd)
         term = await TerminalClient.open(admin, f"/ws/terminal/{host}")
         await term.send("echo before''crash\r")
         await term.expect("beforecrash")
@@ -348,10 +367,9 @@ async def _sigkill_scenario(tmp_path: Path, sshd) -> None:
         await term.wait_closed()
     finally:
         stop_process(proc)
-    proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _serve(env)
     try:
-        wait_port("127.0.0.1", port, proc=proc)
-        admin = Client(f"http://127.0.0.1:{port}")
+        admin = Client(f"http://127.0.0.1:{env['BASTION_SERVER_PORT']}")
         await admin.login("admin", ADMIN_PASSWORD)
         session = (await admin.get(f"/api/sessions/{term.session_id}")).json
         assert session["live"] is False and session["end_reason"] == "interrupted"
@@ -372,23 +390,10 @@ def test_sigterm_ends_sessions_with_shutdown(tmp_path: Path, sshd) -> None:
 
 
 async def _sigterm_scenario(tmp_path: Path, sshd) -> None:
-    from client import Client
-    from conftest import ADMIN_PASSWORD
-    port = free_port()
-    env = {**os.environ, "BASTION_SERVER_PORT": str(port), "BASTION_SERVER_DATA_DIR": str(tmp_path / "var"),
-           "BASTION_DATABASE_URL": f"sqlite:///{tmp_path / 'var' / 'b.db'}", "BASTION_TERMINAL_RECORDS_DIR": str(tmp_path / "records")}
-    subprocess.run([sys.executable, "-m", "bastion", "init"], env=env, check=True, capture_output=True)
-    subprocess.run([sys.executable, "-m", "bastion", "user", "passwd", "admin", "--password-stdin"], env=env,
-                   input=ADMIN_PASSWORD + "\n", text=True, check=True, capture_output=True)
-    proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = _bastion_env(tmp_path)
+    proc = _serve(env)
     try:
-        wait_port("127.0.0.1", port, proc=proc)
-        admin = Client(f"http://127.0.0.1:{port}")
-        await admin.login("admin", ADMIN_PASSWORD)
-        cat = (await admin.post("/api/apps", {"name": "c"})).json["id"]
-        cred = (await admin.post("/api/credentials", {"name": "k", "username": sshd.username, "private_key": sshd.client_key})).json["id"]
-        host = (await admin.post("/api/hosts", {"name": "h", "address": sshd.address, "port": sshd.port, "app_id": cat, "credential_id": cred})).json["id"]
-        await admin.post("/api/grants", {"user_id": (await admin.get("/api/me")).json["user"]["id"], "host_id": host})
+        admin, host = await _admin_with_host(env, sshd)
         term = await TerminalClient.open(admin, f"/ws/terminal/{host}")
         await term.send("echo before''term\r")
         await term.expect("beforeterm")

@@ -114,19 +114,21 @@ async def fanout(env: Environment, monitors: int, total_bytes: int) -> dict:
     return {"user_mb_per_s": mbps, "lag_ms": summarize(lags) if lags else None, "marks_missing": missing}
 
 
-async def kick_latency(env: Environment, rounds: int) -> dict:
+async def kick_latency(env: Environment, rounds: int, kick_env: Environment | None = None) -> dict:
+    """Open a session on `env`, end it through `kick_env`'s API (default: the same node), time until it closes."""
+    kick_env = kick_env or env
     values = []
     for _ in range(rounds):
         user = await BastionSession().open(env)
         await user.send("echo RE''ADY\r")
         await user.read_until(b"READY", 60)
-        req = urllib.request.Request(f"http://127.0.0.1:{env.bastion_port}/api/sessions/{user.session_id}/kill",
+        req = urllib.request.Request(f"http://127.0.0.1:{kick_env.bastion_port}/api/sessions/{user.session_id}/kill",
                                      method="POST", data=json.dumps({"reason": "bench"}).encode(),
-                                     headers={"Cookie": env.cookie, "X-XSRFToken": env.xsrf,
+                                     headers={"Cookie": kick_env.cookie, "X-XSRFToken": kick_env.xsrf,
                                               "Content-Type": "application/json"})
         t0 = time.monotonic()
         await asyncio.get_running_loop().run_in_executor(None, lambda: urllib.request.urlopen(req, timeout=30).read())
-        for _ in range(2000):
+        for _ in range(3000):
             if user.closed_at:
                 break
             await asyncio.sleep(0.001)

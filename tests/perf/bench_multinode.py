@@ -12,11 +12,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
-from bench_hub import MarkTracker
+from bench_hub import MarkTracker, kick_latency
 from common import ADMIN_PASSWORD, BastionSession, MonitorSession, free_port, machine, stop, summarize, tmpdir, wait_port
 from sshd import make_sshd
 
@@ -70,24 +69,6 @@ async def lag(user_env: NodeEnv, mon_env: NodeEnv, marks: int) -> dict:
     await mon.close()
     await user.close()
     return {"lag_ms": summarize(values), "missing": missing}
-
-
-async def kicks(user_env: NodeEnv, kick_env: NodeEnv, rounds: int) -> dict:
-    values = []
-    for _ in range(rounds):
-        user = await BastionSession().open(user_env)
-        await user.send("echo RE''ADY\r")
-        await user.read_until(b"READY", 60)
-        t0 = time.monotonic()
-        await asyncio.get_running_loop().run_in_executor(
-            None, lambda: kick_env.api("POST", f"/api/sessions/{user.session_id}/kill", {"reason": "bench"}))
-        for _ in range(3000):
-            if user.closed_at:
-                break
-            await asyncio.sleep(0.001)
-        values.append((user.closed_at - t0) * 1000)
-        await user.close()
-    return summarize(values)
 
 
 async def main() -> None:
@@ -147,9 +128,9 @@ async def main() -> None:
         print("lag A → B …", flush=True)
         results["lag_cross_node"] = await lag(a, b, args.marks)
         print("kick within node A …", flush=True)
-        results["kick_single_node_ms"] = await kicks(a, a, args.kicks)
+        results["kick_single_node_ms"] = await kick_latency(a, args.kicks)
         print("kick from B to A …", flush=True)
-        results["kick_cross_node_ms"] = await kicks(a, b, args.kicks)
+        results["kick_cross_node_ms"] = await kick_latency(a, args.kicks, kick_env=b)
     finally:
         for proc in procs:
             stop(proc)
