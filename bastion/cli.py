@@ -96,12 +96,10 @@ def _read_password(from_stdin: bool) -> str:
 
 
 async def _with_services(config: Config, action: Callable[[Any], Awaitable[int]]) -> int:
-    from .app import close_services, open_services
-    services = await open_services(with_secret(config))
-    try:
-        return await action(services)
-    finally:
-        await close_services(services)
+    """Run a CLI action with the core services (store, journal, audit, accounts); no hub, no sessions."""
+    from .app import open_core
+    async with open_core(with_secret(config)) as core:
+        return await action(core)
 
 
 async def _user_command(args: argparse.Namespace, services: Any) -> int:

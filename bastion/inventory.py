@@ -108,7 +108,7 @@ class Inventory:
     async def get_host(self, host_id: str) -> Host:
         host = await self.store.get_host(v.record_id(host_id, "host id"))
         if host is None:
-            raise NotFound(f"host {host_id!r} not found")
+            raise NotFound("host not found")
         return host
 
     async def update_host(self, host_id: str, body: dict[str, Any], actor: str) -> Host:

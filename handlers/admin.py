@@ -55,8 +55,8 @@ class UserHandler(APIHandler):
             user = await self.auth.update_user(user, roles=v.roles(body) if "roles" in body else None,
                                                disabled=v.boolean(body, "disabled") if "disabled" in body else None,
                                                actor=self.actor)
-            if user.disabled and self.services.terminals is not None:
-                await self.services.terminals.end_sessions_of_user(user.id, by=self.actor, reason="user disabled")
+            if user.disabled:  # every node ends the user's live sessions (and re-checks periodically)
+                await self.hub.policy_changed(user.id, by=self.actor, why="user disabled")
         self.send(user.public())
 
 

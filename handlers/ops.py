@@ -48,8 +48,8 @@ class MetricsHandler(BaseHandler):
     @public
     async def get(self) -> None:
         # Counters of this node; numbers only, nothing secret. Put it behind the proxy's access rules if needed.
-        hub, terminals = self.hub, self.services.terminals
-        live = hub.live() if hub is not None else []
+        live = self.hub.live()
+        metrics = self.services.sessions.metrics
         node = self.config.node_id
         lines = [
             "# HELP bastion_live_sessions Live terminal sessions owned by this node.",
@@ -57,13 +57,19 @@ class MetricsHandler(BaseHandler):
             f'bastion_live_sessions{{node="{node}"}} {len(live)}',
             "# HELP bastion_monitors Monitor sockets attached to this node's sessions.",
             "# TYPE bastion_monitors gauge",
-            f'bastion_monitors{{node="{node}"}} {sum(len(s.monitors) for s in live)}',
+            f'bastion_monitors{{node="{node}"}} {sum(s.watcher_count for s in live)}',
             "# HELP bastion_bytes_proxied_total Terminal output bytes sent to users by this node.",
             "# TYPE bastion_bytes_proxied_total counter",
-            f'bastion_bytes_proxied_total{{node="{node}"}} {terminals.bytes_closed + sum(s.bytes_out for s in live)}',
-            "# HELP bastion_kicks_total Sessions ended by auditors or admins through this node.",
+            f'bastion_bytes_proxied_total{{node="{node}"}} {metrics.bytes_closed + sum(s.bytes_out for s in live)}',
+            "# HELP bastion_kicks_total Sessions of this node ended by auditors or admins.",
             "# TYPE bastion_kicks_total counter",
-            f'bastion_kicks_total{{node="{node}"}} {hub.kicks}',
+            f'bastion_kicks_total{{node="{node}"}} {metrics.kicks}',
+            "# HELP bastion_sessions_started_total Terminal sessions started on this node.",
+            "# TYPE bastion_sessions_started_total counter",
+            f'bastion_sessions_started_total{{node="{node}"}} {metrics.started}',
+            "# HELP bastion_journal_pending Commands and audit events waiting for the database.",
+            "# TYPE bastion_journal_pending gauge",
+            f'bastion_journal_pending{{node="{node}"}} {self.services.journal.pending}',
             "# HELP bastion_runs_total Module runs finished on this node, by status.",
             "# TYPE bastion_runs_total counter",
         ]

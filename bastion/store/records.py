@@ -280,8 +280,23 @@ class Node(Record):
     heartbeat_at: float = field(default_factory=time.time)
 
 
+@dataclass
+class AccessLock(Record):
+    """A user locked out of one host (or of every host when host_id is "") until a time ("end and lock")."""
+
+    collection: ClassVar[str] = "access_locks"
+    user_id: str = ""
+    username: str = ""
+    host_id: str = ""  # "" = every host
+    host_name: str = ""
+    until: float = 0.0
+    reason: str = ""
+    created_by: str = ""
+    created_at: float = field(default_factory=time.time)
+
+
 ALL_RECORDS: tuple[type[Record], ...] = (User, App, Credential, Host, Grant, ApiToken, Login, Failure, Event, Session,
-                                         Command, CommandRule, ModuleState, Run, SeenEnvelope, Node)
+                                         Command, CommandRule, ModuleState, Run, SeenEnvelope, Node, AccessLock)
 
 # Fields with a unique index, per collection.
 UNIQUE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -304,4 +319,5 @@ INDEXED_FIELDS: dict[str, tuple[str, ...]] = {
     "commands": ("session_id", "user_id", "host_id", "ts", "blocked"),
     "runs": ("user_id", "module_id", "status", "created_at"),
     "envelopes": ("expires_at",),
+    "access_locks": ("user_id", "until"),
 }

@@ -40,6 +40,7 @@ MIGRATIONS: list[Callable[[], list[str]]] = [
                      "sessions", "nodes")),
     lambda: _tables(("commands", "command_rules")),
     lambda: _tables(("modules", "runs", "envelopes")),
+    lambda: _tables(("access_locks",)),
 ]
 
 
