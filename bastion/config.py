@@ -292,7 +292,7 @@ def _check_env_names(env: Mapping[str, str]) -> None:
         if not name.startswith("BASTION_") or name in known or name.startswith(OTHER_ENV_PREFIXES):
             continue
         close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
-        hint = f" (did you mean {close[0]}?)" if close else " (see bastion.conf for the options)"
+        hint = f" (did you mean {close[0]}?)" if close else " (see bastion.conf for the list)"
         raise ConfigError(f"environment variable {name}: unknown option{hint}")
 
 
