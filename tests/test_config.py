@@ -32,8 +32,7 @@ KIND_TYPES = {"str": str, "choice": str, "int": int, "float": float, "bool": boo
 def test_section_dataclasses_agree_with_options() -> None:
     """OPTIONS is the one table of defaults and rules: every section dataclass mirrors it field for field."""
     assert set(SECTIONS) == {o.section for o in OPTIONS}
-    assert typing.get_type_hints(Config) == {**SECTIONS,
-                                                  "secret": bytes, "source": str}
+    assert typing.get_type_hints(Config) == {**SECTIONS, "secret": bytes, "source": str}
     for section, cls in SECTIONS.items():
         options = [o for o in OPTIONS if o.section == section]
         fields = dataclasses.fields(cls)
