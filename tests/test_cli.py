@@ -1,6 +1,7 @@
 """The `bastion` command as a newcomer and an admin meet it: real `bastion serve` and CLI processes on one data dir."""
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -212,3 +213,24 @@ async def test_home_tells_an_admin_without_grants_how_to_reach_hosts(served: Ser
     assert (await user.post("/api/login", {"username": "plain", "password": "plain-password-1"})).status == 200
     page = (await user.get("/")).body.decode()
     assert "Ask an administrator" in page and "admin-grant-hint" not in page
+
+
+def setup_requirements() -> tuple[list[str], dict[str, list[str]]]:
+    """install_requires and extras_require as setup.py declares them (read, not executed)."""
+    call = next(n for n in ast.walk(ast.parse((ROOT / "setup.py").read_text()))
+                if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "setup")
+    kw = {k.arg: ast.literal_eval(k.value) for k in call.keywords if k.arg in ("install_requires", "extras_require")}
+    return kw["install_requires"], kw["extras_require"]
+
+
+def test_quick_start_is_two_commands_and_run_installs_only_serving() -> None:
+    assert "## Quick start\n\n```sh\nmake run\nmake test\n```\n" in (ROOT / "README.md").read_text()
+    serving, extras = setup_requirements()
+    test_only = ("pytest", "playwright", "ansible", "nx-27017", "websockets")
+    assert not [r for r in serving if r.startswith(test_only)]
+    assert {r.split("==")[0] for r in extras["test"]} >= {"pytest", "playwright", "nx-27017", "ansible-core", "ansible-runner"}
+    # what each target would run from scratch (-B: as if nothing were installed yet)
+    run_plan = subprocess.run(["make", "-n", "-B", "run"], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    test_plan = subprocess.run(["make", "-n", "-B", "test"], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    assert "pip install --quiet -e .\n" in run_plan and "[test]" not in run_plan and "bin/bastion serve" in run_plan
+    assert "pip install --quiet -e '.[test]'" in test_plan and "-m pytest" in test_plan
