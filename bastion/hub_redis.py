@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 2.0
+REWATCH_PATIENCE = 30.0  # seconds a remote watcher waits for the owner node after the hub came back
 POLICY_CHANNEL = "bastion:policy"
 RESERVE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -233,15 +234,37 @@ class RedisHub(SessionHub):
             watch.door.send_control(control("notice", level="warn", message=message))
 
     async def _rewatch(self) -> None:
-        """After a reconnect, ask each owner again: the watcher's screen is reset and redrawn."""
-        for watch in list(self._watches.values()):
-            try:
-                await self._request(watch.owner, {"op": "watch", "session": watch.session_id, "channel": watch.channel,
-                                                  "user": watch.username})
-                watch.door.send_control(control("notice", message="reconnected to the session's node"))
-            except (Unavailable, Conflict) as exc:
-                watch.close(control("closed", reason=f"lost the session's node: {exc.message}", code="gone"))
-                self._forget_watch(watch)
+        """After a reconnect, ask each owner again: the watcher's screen is reset and redrawn.
+
+        The owner may still be reconnecting itself, so "not answering" is retried for REWATCH_PATIENCE s; an owner
+        that answers "ended" closes the watcher at once.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REWATCH_PATIENCE
+        waiting = list(self._watches.values())
+        delay = 0.2
+        while waiting:
+            left = []
+            for watch in waiting:
+                if watch.closed or watch.id not in self._watches:
+                    continue
+                try:
+                    await self._request(watch.owner, {"op": "watch", "session": watch.session_id,
+                                                      "channel": watch.channel, "user": watch.username})
+                    watch.door.send_control(control("notice", message="reconnected to the session's node"))
+                except Conflict as exc:
+                    watch.close(control("closed", reason=f"the session ended: {exc.message}", code="gone"))
+                    self._forget_watch(watch)
+                except Unavailable as exc:
+                    if loop.time() >= deadline:
+                        watch.close(control("closed", reason=f"lost the session's node: {exc.message}", code="gone"))
+                        self._forget_watch(watch)
+                    else:
+                        left.append(watch)
+            waiting = left
+            if waiting:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def _dispatch(self, channel: str, data: bytes) -> None:
         if channel == reply_channel(self.node):
