@@ -26,6 +26,7 @@ from .hostkeys import HostKeyTrust
 from .hub import SessionHub
 from .inventory import Inventory
 from .journal import Journal
+from .logins import RecentLogins
 from .modules import ModuleRegistry
 from .runs import RunService
 from .services import Core, Services, make_templates, trusted_networks
@@ -103,7 +104,7 @@ async def open_core(config: Config) -> AsyncIterator[Core]:
         audit = Audit(store, journal)
         yield Core(config=config, store=store, journal=journal, vault=vault, audit=audit,
                    auth=AuthService(config, store, vault, audit, cpu), inventory=Inventory(store, vault, audit),
-                   trust=HostKeyTrust(store, audit), cpu=cpu, io=io)
+                   trust=HostKeyTrust(store, audit), recent_logins=RecentLogins(), cpu=cpu, io=io)
 
 
 @asynccontextmanager
@@ -131,7 +132,8 @@ async def open_bastion(config: Config) -> AsyncIterator[Services]:
         stack.push_async_callback(executor.shutdown)
         runs = RunService(config.secret, core.store, core.vault, core.audit, core.inventory, registry, executor)
         services = Services(config=config, store=core.store, journal=core.journal, vault=core.vault, audit=core.audit,
-                            auth=core.auth, inventory=core.inventory, trust=core.trust, cpu=core.cpu, io=core.io,
+                            auth=core.auth, inventory=core.inventory, trust=core.trust, recent_logins=core.recent_logins,
+                            cpu=core.cpu, io=core.io,
                             templates=make_templates(str(TEMPLATE_DIR)), hub=hub, rules=rules, sessions=engine,
                             registry=registry, executor=executor, runs=runs, trusted_proxies=trusted_networks(config))
         jobs = BackgroundJobs(services)

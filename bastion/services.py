@@ -16,6 +16,7 @@ from .hostkeys import HostKeyTrust
 from .hub import SessionHub
 from .inventory import Inventory
 from .journal import Journal
+from .logins import RecentLogins
 from .modules import ModuleRegistry
 from .runs import RunService
 from .sessions.engine import SessionEngine
@@ -37,6 +38,7 @@ class Core:
     auth: AuthService
     inventory: Inventory
     trust: HostKeyTrust
+    recent_logins: RecentLogins
     cpu: ThreadPoolExecutor  # bounded pool for CPU-bound work (password hashing, hashing files) off the loop
     io: ThreadPoolExecutor  # bounded pool for file I/O (recordings, journal)
 
@@ -53,6 +55,7 @@ class Services:
     auth: AuthService
     inventory: Inventory
     trust: HostKeyTrust
+    recent_logins: RecentLogins
     cpu: ThreadPoolExecutor
     io: ThreadPoolExecutor
     templates: jinja2.Environment

@@ -55,6 +55,7 @@ class UserHandler(APIHandler):
             user = await self.auth.update_user(user, roles=v.roles(body) if "roles" in body else None,
                                                disabled=v.boolean(body, "disabled") if "disabled" in body else None,
                                                actor=self.actor)
+            self.services.recent_logins.forget_user(user.id)
             if user.disabled:  # every node ends the user's live sessions (and re-checks periodically)
                 await self.hub.policy_changed(user.id, by=self.actor, why="user disabled")
         self.send(user.public())

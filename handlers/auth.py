@@ -51,6 +51,7 @@ class LogoutHandler(APIHandler):
     @public
     async def post(self) -> None:
         if self.principal and self.principal.login:
+            self.services.recent_logins.forget(self.principal.login.id)
             await self.auth.logout(self.principal.login, self.principal.user, self.client_address)
         elif self.half_login is not None:
             await self.store.delete_login(self.half_login.id)

@@ -137,7 +137,7 @@ async def test_slow_monitor_is_resynced_user_unaffected(bastion: BastionApp, ssh
     admin, user, ids, term = await open_pair(bastion, sshd)
     mon = await TerminalClient.open(admin, f"/ws/monitor/{term.session_id}")
     await mon.control("resize")
-    mon._reader.cancel()  # the monitor stops reading
+    mon.stop_reading()  # the monitor stops reading
     await term.send("stty -echo\r")
     mark = len(term.output)
     await term.send("head -c 209715200 /dev/zero | tr '\\0' 'x' | fold -w 100; echo; echo fin''ished\r")

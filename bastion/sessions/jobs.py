@@ -20,7 +20,6 @@ from ..store import Store
 from .engine import SessionEngine
 
 log = logging.getLogger(__name__)
-SLOW_CLIENT_TIMEOUT = 60.0  # seconds a user's door may hold undrained output before the session ends
 EXPIRY_WARNING = 60.0  # seconds before the maximum duration when the user is warned
 
 
@@ -67,7 +66,7 @@ async def reap_sessions_once(config: Config, hub: SessionHub, now: float | None 
                 await session.close("idle")
             elif tcfg.max_session_duration and now - session.started >= tcfg.max_session_duration:
                 await session.close("expired")
-            elif session.stalled_for(now) > SLOW_CLIENT_TIMEOUT:
+            elif session.stalled_for(now) > tcfg.slow_client_timeout:
                 await session.close("slow_client")
             elif (tcfg.max_session_duration and not session.expiry_warned
                   and now - session.started >= tcfg.max_session_duration - EXPIRY_WARNING):

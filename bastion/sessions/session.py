@@ -209,6 +209,9 @@ class LiveSession:
         if self.upstream is None or self.closing:
             self.door.send_control(control("notice", message="not connected yet; input dropped"))
             return
+        if self._resize_timer is not None:  # a pending resize reaches the host before the keys typed after it
+            self._resize_timer.cancel()
+            self._apply_resize()
         try:
             self._input.put_nowait(data)
         except asyncio.QueueFull:
