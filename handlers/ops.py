@@ -1,6 +1,7 @@
 """Operator endpoints: /healthz (store, hub, recorder disk) and /metrics (Prometheus text format)."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -12,6 +13,11 @@ from bastion.errors import BastionError
 from .base import BaseHandler, public
 
 MIN_FREE_BYTES = 256 * 1024 * 1024
+
+
+def _disk_facts(records: Path) -> tuple[int, bool]:
+    records.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return shutil.disk_usage(records).free, os.access(records, os.W_OK)
 
 
 class HealthHandler(BaseHandler):
@@ -29,11 +35,9 @@ class HealthHandler(BaseHandler):
             checks["hub"] = {"ok": True, "backend": self.hub.backend}
         except BastionError as exc:
             checks["hub"] = {"ok": False, "backend": self.hub.backend, "error": exc.message}
-        records = Path(self.config.records_dir)
-        try:
-            records.mkdir(parents=True, exist_ok=True, mode=0o700)
-            free = shutil.disk_usage(records).free
-            writable = os.access(records, os.W_OK)
+        try:  # a hung disk must not hang the loop: the check runs in the I/O pool
+            free, writable = await asyncio.get_running_loop().run_in_executor(
+                self.services.io, _disk_facts, Path(self.config.records_dir))
             checks["recordings"] = {"ok": writable and free >= MIN_FREE_BYTES, "free_bytes": free, "writable": writable}
         except OSError as exc:
             checks["recordings"] = {"ok": False, "error": exc.strerror or type(exc).__name__}
