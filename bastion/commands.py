@@ -185,6 +185,10 @@ class CommandExtractor:
             self.alternate = False
             self._prompt = None
 
+    def before_input_reset(self) -> None:
+        """The screen changed geometry: learn the prompt again at the next key."""
+        self._prompt = None
+
     def before_input(self) -> None:
         """A key is about to reach the host: learn the prompt if a new line starts."""
         if self.alternate or self._prompt is not None:

@@ -39,6 +39,9 @@ class CommandGate:
 
     def resize(self, cols: int, rows: int) -> None:
         self._screen.resize(cols, rows)
+        self._screen.screen.ensure_vbounds()  # pyte leaves the cursor below a screen that shrank
+        self._screen.screen.ensure_hbounds()
+        self.extractor.before_input_reset()
 
     def _write(self, text: str) -> None:
         self._last_in = time.monotonic()

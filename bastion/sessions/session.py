@@ -228,8 +228,9 @@ class LiveSession:
             self.recorder.input(data)
             try:
                 await self.gate.feed(data)
-            except Exception:
+            except Exception:  # fail closed and say so: the keys were not sent
                 log.exception("input handling failed %r", self)
+                self.notice("error", "this input could not be checked and was not sent; press Ctrl-C and retype it")
 
     async def _check(self, command: str) -> Verdict:
         return await self._verdict(command, self.user, self.host)
