@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from . import protocol
 from .commands import CommandFilter
 from .errors import Conflict, Forbidden, Invalid, NotFound
+from .inventory import HOST_NOT_FOUND
 from .modules import check_module_id, mask_params, validate_params
 from .store import Host, ModuleState, Run, User
 from .validation import ID_RE
@@ -87,17 +88,17 @@ class RunService:
             raise Invalid("choose at least one host")
         if len(host_ids) > MAX_HOSTS:
             raise Invalid(f"at most {MAX_HOSTS} hosts per run")
+        # type-check every id before using it (a dict or list here is a 400, never a 500)
+        if not all(isinstance(h, str) and ID_RE.match(h) for h in host_ids):
+            raise Invalid("host ids must be id strings")
         hosts: list[Host] = []
         for host_id in dict.fromkeys(host_ids):
-            if not isinstance(host_id, str) or not ID_RE.match(host_id):
-                raise Invalid("host ids must be id strings")
             host = await self.store.get_host(host_id)
-            if host is None:
-                raise NotFound(f"host {host_id!r} not found")
-            if not await self.services.inventory.may_open(user, host):
-                raise Forbidden(f"host {host.name} is not granted to you")
+            # unknown and not granted read the same, and the refusal never names the host
+            if host is None or not await self.services.inventory.may_open(user, host):
+                raise NotFound(HOST_NOT_FOUND)
             if module.allowed_apps and host.app_id not in module.allowed_apps:
-                raise Forbidden(f"module {module.id} may not run on hosts of {host.name}'s category")
+                raise Forbidden(f"module {module.id} may not run on one of the chosen hosts (its category is not allowed)")
             hosts.append(host)
         return hosts
 

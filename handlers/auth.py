@@ -14,11 +14,16 @@ from .base import APIHandler, authenticated, enrolling, public
 class LoginHandler(APIHandler):
     @public
     async def post(self) -> None:
-        body = self.body()
-        v.only_fields(body, ("username", "password", "totp"))
-        username = v.text(body, "username", max_len=64)
-        password = v.text(body, "password", max_len=256)
-        code = v.text(body, "totp", required=False, max_len=16)
+        try:
+            body = self.body()
+            v.only_fields(body, ("username", "password", "totp"))
+            username = v.text(body, "username", max_len=64)
+            password = v.text(body, "password", max_len=256)
+            code = v.text(body, "totp", required=False, max_len=16)
+        except Invalid as exc:  # audited, at most N a minute per address so a flood cannot flood the log
+            await self.audit.record_limited("login.malformed", self.client_address, address=self.client_address,
+                                            why=exc.message[:200])
+            raise
         if self.half_login is not None:  # a new login replaces any half-finished one
             await self.store.delete_login(self.half_login.id)
         if self.principal and self.principal.login:

@@ -78,8 +78,8 @@ class ModuleRunsHandler(APIHandler):
         body = self.body()
         v.only_fields(body, ("host_ids", "params"))
         host_ids = body.get("host_ids")
-        if not isinstance(host_ids, list):
-            raise Invalid("host_ids must be a list of host ids")
+        if not isinstance(host_ids, list) or not all(isinstance(h, str) and v.ID_RE.match(h) for h in host_ids):
+            raise Invalid("host_ids must be a list of host id strings")
         params = body.get("params", {})
         if not isinstance(params, dict):
             raise Invalid("params must be an object")

@@ -11,7 +11,7 @@ from typing import Any
 
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from bastion.errors import BastionError, Conflict, Forbidden, Invalid
+from bastion.errors import BastionError, Conflict, Invalid
 from bastion.protocol import InputFrame, ResizeFrame, control, parse_client_frame, parse_size_args
 
 from .base import BaseMixin, authenticated, role
@@ -83,12 +83,14 @@ class TerminalSocket(SocketHandler):
 
     @authenticated
     async def get(self, host_id: str) -> None:
-        host = await self.inventory.get_host(host_id)
-        if not await self.inventory.may_open(self.principal.user, host):
-            raise Forbidden("this host is not granted to you")
-        self.host = host
+        self.host = host = await self.inventory.openable_host(self.principal.user, host_id, address=self.client_address)
         self.size = parse_size_args(self.get_query_argument("cols", None), self.get_query_argument("rows", None))
-        await self.services.terminals.check_limit(self.principal.user)
+        try:
+            await self.services.terminals.check_limit(self.principal.user)
+        except Conflict as exc:  # refused opens are audited, at most N a minute per address
+            await self.audit.record_limited("session.refused", self.client_address, actor=self.actor, target=host.name,
+                                            address=self.client_address, why=exc.message)
+            raise
         await WebSocketHandler.get(self, host_id)
 
     async def open(self, host_id: str) -> None:
