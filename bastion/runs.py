@@ -4,9 +4,11 @@ to the executor."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from . import protocol
+from .auth import token_expires_at, token_scopes
 from .commands import CommandFilter
 from .errors import Conflict, Forbidden, Invalid, NotFound
 from .inventory import HOST_NOT_FOUND
@@ -39,6 +41,9 @@ class RunService:
         if kid.startswith("tok:"):
             token = await self.store.get_token(kid[4:]) if ID_RE.match(kid[4:]) else None
             if token is None or token.user_id != user.id or not token.sealed_envelope_key:
+                return None
+            # an expired token, or one without the runs scope, cannot seal runs either
+            if "runs" not in token_scopes(token) or token_expires_at(token, self.services.config) <= time.time():
                 return None
             return bytes.fromhex(self.services.vault.open(token.sealed_envelope_key, f"envelope-key:{token.id}"))
         return None

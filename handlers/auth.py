@@ -6,6 +6,7 @@ import base64
 import segno
 
 from bastion import validation as v
+from bastion.auth import token_view
 from bastion.errors import Invalid, Unauthenticated
 
 from .base import APIHandler, authenticated, enrolling, public
@@ -114,15 +115,16 @@ class TokensHandler(APIHandler):
     @authenticated
     async def get(self) -> None:
         tokens = await self.store.list_tokens(self.principal.user.id)
-        self.send({"items": [t.public() for t in tokens], "total": len(tokens)})
+        self.send({"items": [token_view(t, self.config) for t in tokens], "total": len(tokens)})
 
     @authenticated
     async def post(self) -> None:
         body = self.body()
-        v.only_fields(body, ("name",))
+        v.only_fields(body, ("name", "scopes", "ttl_days"))
         name = v.text(body, "name", pattern=v.NAME_RE, rule="must be 1-64 letters, digits, spaces or .:@()+-_")
-        token, secret = await self.auth.issue_token(self.principal.user, name)
-        self.send({**token.public(), "token": secret}, status=201)
+        scopes, days = self.auth.check_token_request(self.principal, body.get("scopes"), body.get("ttl_days"))
+        token, secret = await self.auth.issue_token(self.principal.user, name, scopes, days)
+        self.send({**token_view(token, self.config), "token": secret}, status=201)
 
 
 class TokenHandler(APIHandler):

@@ -72,6 +72,8 @@ class ModuleReserveHandler(APIHandler):
 
 
 class ModuleRunsHandler(APIHandler):
+    write_scope = "runs"
+
     @authenticated
     async def post(self, module_id: str) -> None:
         module_id = check_module_id(module_id)
@@ -90,6 +92,8 @@ class ModuleRunsHandler(APIHandler):
 
 
 class CommandsHandler(APIHandler):
+    write_scope = "runs"
+
     @authenticated
     async def post(self) -> None:
         body = self.body()

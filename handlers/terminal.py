@@ -80,6 +80,7 @@ class TerminalSocket(SocketHandler):
 
     session = None
     size = (80, 24)
+    read_scope = "terminal"  # the upgrade is a GET, but an API token needs the terminal scope
 
     @authenticated
     async def get(self, host_id: str) -> None:

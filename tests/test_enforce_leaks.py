@@ -2,13 +2,17 @@
 refusals audited at a bounded rate."""
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bastion import protocol
-from bastion.store import ModuleState, Run
+from bastion.store import Run
 from conftest import BastionApp, seed_inventory
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 async def _setup(app: BastionApp) -> dict[str, Any]:
@@ -86,7 +90,10 @@ async def test_bad_host_ids_inside_a_sealed_envelope(bastion: BastionApp, hosts:
     script.token = token
     envelope = protocol.seal(protocol.token_envelope_key(token), protocol.token_key_id(token),
                              protocol.new_payload("1001", hosts, {}, "alice"))
-    await bastion.services.store.put_module(ModuleState(id="1001", name="probe", state="enabled"))
+    folder = Path(bastion.config.modules.dir)
+    folder.mkdir(exist_ok=True)
+    shutil.copy(ROOT / "modules" / "Mid_1001.py", folder)
+    await bastion.services.registry.refresh()
     resp = await script.post("/api/commands", {"envelope": envelope})
     assert resp.status == 400 and resp.json["error"] == "host ids must be id strings", resp
 

@@ -125,6 +125,10 @@ class ApiToken(Record):
     sealed_envelope_key: str = ""  # vault-sealed key for command envelopes sealed by this token's owner
     created_at: float = field(default_factory=time.time)
     last_used_at: float = 0.0
+    # Tokens stored before expiries and scopes existed have expires_at 0 and no scopes: bastion/auth.py gives
+    # them a meaning (expiry created_at + [auth] token_ttl_max days; scopes read, runs, manage: no terminal).
+    expires_at: float = 0.0
+    scopes: list[str] = field(default_factory=list)
 
 
 @dataclass
