@@ -18,6 +18,7 @@ from .config import Config, with_secret
 from .errors import BastionError, Unavailable
 from .services import Services, build_services
 from .store import make_store
+from .vault import check_secret_canary
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +67,9 @@ async def open_services(config: Config) -> Services:
     """Load the secret, open the store (one clear line if it cannot be reached) and wire services."""
     store = make_store(config)
     await store.open()
-    return build_services(config, store, str(TEMPLATE_DIR))
+    services = build_services(config, store, str(TEMPLATE_DIR))
+    await check_secret_canary(store, services.vault)  # a wrong server secret stops start-up with one clear line
+    return services
 
 
 async def close_services(services: Services) -> None:
@@ -216,6 +219,7 @@ def start_background_jobs(services: Services) -> list[asyncio.Task]:
 
 def run(config: Config) -> int:
     """Process entry: the only place outside the loop."""
+    os.umask(0o077)  # every file and directory this process makes is private (database, WAL, recordings, logs)
     logging.basicConfig(level=os.environ.get("BASTION_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("tornado.access").setLevel(logging.WARNING)

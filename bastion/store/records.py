@@ -284,8 +284,36 @@ class Node(Record):
     heartbeat_at: float = field(default_factory=time.time)
 
 
+@dataclass
+class Setting(Record):
+    """A named value the deployment keeps in the store (id = its name), e.g. the sealed secret canary."""
+
+    collection: ClassVar[str] = "settings"
+    value: str = ""
+    updated_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class LoginRule(Record):
+    """An admin's allow/deny rule for logins by network and time window; first match (by priority) wins."""
+
+    collection: ClassVar[str] = "login_rules"
+    name: str = ""
+    action: str = "deny"  # allow | deny
+    scope: str = "all"  # all | role | user
+    scope_value: str = ""  # role name or user id
+    networks: list[str] = field(default_factory=list)  # CIDRs; empty: any address
+    days: list[int] = field(default_factory=list)  # 0 = Monday … 6 = Sunday; empty: every day
+    start: str = ""  # "HH:MM" in `timezone`; start == end == "": all day; start > end: across midnight
+    end: str = ""
+    timezone: str = "UTC"  # IANA name the window is read in
+    priority: int = 100  # lower first
+    enabled: bool = True
+    created_at: float = field(default_factory=time.time)
+
+
 ALL_RECORDS: tuple[type[Record], ...] = (User, App, Credential, Host, Grant, ApiToken, Login, Failure, Event, Session,
-                                         Command, CommandRule, ModuleState, Run, SeenEnvelope, Node)
+                                         Command, CommandRule, ModuleState, Run, SeenEnvelope, Node, Setting, LoginRule)
 
 # Fields with a unique index, per collection.
 UNIQUE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -295,6 +323,7 @@ UNIQUE_FIELDS: dict[str, tuple[str, ...]] = {
     "hosts": ("name",),
     "grants": ("key",),
     "command_rules": ("name",),
+    "login_rules": ("name",),
 }
 
 # Fields queried by equality or range, per collection (indexed on both backends).
