@@ -127,7 +127,7 @@ async def test_refusals_before_upgrade(bastion: BastionApp, sshd) -> None:
     other = await bastion.user("mallory")
     with pytest.raises(HTTPClientError) as info:
         await TerminalClient.open(other, f"/ws/terminal/{ids['host_id']}")
-    assert info.value.code == 403
+    assert info.value.code == 404  # not granted reads exactly like unknown
     with pytest.raises(HTTPClientError) as info:
         await TerminalClient.open(user, "/ws/terminal/doesnotexist")
     assert info.value.code == 404
