@@ -16,6 +16,7 @@ from tornado.httpserver import HTTPServer
 
 from .config import Config, with_secret
 from .errors import BastionError, Unavailable
+from .limits import http_server_options, prepare_process
 from .services import Services, build_services
 from .store import make_store
 from .vault import check_secret_canary
@@ -108,7 +109,7 @@ async def serve(config: Config, *, on_ready: Callable[[int], Awaitable[None] | N
         print(f"\n  First start: created user 'admin' with password: {password}\n  Log in and change it on the Account page.\n",
               flush=True)
     app = make_app(config, services)
-    server = HTTPServer(app, xheaders=False, max_body_size=1024 * 1024)
+    server = HTTPServer(app, **http_server_options(config))
     sockets = tornado.netutil.bind_sockets(config.server.port, config.server.host)
     server.add_sockets(sockets)
     port = sockets[0].getsockname()[1]
@@ -219,7 +220,7 @@ def start_background_jobs(services: Services) -> list[asyncio.Task]:
 
 def run(config: Config) -> int:
     """Process entry: the only place outside the loop."""
-    os.umask(0o077)  # every file and directory this process makes is private (database, WAL, recordings, logs)
+    prepare_process(config)  # umask 077; open-files limit raised toward the hard limit and checked
     logging.basicConfig(level=os.environ.get("BASTION_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
