@@ -19,6 +19,7 @@ from . import validation as v
 from .audit import Audit
 from .config import Config
 from .errors import Conflict, Forbidden, Invalid, Locked, NotFound, Unauthenticated
+from .login_rules import LoginRules
 from .store import ApiToken, Failure, Login, Store, User
 from .vault import Vault
 
@@ -109,6 +110,7 @@ class AuthService:
         self.vault = vault
         self.audit = audit
         self.executor = executor
+        self.login_rules = LoginRules(store, audit)
 
     # ---- passwords -------------------------------------------------------------------------
     async def hash_password(self, password: str) -> str:
@@ -220,6 +222,7 @@ class AuthService:
             await self.audit.record("login.failed", actor=username[:64], address=address, ok=False,
                                     why="disabled" if user and ok else "bad credentials")
             raise Unauthenticated("wrong username or password" if not (user and ok) else "this account is disabled")
+        await self.login_rules.check(user, address)  # after the password, so rules reveal nothing to guessers
         needs_totp = bool(user.totp_secret)
         login = await self._new_login(user, "totp" if needs_totp else "full", address)
         if not needs_totp:
