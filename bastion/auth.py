@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 14, 8, 1
 TOTP_STEP = 30
 TOKEN_PREFIX = "bst_"
+IDLE_TOUCH = 60  # seconds between writes of a login's last-seen time (bounded by idle_ttl / 4)
 DAY = 86400
 # What an API token may do. read: GET requests (and watching); runs: start module runs and command
 # envelopes; terminal: open terminal sessions; manage: every other change (admin and account API).
@@ -257,15 +258,30 @@ class AuthService:
         return user, full
 
     async def resolve_login(self, login_id: str) -> tuple[User, Login] | None:
+        """The user behind a login cookie, if the login has neither expired nor gone idle (sliding expiry)."""
         login = await self.store.get_login(login_id)
         if login is None:
             return None
-        if login.expires_at < time.time():
+        now = time.time()
+        if login.expires_at < now:
             await self.store.delete_login(login.id)
             return None
+        idle_ttl = self.config.auth.idle_ttl
+        last_seen = login.last_seen_at or login.created_at
         user = await self.store.get_user(login.user_id)
+        if idle_ttl and now - last_seen > idle_ttl:
+            await self.store.delete_login(login.id)
+            await self.audit.record("login.expired", actor=user.username if user else "", address=login.address,
+                                    idle=int(now - last_seen))
+            return None
         if user is None or user.disabled:
             return None
+        if idle_ttl and now - last_seen > min(IDLE_TOUCH, idle_ttl / 4):
+            login.last_seen_at = now
+            try:
+                await self.store.save(login)
+            except Conflict:  # a parallel request of the same login wrote it: either time will do
+                pass
         return user, login
 
     async def logout(self, login: Login, user: User, address: str) -> None:

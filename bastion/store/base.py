@@ -249,6 +249,9 @@ class Store(abc.ABC):
     async def delete_login(self, id: str) -> None:
         await self._delete(Login.collection, id)
 
+    async def logins_of_user(self, user_id: str) -> list[Login]:
+        return await self._query(Login, Query(eq={"user_id": user_id}, sort=("created_at", False)))
+
     async def delete_logins_of_user(self, user_id: str) -> int:
         return await self._delete_where(Login.collection, Query(eq={"user_id": user_id}))
 

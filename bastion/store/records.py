@@ -139,8 +139,9 @@ class Login(Record):
     user_id: str = ""
     stage: str = "full"  # "totp": password accepted, TOTP step pending; "full": logged in
     created_at: float = field(default_factory=time.time)
-    expires_at: float = 0.0
+    expires_at: float = 0.0  # absolute expiry ([auth] session_ttl)
     address: str = ""
+    last_seen_at: float = 0.0  # last request (written at most every IDLE_TOUCH s); 0: created_at ([auth] idle_ttl)
 
 
 @dataclass
