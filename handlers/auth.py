@@ -45,9 +45,14 @@ class LoginTotpHandler(APIHandler):
     async def post(self) -> None:
         if self.half_login is None:
             raise Unauthenticated("log in with your password first")
-        body = self.body()
-        v.only_fields(body, ("code",))
-        code = v.text(body, "code", max_len=16)
+        try:
+            body = self.body()
+            v.only_fields(body, ("code",))
+            code = v.text(body, "code", max_len=16)
+        except Invalid as exc:
+            await self.audit.record_limited("login.malformed", self.client_address, address=self.client_address,
+                                            why=exc.message[:200], step="totp")
+            raise
         user, login = await self.auth.login_totp(self.half_login, code, self.client_address)
         self.set_login_cookie(login.id)  # the session id changes again after the TOTP step
         self.send({"user": user.public()})
