@@ -34,6 +34,8 @@ from .sessions.engine import SessionEngine
 from .sessions.jobs import reap_sessions, recheck_policy, recover_interrupted
 from .store import make_store
 from .vault import Vault
+from .limits import http_server_options, prepare_process
+from .vault import check_secret_canary
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,10 +99,11 @@ async def open_core(config: Config) -> AsyncIterator[Core]:
         store = make_store(config)
         await store.open()
         stack.push_async_callback(store.close)
+        vault = Vault(config.secret)
+        await check_secret_canary(store, vault)  # a wrong server secret stops start-up with one clear line
         journal = Journal(config.data_dir / "journal", config.node_id, store, io)
         await journal.open()
         stack.push_async_callback(journal.close)
-        vault = Vault(config.secret)
         audit = Audit(store, journal)
         yield Core(config=config, store=store, journal=journal, vault=vault, audit=audit,
                    auth=AuthService(config, store, vault, audit, cpu), inventory=Inventory(store, vault, audit),
@@ -130,7 +133,7 @@ async def open_bastion(config: Config) -> AsyncIterator[Services]:
         executor = Executor(core.store, core.inventory, core.audit, core.trust, max_runs=config.modules.max_runs,
                             output_cap=config.modules.output_cap, host_concurrency=config.modules.host_concurrency)
         stack.push_async_callback(executor.shutdown)
-        runs = RunService(config.secret, core.store, core.vault, core.audit, core.inventory, registry, executor)
+        runs = RunService(config, core.store, core.vault, core.audit, core.inventory, registry, executor)
         services = Services(config=config, store=core.store, journal=core.journal, vault=core.vault, audit=core.audit,
                             auth=core.auth, inventory=core.inventory, trust=core.trust, recent_logins=core.recent_logins,
                             cpu=core.cpu, io=core.io,
@@ -168,7 +171,7 @@ async def serve(config: Config, *, on_ready: Callable[[int], Awaitable[None] | N
         async with open_bastion(config) as services:
             password = await services.auth.ensure_first_admin()
             app = make_app(config, services)
-            server = HTTPServer(app, xheaders=False, max_body_size=1024 * 1024)
+            server = HTTPServer(app, **http_server_options(config))
             server.add_sockets(sockets)
             port = sockets[0].getsockname()[1]
             if password:
@@ -270,6 +273,7 @@ class BackgroundJobs:
 
 def run(config: Config) -> int:
     """Process entry: the only place outside the loop."""
+    prepare_process(config)  # umask 077; open-files limit raised toward the hard limit and checked
     logging.basicConfig(level=os.environ.get("BASTION_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("tornado.access").setLevel(logging.WARNING)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +68,13 @@ _ACTIONS = (
     AuditAction("module.run_refused", "B3002", "A module run or command envelope was refused"),
     AuditAction("module.updated", "B3010", "An admin changed a module's availability"),
     AuditAction("module.reserved", "B3011", "An admin reserved a new module id"),
+    AuditAction("login.malformed", "B1006", "A login request was malformed"),
+    AuditAction("login.refused", "B1007", "A login was refused by a login rule"),
+    AuditAction("login.expired", "B1008", "A login ended after it was idle too long"),
+    AuditAction("login_rule.created", "B1020", "A login rule was created"),
+    AuditAction("login_rule.updated", "B1021", "A login rule was changed"),
+    AuditAction("login_rule.deleted", "B1022", "A login rule was deleted"),
+    AuditAction("token.refused", "B1202", "An API token was refused (unknown, expired or lacking a scope)"),
 )
 ACTIONS: dict[str, AuditAction] = {a.name: a for a in _ACTIONS}
 SECRET_KEYS = ("password", "secret", "token", "private_key", "totp", "code")
@@ -79,9 +87,43 @@ class Audit:
     through the journal and never waits (live-session paths: keystrokes, kicks, session ends).
     """
 
+    # Rate-limited events: at most LIMIT_PER_MINUTE per (action, key) a minute, so a flood of bad requests
+    # cannot flood the audit log; the next event written says how many were left out.
+    LIMIT_PER_MINUTE = 20
+    MAX_KEYS = 10000
+
     def __init__(self, store: Store, journal: Journal) -> None:
         self.store = store
         self.journal = journal
+        self._windows: dict[tuple[str, str], list[float]] = {}  # (action, key) -> [window start, count, left out]
+
+    def _admit(self, action: str, key: str, per_minute: int) -> tuple[bool, int]:
+        """Whether one more (action, key) event fits this minute; and how many were left out before it."""
+        now = time.monotonic()
+        if len(self._windows) > self.MAX_KEYS:  # many addresses: forget old windows rather than grow
+            self._windows = {k: w for k, w in self._windows.items() if now - w[0] < 60}
+            if len(self._windows) > self.MAX_KEYS:
+                self._windows.clear()
+        window = self._windows.get((action, key))
+        if window is None or now - window[0] >= 60:
+            left_out = int(window[2]) if window else 0
+            self._windows[(action, key)] = [now, 1, 0]
+            return True, left_out
+        if window[1] >= per_minute:
+            window[2] += 1
+            return False, 0
+        window[1] += 1
+        return True, 0
+
+    async def record_limited(self, action: str, key: str, *, per_minute: int = 0, actor: str = "", target: str = "",
+                             address: str = "", ok: bool = False, **detail: Any) -> Event | None:
+        """Like record(), but at most per_minute events per (action, key) a minute (key: usually the address)."""
+        admitted, left_out = self._admit(action, key, per_minute or self.LIMIT_PER_MINUTE)
+        if not admitted:
+            return None
+        if left_out:
+            detail["left_out"] = left_out
+        return await self.record(action, actor=actor, target=target, address=address, ok=ok, **detail)
 
     @staticmethod
     def build(action: str, *, actor: str = "", target: str = "", address: str = "", ok: bool = True,

@@ -19,6 +19,7 @@ from . import validation as v
 from .audit import Audit
 from .config import Config
 from .errors import Conflict, Forbidden, Invalid, Locked, NotFound, Unauthenticated
+from .login_rules import LoginRules
 from .store import ApiToken, Failure, Login, Store, User
 from .vault import Vault
 
@@ -26,6 +27,31 @@ log = logging.getLogger(__name__)
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 14, 8, 1
 TOTP_STEP = 30
 TOKEN_PREFIX = "bst_"
+IDLE_TOUCH = 60  # seconds between writes of a login's last-seen time (bounded by idle_ttl / 4)
+DAY = 86400
+# What an API token may do. read: GET requests (and watching); runs: start module runs and command
+# envelopes; terminal: open terminal sessions; manage: every other change (admin and account API).
+TOKEN_SCOPES = ("read", "runs", "terminal", "manage")
+DEFAULT_TOKEN_SCOPES = ("read", "runs")
+# Tokens stored before scopes existed keep what they were used for, except terminals (which skip the second
+# factor): read, runs and manage. Their expiry is created_at + [auth] token_ttl_max days.
+LEGACY_TOKEN_SCOPES = ("read", "runs", "manage")
+
+
+def token_scopes(token: ApiToken) -> tuple[str, ...]:
+    """The scopes a token holds (a token stored before scopes existed: LEGACY_TOKEN_SCOPES)."""
+    return tuple(s for s in TOKEN_SCOPES if s in token.scopes) if token.scopes else LEGACY_TOKEN_SCOPES
+
+
+def token_expires_at(token: ApiToken, config: Config) -> float:
+    """When a token stops working (a token stored before expiries existed: created_at + token_ttl_max days)."""
+    return token.expires_at or token.created_at + config.auth.token_ttl_max * DAY
+
+
+def token_view(token: ApiToken, config: Config) -> dict[str, object]:
+    """A token as the API and the Account page show it: effective scopes and expiry, never the secret."""
+    return {**token.public(), "scopes": list(token_scopes(token)), "expires_at": token_expires_at(token, config),
+            "legacy": not token.scopes}
 
 
 def _scrypt(password: str, salt: bytes) -> bytes:
@@ -62,6 +88,11 @@ class Principal:
     user: User
     via: str  # "cookie" | "token"
     login: Login | None = None
+    scopes: tuple[str, ...] = TOKEN_SCOPES  # a browser login may do all its roles allow; a token only its scopes
+
+    def may(self, scope: str) -> bool:
+        """Whether the credential used allows this kind of request (roles are checked separately)."""
+        return scope in self.scopes
 
     @property
     def roles(self) -> list[str]:
@@ -80,6 +111,7 @@ class AuthService:
         self.vault = vault
         self.audit = audit
         self.executor = executor
+        self.login_rules = LoginRules(store, audit)
 
     # ---- passwords -------------------------------------------------------------------------
     async def hash_password(self, password: str) -> str:
@@ -191,6 +223,7 @@ class AuthService:
             await self.audit.record("login.failed", actor=username[:64], address=address, ok=False,
                                     why="disabled" if user and ok else "bad credentials")
             raise Unauthenticated("wrong username or password" if not (user and ok) else "this account is disabled")
+        await self.login_rules.check(user, address)  # after the password, so rules reveal nothing to guessers
         needs_totp = bool(user.totp_secret)
         login = await self._new_login(user, "totp" if needs_totp else "full", address)
         if not needs_totp:
@@ -225,15 +258,30 @@ class AuthService:
         return user, full
 
     async def resolve_login(self, login_id: str) -> tuple[User, Login] | None:
+        """The user behind a login cookie, if the login has neither expired nor gone idle (sliding expiry)."""
         login = await self.store.get_login(login_id)
         if login is None:
             return None
-        if login.expires_at < time.time():
+        now = time.time()
+        if login.expires_at < now:
             await self.store.delete_login(login.id)
             return None
+        idle_ttl = self.config.auth.idle_ttl
+        last_seen = login.last_seen_at or login.created_at
         user = await self.store.get_user(login.user_id)
+        if idle_ttl and now - last_seen > idle_ttl:
+            await self.store.delete_login(login.id)
+            await self.audit.record("login.expired", actor=user.username if user else "", address=login.address,
+                                    idle=int(now - last_seen))
+            return None
         if user is None or user.disabled:
             return None
+        if idle_ttl and now - last_seen > min(IDLE_TOUCH, idle_ttl / 4):
+            login.last_seen_at = now
+            try:
+                await self.store.save(login)
+            except Conflict:  # a parallel request of the same login wrote it: either time will do
+                pass
         return user, login
 
     async def logout(self, login: Login, user: User, address: str) -> None:
@@ -295,14 +343,39 @@ class AuthService:
         return user
 
     # ---- API tokens -------------------------------------------------------------------------------
-    async def issue_token(self, user: User, name: str) -> tuple[ApiToken, str]:
+    def check_token_request(self, principal: Principal, scopes: object, ttl_days: object) -> tuple[list[str], int]:
+        """Validated scopes and lifetime for a new token; a token may only issue tokens within its own scopes."""
+        if scopes is None:
+            scopes = list(DEFAULT_TOKEN_SCOPES)
+        if not isinstance(scopes, list) or not scopes or not all(isinstance(s, str) for s in scopes):
+            raise Invalid(f"scopes must be a non-empty list of: {', '.join(TOKEN_SCOPES)}")
+        unknown = [s for s in scopes if s not in TOKEN_SCOPES]
+        if unknown:
+            raise Invalid(f"unknown scope {unknown[0][:20]!r}; allowed: {', '.join(TOKEN_SCOPES)}")
+        beyond = [s for s in scopes if not principal.may(s)]
+        if beyond:
+            raise Forbidden(f"a token cannot issue a token with a scope it does not hold ({beyond[0]})")
+        cfg = self.config.auth
+        if ttl_days is None:
+            return sorted(set(scopes), key=TOKEN_SCOPES.index), min(cfg.token_ttl_default, cfg.token_ttl_max)
+        if isinstance(ttl_days, bool) or not isinstance(ttl_days, int) or not 1 <= ttl_days <= cfg.token_ttl_max:
+            raise Invalid(f"ttl_days must be a whole number of days between 1 and {cfg.token_ttl_max}")
+        return sorted(set(scopes), key=TOKEN_SCOPES.index), ttl_days
+
+    async def issue_token(self, user: User, name: str, scopes: list[str] | None = None,
+                          ttl_days: int | None = None) -> tuple[ApiToken, str]:
+        """A new token (shown once) with scopes and an expiry; defaults from [auth] token_ttl_default."""
         secret = secrets.token_urlsafe(32)
-        token = ApiToken(user_id=user.id, name=name, token_hash=hashlib.sha256(secret.encode()).hexdigest())
+        days = min(ttl_days or self.config.auth.token_ttl_default, self.config.auth.token_ttl_max)
+        token = ApiToken(user_id=user.id, name=name, token_hash=hashlib.sha256(secret.encode()).hexdigest(),
+                         scopes=list(scopes or DEFAULT_TOKEN_SCOPES))
+        token.expires_at = token.created_at + days * DAY
         presented = f"{TOKEN_PREFIX}{token.id}_{secret}"
         from .protocol import token_envelope_key
         token.sealed_envelope_key = self.vault.seal(token_envelope_key(presented).hex(), f"envelope-key:{token.id}")
         await self.store.create_token(token)
-        await self.audit.record("token.issued", actor=user.username, target=token.id, name=name)
+        await self.audit.record("token.issued", actor=user.username, target=token.id, name=name, scopes=token.scopes,
+                                expires_at=token.expires_at)
         return token, presented
 
     async def revoke_token(self, principal: Principal, token_id: str) -> None:
@@ -312,22 +385,35 @@ class AuthService:
         await self.store.delete_token(token_id)
         await self.audit.record("token.revoked", actor=principal.user.username, target=token_id)
 
-    async def resolve_token(self, presented: str) -> User:
-        """The user behind a Bearer token; raises Unauthenticated with a clear reason."""
+    async def resolve_token(self, presented: str, address: str = "") -> Principal:
+        """The principal behind a Bearer token; raises Unauthenticated with a clear reason (audited, rate-limited)."""
+        try:
+            user, token = await self._check_token(presented)
+        except (Unauthenticated, Forbidden) as exc:
+            await self.audit.record_limited("token.refused", address, address=address, why=exc.message)
+            raise
+        await self._touch_token(token)
+        return Principal(user=user, via="token", scopes=token_scopes(token))
+
+    async def _check_token(self, presented: str) -> tuple[User, ApiToken]:
         if not presented.startswith(TOKEN_PREFIX) or presented.count("_") < 2 or len(presented) > 200:
             raise Unauthenticated("malformed API token")
         token_id, _, secret = presented[len(TOKEN_PREFIX):].partition("_")
         token = await self.store.get_token(token_id) if v.ID_RE.match(token_id) else None
         if token is None or not hmac.compare_digest(token.token_hash, hashlib.sha256(secret.encode()).hexdigest()):
             raise Unauthenticated("API token is unknown or revoked")
+        if token_expires_at(token, self.config) <= time.time():
+            raise Unauthenticated("API token has expired; create a new one on your Account page")
         user = await self.store.get_user(token.user_id)
         if user is None or user.disabled:
             raise Forbidden("the token's user is disabled")
+        return user, token
+
+    async def _touch_token(self, token: ApiToken) -> None:
         if time.time() - token.last_used_at > 60:  # at most one write a minute per token
             token.last_used_at = time.time()
             try:
                 await self.store.save(token)
             except Conflict:
                 pass
-        return user
 

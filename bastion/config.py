@@ -83,6 +83,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("server", "trusted_proxies", (), "list", "Comma-separated addresses/networks whose X-Forwarded-For/-Proto are believed.", check=_check_networks),
     Option("server", "cookie_secure", "auto", "choice", "Secure flag on cookies: auto (when the request came over TLS), always, never.", choices=("auto", "always", "never")),
     Option("server", "debug", False, "bool", "Tornado debug mode (never in production)."),
+    Option("server", "idle_timeout", 60.0, "float", "Seconds a connection may take to send a request's headers, and may stay idle between requests.", minimum=1, maximum=3600),
+    Option("server", "body_timeout", 60.0, "float", "Seconds a request body may take to arrive.", minimum=1, maximum=3600),
+    Option("server", "min_open_files", 1024, "int", "Refuse to start when the open-files limit (raised to the hard limit at start) stays below this.", minimum=64, maximum=1 << 20),
     Option("database", "url", "", "str", "sqlite:///<path> (embedded) or mongodb://user:pass@host/db. Empty: sqlite:///<data_dir>/bastion.db.", check=_check_db_url),
     Option("database", "timeout", 5.0, "float", "Seconds to wait for the database before answering 503.", minimum=0.1, maximum=120),
     Option("auth", "session_ttl", 43200, "int", "Seconds a browser login stays valid.", minimum=60, maximum=30 * 86400),
@@ -91,6 +94,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("auth", "lockout_duration", 900, "int", "Seconds a lock lasts.", minimum=1, maximum=30 * 86400),
     Option("auth", "require_totp", False, "bool", "Every user must enrol TOTP before reaching anything else."),
     Option("auth", "password_min_length", 10, "int", "Minimum length of new passwords.", minimum=6, maximum=128),
+    Option("auth", "idle_ttl", 3600, "int", "Seconds a browser login may go unused before it ends, besides session_ttl (0: no idle expiry).", minimum=0, maximum=30 * 86400),
+    Option("auth", "token_ttl_default", 90, "int", "Days a new API token stays valid when its creator gives no lifetime.", minimum=1, maximum=3650),
+    Option("auth", "token_ttl_max", 365, "int", "Most days an API token may stay valid (also caps tokens created before expiries existed).", minimum=1, maximum=3650),
     Option("terminal", "connect_timeout", 10.0, "float", "Seconds to reach a host and log in.", minimum=0.5, maximum=300),
     Option("terminal", "keepalive_interval", 30, "int", "Seconds between SSH keepalives (0: off).", minimum=0, maximum=3600),
     Option("terminal", "idle_timeout", 1800, "int", "Seconds without input or output before a session ends (0: never).", minimum=0, maximum=7 * 86400),
@@ -137,6 +143,9 @@ class ServerConfig:
     trusted_proxies: tuple[str, ...] = _default("server", "trusted_proxies")
     cookie_secure: str = _default("server", "cookie_secure")
     debug: bool = _default("server", "debug")
+    idle_timeout: float = _default("server", "idle_timeout")
+    body_timeout: float = _default("server", "body_timeout")
+    min_open_files: int = _default("server", "min_open_files")
 
 
 @dataclass(frozen=True, repr=False)
@@ -161,6 +170,9 @@ class AuthConfig:
     lockout_duration: int = _default("auth", "lockout_duration")
     require_totp: bool = _default("auth", "require_totp")
     password_min_length: int = _default("auth", "password_min_length")
+    idle_ttl: int = _default("auth", "idle_ttl")
+    token_ttl_default: int = _default("auth", "token_ttl_default")
+    token_ttl_max: int = _default("auth", "token_ttl_max")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# What a module worker inherits from the bastion's environment: only what programs need to run and to speak
+# the right language. Everything else (BASTION_* settings and secrets, cloud keys, proxy credentials, tokens)
+# stays in the bastion process; a module gets its hosts' credentials in its job, nothing more.
+WORKER_ENV_KEEP = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL", "TERM",
+                   "SSL_CERT_FILE", "SSL_CERT_DIR")
+WORKER_ENV_PREFIXES = ("LC_",)
+
+
+def worker_environment(parent: dict[str, str] | None = None) -> dict[str, str]:
+    """A scrubbed environment for a module worker (an allow-list, so new secrets never leak by default)."""
+    parent = dict(os.environ if parent is None else parent)
+    env = {k: v for k, v in parent.items() if k in WORKER_ENV_KEEP or k.startswith(WORKER_ENV_PREFIXES)}
+    env.setdefault("PATH", os.defpath)
+    env["PYTHONPATH"] = ROOT  # the worker imports bastion from this tree, never from a caller-supplied path
+    return env
 
 
 class Executor:
@@ -94,7 +109,7 @@ class Executor:
 
     async def _run_worker(self, run: Run, module: ModuleState, path: str, hosts: list[Host], params: dict[str, Any]) -> None:
         job = await self._job(module, path, hosts, params)
-        env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env = worker_environment()
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bastion.worker", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, start_new_session=True, env=env, cwd=ROOT,

@@ -10,6 +10,8 @@ from .store import App, Credential, Grant, Host, Store, User
 from .vault import Vault
 
 MAX_KEY = 16 * 1024
+# One answer for "does not exist" and "exists but is not granted to you", so probing reveals nothing.
+HOST_NOT_FOUND = "host not found"
 
 
 class Inventory:
@@ -108,7 +110,20 @@ class Inventory:
     async def get_host(self, host_id: str) -> Host:
         host = await self.store.get_host(v.record_id(host_id, "host id"))
         if host is None:
-            raise NotFound("host not found")
+            raise NotFound(HOST_NOT_FOUND)
+        return host
+
+    async def openable_host(self, user: User, host_id: str, *, address: str = "", purpose: str = "terminal") -> Host:
+        """A host the user may open; unknown and not granted give the same NotFound, audited (rate-limited)."""
+        try:
+            host = await self.get_host(host_id)
+            if not await self.may_open(user, host):
+                raise NotFound(HOST_NOT_FOUND)
+        except (NotFound, Invalid) as exc:
+            await self.audit.record_limited("session.refused", address or user.username, actor=user.username,
+                                            address=address, why=exc.message, purpose=purpose,
+                                            host_id=host_id[:64] if isinstance(host_id, str) else "")
+            raise
         return host
 
     async def update_host(self, host_id: str, body: dict[str, Any], actor: str) -> Host:

@@ -54,6 +54,25 @@ class HostTarget:
     host_key: str = ""
 
 
+# Remote commands run under a small POSIX sh wrapper so that a timeout or a cancel reaches them on the target.
+# Without a PTY, sshd does not signal a command when its channel or connection closes: `sleep 300` would live on.
+# The wrapper keeps the channel's stdin (fd 3) open in a watcher; that stdin ends only when the bastion closes the
+# channel or the connection (per-host timeout, module timeout, killed worker). The watcher then signals the whole
+# process group of the session (sshd makes every session its own group): TERM, then KILL two seconds later.
+# The command itself reads /dev/null, and its stdout, stderr and exit status pass through unchanged; on a normal
+# exit the watcher is stopped (its `cat` ends when the channel closes). No PTY, so stderr stays separate.
+REMOTE_WRAPPER = (
+    'exec 3<&0; "$@" </dev/null 3<&- & cmd=$!; '
+    '(trap "" TERM; cat <&3 >/dev/null 2>&1; kill -TERM 0; sleep 2; kill -KILL 0) >/dev/null 2>&1 & watch=$!; '
+    'exec 3<&-; wait "$cmd"; rc=$?; kill -KILL "$watch" 2>/dev/null; exit "$rc"'
+)
+
+
+def remote_command(command_args: list[str]) -> str:
+    """The shell line sent to sshd: the arguments, each quoted, under the wrapper that ends them with the channel."""
+    return shlex.join(["sh", "-c", REMOTE_WRAPPER, "bastion-run", *command_args])
+
+
 def result(ok: bool, rc: int | None = None, stdout: str = "", stderr: str = "", elapsed: float = 0.0) -> dict[str, Any]:
     """A normalized per-host result."""
     return {"ok": bool(ok), "rc": rc, "stdout": stdout, "stderr": stderr, "elapsed": round(elapsed, 3)}
@@ -90,7 +109,7 @@ class Modulehandle:
         from .ssh import BastionError, Target, connect
         if not isinstance(command_args, list) or not command_args or not all(isinstance(a, str) for a in command_args):
             raise TypeError("command_args must be a non-empty list of strings")
-        command = shlex.join(command_args)
+        command = remote_command(command_args)
         limit = asyncio.Semaphore(self._concurrency)
         per_host = timeout or self._host_timeout
 

@@ -4,17 +4,21 @@ to the executor."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from . import protocol
+from .auth import token_expires_at, token_scopes
 from .commands import CommandFilter
 from .errors import Conflict, Forbidden, Invalid, NotFound
+from .inventory import HOST_NOT_FOUND
 from .modules import check_module_id, mask_params, validate_params
 from .store import Host, ModuleState, Run, User
 from .validation import ID_RE
 
 if TYPE_CHECKING:
     from .audit import Audit
+    from .config import Config
     from .executor import Executor
     from .inventory import Inventory
     from .modules import ModuleRegistry
@@ -28,15 +32,16 @@ MAX_HOSTS = 1000
 class RunService:
     """Opens envelopes, authorizes and starts module runs."""
 
-    def __init__(self, secret: bytes, store: "Store", vault: "Vault", audit: "Audit", inventory: "Inventory",
+    def __init__(self, config: "Config", store: "Store", vault: "Vault", audit: "Audit", inventory: "Inventory",
                  registry: "ModuleRegistry", executor: "Executor") -> None:
+        self.config = config
         self.store = store
         self.vault = vault
         self.audit = audit
         self.inventory = inventory
         self.registry = registry
         self.executor = executor
-        self._server_key = protocol.server_envelope_key(secret)
+        self._server_key = protocol.server_envelope_key(config.secret)
 
     def seal_for_web(self, user: User, module_id: str, host_ids: list[str], params: dict[str, Any]) -> str:
         """A web-form run, sealed with the server key like any other request."""
@@ -48,6 +53,9 @@ class RunService:
         if kid.startswith("tok:"):
             token = await self.store.get_token(kid[4:]) if ID_RE.match(kid[4:]) else None
             if token is None or token.user_id != user.id or not token.sealed_envelope_key:
+                return None
+            # an expired token, or one without the runs scope, cannot seal runs either
+            if "runs" not in token_scopes(token) or token_expires_at(token, self.config) <= time.time():
                 return None
             return bytes.fromhex(self.vault.open(token.sealed_envelope_key, f"envelope-key:{token.id}"))
         return None
@@ -97,17 +105,17 @@ class RunService:
             raise Invalid("choose at least one host")
         if len(host_ids) > MAX_HOSTS:
             raise Invalid(f"at most {MAX_HOSTS} hosts per run")
+        # type-check every id before using it (a dict or list here is a 400, never a 500)
+        if not all(isinstance(h, str) and ID_RE.match(h) for h in host_ids):
+            raise Invalid("host ids must be id strings")
         hosts: list[Host] = []
         for host_id in dict.fromkeys(host_ids):
-            if not isinstance(host_id, str) or not ID_RE.match(host_id):
-                raise Invalid("host ids must be id strings")
             host = await self.store.get_host(host_id)
-            if host is None:
-                raise NotFound(f"host {host_id!r} not found")
-            if not await self.inventory.may_open(user, host):
-                raise Forbidden(f"host {host.name} is not granted to you")
+            # unknown and not granted read the same, and the refusal never names the host
+            if host is None or not await self.inventory.may_open(user, host):
+                raise NotFound(HOST_NOT_FOUND)
             if module.allowed_apps and host.app_id not in module.allowed_apps:
-                raise Forbidden(f"module {module.id} may not run on hosts of {host.name}'s category")
+                raise Forbidden(f"module {module.id} may not run on one of the chosen hosts (its category is not allowed)")
             hosts.append(host)
         return hosts
 

@@ -9,9 +9,16 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .errors import Unavailable
+from typing import TYPE_CHECKING
+
+from .errors import Conflict, ConfigError, Unavailable
+
+if TYPE_CHECKING:
+    from .store import Store
 
 PREFIX = "v1."
+CANARY_SETTING = "secret_canary"
+CANARY_TEXT = "bastion secret canary v1"
 
 
 def derive_key(secret: bytes, purpose: bytes, length: int = 32) -> bytes:
@@ -39,3 +46,26 @@ class Vault:
         except (InvalidTag, ValueError):
             # Wrong server secret or a tampered record: never show the ciphertext.
             raise Unavailable("stored secret cannot be decrypted (was the server secret changed?)") from None
+
+
+async def check_secret_canary(store: "Store", vault: Vault) -> None:
+    """At first start seal a canary into the store; on every later start, refuse a secret that cannot open it.
+
+    Without it a wrong server secret starts normally and fails only when a credential or TOTP secret is opened.
+    """
+    setting = await store.get_setting(CANARY_SETTING)
+    if setting is None:
+        try:
+            await store.create_setting(CANARY_SETTING, vault.seal(CANARY_TEXT, CANARY_SETTING))
+            return
+        except Conflict:  # another node stored it first: check against theirs
+            setting = await store.get_setting(CANARY_SETTING)
+            if setting is None:
+                raise
+    try:
+        ok = vault.open(setting.value, CANARY_SETTING) == CANARY_TEXT
+    except Unavailable:
+        ok = False
+    if not ok:
+        raise ConfigError("the server secret is not the one this database was set up with; start with the original "
+                          "[server] secret (or <data_dir>/secret.key), or nothing sealed in the database can be read")

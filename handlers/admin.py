@@ -7,7 +7,7 @@ from bastion import validation as v
 from bastion.errors import Invalid, NotFound
 from bastion.store import page_bounds
 
-from .base import APIHandler, role
+from .base import APIHandler, BaseHandler, role
 
 
 class UsersHandler(APIHandler):
@@ -76,7 +76,44 @@ class LockHandler(APIHandler):
         self.send({"ok": True})
 
 
+class LoginRulesHandler(APIHandler):
+    @role("admin")
+    async def get(self) -> None:
+        rules = await self.store.list_login_rules()
+        self.send({"items": [r.public() for r in rules], "total": len(rules)})
+
+    @role("admin")
+    async def post(self) -> None:
+        self.send((await self.auth.login_rules.create(self.body(), self.actor)).public(), status=201)
+
+
+class LoginRuleHandler(APIHandler):
+    @role("admin")
+    async def get(self, rule_id: str) -> None:
+        self.send((await self.auth.login_rules.get(rule_id)).public())
+
+    @role("admin")
+    async def patch(self, rule_id: str) -> None:
+        self.send((await self.auth.login_rules.update(rule_id, self.body(), self.actor)).public())
+
+    @role("admin")
+    async def delete(self, rule_id: str) -> None:
+        await self.auth.login_rules.delete(rule_id, self.actor)
+        self.send({"ok": True})
+
+
+class LoginRulesPage(BaseHandler):
+    @role("admin")
+    async def get(self) -> None:
+        users = (await self.store.list_users(limit=500)).items
+        self.page("login_rules.html", rules=await self.store.list_login_rules(), users=users, roles=v.ROLES,
+                  user_names={u.id: u.username for u in users}, day_names=("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"))
+
+
 default_handlers = [
+    (r"/api/login-rules", LoginRulesHandler),
+    (r"/api/login-rules/([^/]+)", LoginRuleHandler),
+    (r"/admin/login-rules", LoginRulesPage),
     (r"/api/users", UsersHandler),
     (r"/api/users/([^/]+)", UserHandler),
     (r"/api/locks", LocksHandler),

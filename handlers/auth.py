@@ -6,6 +6,7 @@ import base64
 import segno
 
 from bastion import validation as v
+from bastion.auth import token_view
 from bastion.errors import Invalid, Unauthenticated
 
 from .base import APIHandler, authenticated, enrolling, public
@@ -14,11 +15,16 @@ from .base import APIHandler, authenticated, enrolling, public
 class LoginHandler(APIHandler):
     @public
     async def post(self) -> None:
-        body = self.body()
-        v.only_fields(body, ("username", "password", "totp"))
-        username = v.text(body, "username", max_len=64)
-        password = v.text(body, "password", max_len=256)
-        code = v.text(body, "totp", required=False, max_len=16)
+        try:
+            body = self.body()
+            v.only_fields(body, ("username", "password", "totp"))
+            username = v.text(body, "username", max_len=64)
+            password = v.text(body, "password", max_len=256)
+            code = v.text(body, "totp", required=False, max_len=16)
+        except Invalid as exc:  # audited, at most N a minute per address so a flood cannot flood the log
+            await self.audit.record_limited("login.malformed", self.client_address, address=self.client_address,
+                                            why=exc.message[:200])
+            raise
         if self.half_login is not None:  # a new login replaces any half-finished one
             await self.store.delete_login(self.half_login.id)
         if self.principal and self.principal.login:
@@ -39,9 +45,14 @@ class LoginTotpHandler(APIHandler):
     async def post(self) -> None:
         if self.half_login is None:
             raise Unauthenticated("log in with your password first")
-        body = self.body()
-        v.only_fields(body, ("code",))
-        code = v.text(body, "code", max_len=16)
+        try:
+            body = self.body()
+            v.only_fields(body, ("code",))
+            code = v.text(body, "code", max_len=16)
+        except Invalid as exc:
+            await self.audit.record_limited("login.malformed", self.client_address, address=self.client_address,
+                                            why=exc.message[:200], step="totp")
+            raise
         user, login = await self.auth.login_totp(self.half_login, code, self.client_address)
         self.set_login_cookie(login.id)  # the session id changes again after the TOTP step
         self.send({"user": user.public()})
@@ -110,15 +121,16 @@ class TokensHandler(APIHandler):
     @authenticated
     async def get(self) -> None:
         tokens = await self.store.list_tokens(self.principal.user.id)
-        self.send({"items": [t.public() for t in tokens], "total": len(tokens)})
+        self.send({"items": [token_view(t, self.config) for t in tokens], "total": len(tokens)})
 
     @authenticated
     async def post(self) -> None:
         body = self.body()
-        v.only_fields(body, ("name",))
+        v.only_fields(body, ("name", "scopes", "ttl_days"))
         name = v.text(body, "name", pattern=v.NAME_RE, rule="must be 1-64 letters, digits, spaces or .:@()+-_")
-        token, secret = await self.auth.issue_token(self.principal.user, name)
-        self.send({**token.public(), "token": secret}, status=201)
+        scopes, days = self.auth.check_token_request(self.principal, body.get("scopes"), body.get("ttl_days"))
+        token, secret = await self.auth.issue_token(self.principal.user, name, scopes, days)
+        self.send({**token_view(token, self.config), "token": secret}, status=201)
 
 
 class TokenHandler(APIHandler):

@@ -86,6 +86,9 @@ class BaseMixin:
 
     principal: Principal | None = None
     half_login: Any = None
+    # The API-token scope a request needs here: GET/HEAD need read_scope, other methods write_scope.
+    read_scope = "read"
+    write_scope = "manage"
     application: tornado.web.Application
     request: Any
 
@@ -173,8 +176,7 @@ class BaseMixin:
             scheme, _, value = header.partition(" ")
             if scheme.lower() != "bearer" or not value.strip():
                 raise Unauthenticated("Authorization must be 'Bearer <api token>'")
-            user = await self.auth.resolve_token(value.strip())
-            self.principal = Principal(user=user, via="token")
+            self.principal = await self.auth.resolve_token(value.strip(), self.client_address)
             return
         raw = self.get_signed_cookie(LOGIN_COOKIE, max_age_days=31)  # type: ignore[attr-defined]
         if not raw:
@@ -210,6 +212,9 @@ class BaseMixin:
             raise Forbidden("TOTP enrolment is required: open your account page and enrol first")
         if roles and not self.principal.has_role(*roles):
             raise Forbidden(f"this needs the {' or '.join(roles)} role")
+        scope = self.read_scope if self.request.method in ("GET", "HEAD") else self.write_scope
+        if not self.principal.may(scope):
+            raise Forbidden(f"this API token lacks the {scope!r} scope")
         return True
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from bastion import validation as v
-from bastion.errors import NotFound
 from bastion.store import page_bounds
 
 from .base import APIHandler, authenticated, role
@@ -70,9 +69,11 @@ class HostsHandler(PagedMixin, APIHandler):
 class HostHandler(APIHandler):
     @authenticated
     async def get(self, host_id: str) -> None:
-        host = await self.inventory.get_host(host_id)
-        if not self.principal.has_role("admin") and not await self.inventory.may_open(self.principal.user, host):
-            raise NotFound(f"host {host_id!r} not found")
+        if self.principal.has_role("admin"):
+            host = await self.inventory.get_host(host_id)
+        else:
+            host = await self.inventory.openable_host(self.principal.user, host_id, address=self.client_address,
+                                                      purpose="view")
         self.send(host.public())
 
     @role("admin")

@@ -72,14 +72,16 @@ class ModuleReserveHandler(APIHandler):
 
 
 class ModuleRunsHandler(APIHandler):
+    write_scope = "runs"
+
     @authenticated
     async def post(self, module_id: str) -> None:
         module_id = check_module_id(module_id)
         body = self.body()
         v.only_fields(body, ("host_ids", "params"))
         host_ids = body.get("host_ids")
-        if not isinstance(host_ids, list):
-            raise Invalid("host_ids must be a list of host ids")
+        if not isinstance(host_ids, list) or not all(isinstance(h, str) and v.ID_RE.match(h) for h in host_ids):
+            raise Invalid("host_ids must be a list of host id strings")
         params = body.get("params", {})
         if not isinstance(params, dict):
             raise Invalid("params must be an object")
@@ -90,6 +92,8 @@ class ModuleRunsHandler(APIHandler):
 
 
 class CommandsHandler(APIHandler):
+    write_scope = "runs"
+
     @authenticated
     async def post(self) -> None:
         body = self.body()

@@ -5,6 +5,7 @@ import time
 from collections import defaultdict
 from urllib.parse import urlparse
 
+from bastion.auth import token_view
 from bastion.errors import NotFound
 from bastion.store import page_bounds
 
@@ -44,8 +45,10 @@ class HomePage(BaseHandler):
 class AccountPage(BaseHandler):
     @enrolling
     async def get(self) -> None:
-        tokens = await self.store.list_tokens(self.principal.user.id)
-        self.page("account.html", tokens=tokens, require_totp=self.config.auth.require_totp, now=time.time())
+        tokens = [token_view(t, self.config) for t in await self.store.list_tokens(self.principal.user.id)]
+        self.page("account.html", tokens=tokens, require_totp=self.config.auth.require_totp, now=time.time(),
+                  ttl_default=min(self.config.auth.token_ttl_default, self.config.auth.token_ttl_max),
+                  ttl_max=self.config.auth.token_ttl_max)
 
 
 class UsersPage(BaseHandler):

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from bastion import validation as v
-from bastion.errors import Conflict, Forbidden
+from bastion.errors import Conflict
 from bastion.playback import recording_file
 from bastion.store import Session, page_bounds
 
@@ -117,9 +117,7 @@ class RecordingHandler(SessionsMixin, APIHandler):
 class TerminalPage(BaseHandler):
     @authenticated
     async def get(self, host_id: str) -> None:
-        host = await self.inventory.get_host(host_id)
-        if not await self.inventory.may_open(self.principal.user, host):
-            raise Forbidden("this host is not granted to you")
+        host = await self.inventory.openable_host(self.principal.user, host_id, address=self.client_address)
         self.page("terminal.html", host=host)
 
 

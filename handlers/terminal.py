@@ -87,13 +87,19 @@ class TerminalSocket(SocketHandler):
     admission: Admission | None = None
     size = (80, 24)
     bad_frames = 0
+    read_scope = "terminal"  # the upgrade is a GET, but an API token needs the terminal scope
 
     @authenticated
     async def get(self, host_id: str) -> None:
-        host = await self.inventory.get_host(host_id)
+        host = await self.inventory.openable_host(self.principal.user, host_id, address=self.client_address)
         self.size = parse_size_args(self.get_query_argument("cols", None), self.get_query_argument("rows", None))
         # a slot is reserved before the upgrade and released when the session ends (or never starts)
-        self.admission = await self.services.sessions.admit(self.principal.user, host, self.client_address)
+        try:
+            self.admission = await self.services.sessions.admit(self.principal.user, host, self.client_address)
+        except Conflict as exc:  # refused opens are audited, at most N a minute per address
+            await self.audit.record_limited("session.refused", self.client_address, actor=self.actor, target=host.name,
+                                            address=self.client_address, why=exc.message)
+            raise
         self.host = host
         try:
             await WebSocketHandler.get(self, host_id)

@@ -167,7 +167,7 @@ async def test_require_totp_blocks_until_enrolled(make_bastion) -> None:
 
 async def test_api_tokens_issue_use_revoke(bastion: BastionApp) -> None:
     admin = await bastion.admin()
-    resp = await admin.post("/api/tokens", {"name": "ci"})
+    resp = await admin.post("/api/tokens", {"name": "ci", "scopes": ["read", "manage"]})
     assert resp.status == 201 and resp.json["token"].startswith("bst_")
     token, token_id = resp.json["token"], resp.json["id"]
     listed = (await admin.get("/api/tokens")).json["items"]

@@ -125,7 +125,9 @@ async def test_ungranted_hosts_and_roles(bastion: BastionApp, hosts_sshd) -> Non
     env = await setup(bastion, hosts_sshd)
     other = await bastion.user("mallory")
     resp = await other.post("/api/modules/1003/runs", {"host_ids": env["hosts"][:1], "params": {}})
-    assert resp.status == 403 and "not granted" in resp.json["error"]
+    # not granted reads exactly like unknown, and the refusal does not name the host
+    assert resp.status == 404 and resp.json["error"] == "host not found", resp
+    assert "node0" not in resp.body.decode()
     resp = await env["admin"].patch("/api/modules/1003", {"allowed_roles": ["admin"]})
     assert resp.status == 200
     resp = await env["user"].post("/api/modules/1003/runs", {"host_ids": env["hosts"][:1], "params": {}})

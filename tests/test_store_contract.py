@@ -136,3 +136,31 @@ async def test_failure_counters_and_logins(store: Store) -> None:
     assert await store.purge_expired_logins() == 1
     assert await store.get_login("L2") is not None
     assert await store.delete_logins_of_user("u") == 1
+
+
+async def test_settings_are_written_once(store: Store) -> None:
+    from bastion.store import Setting
+    assert await store.get_setting("canary") is None
+    created = await store.create_setting("canary", "sealed-value")
+    assert isinstance(created, Setting) and (await store.get_setting("canary")).value == "sealed-value"
+    with pytest.raises(Conflict):
+        await store.create_setting("canary", "another")
+    assert (await store.get_setting("canary")).value == "sealed-value"
+
+
+async def test_login_rules_roundtrip_order_and_unique_name(store: Store) -> None:
+    from bastion.store import LoginRule
+    late = await store.create_login_rule(LoginRule(name="office", action="allow", networks=["10.0.0.0/8"], days=[0, 1],
+                                                   start="08:00", end="18:00", timezone="Europe/Paris", priority=20))
+    first = await store.create_login_rule(LoginRule(name="block", scope="role", scope_value="auditor", priority=10,
+                                                    enabled=False))
+    rules = await store.list_login_rules()
+    assert [r.id for r in rules] == [first.id, late.id]
+    assert rules[1] == late and rules[1].days == [0, 1] and rules[0].enabled is False
+    with pytest.raises(Conflict):
+        await store.create_login_rule(LoginRule(name="office"))
+    late.enabled = False
+    await store.save(late)
+    assert (await store.get_login_rule(late.id)).enabled is False
+    assert (await store.delete_login_rule(first.id)).name == "block"
+    assert [r.name for r in await store.list_login_rules()] == ["office"]

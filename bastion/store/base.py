@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence, TypeVar
 
 from ..errors import Conflict, Invalid, NotFound
-from .records import (ApiToken, App, Command, CommandRule, Credential, Event, Failure, Grant, Host, Login,
-                      ModuleState, Node, Record, Run, SeenEnvelope, Session, User, AccessLock)
+from .records import (ApiToken, App, Command, CommandRule, Credential, Event, Failure, Grant, Host, Login, LoginRule,
+                      ModuleState, Node, Record, Run, SeenEnvelope, Session, Setting, User, AccessLock)
 
 R = TypeVar("R", bound=Record)
 FIELD_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
@@ -249,6 +249,9 @@ class Store(abc.ABC):
     async def delete_login(self, id: str) -> None:
         await self._delete(Login.collection, id)
 
+    async def logins_of_user(self, user_id: str) -> list[Login]:
+        return await self._query(Login, Query(eq={"user_id": user_id}, sort=("created_at", False)))
+
     async def delete_logins_of_user(self, user_id: str) -> int:
         return await self._delete_where(Login.collection, Query(eq={"user_id": user_id}))
 
@@ -476,6 +479,31 @@ class Store(abc.ABC):
 
     async def list_nodes(self) -> list[Node]:
         return await self._query(Node, Query(sort=("id", False)))
+
+    # ---- settings (named values) -----------------------------------------------------------------------------
+    async def get_setting(self, name: str) -> Setting | None:
+        return await self._load(Setting, name)
+
+    async def create_setting(self, name: str, value: str) -> Setting:
+        """Store a value once; Conflict if it exists (the first node to start wins)."""
+        return await self._create(Setting(id=name, value=value))
+
+    # ---- login rules -----------------------------------------------------------------------------------------
+    async def create_login_rule(self, rule: LoginRule) -> LoginRule:
+        return await self._create(rule)
+
+    async def get_login_rule(self, id: str) -> LoginRule | None:
+        return await self._load(LoginRule, id)
+
+    async def list_login_rules(self) -> list[LoginRule]:
+        """Every rule in evaluation order (priority, then creation)."""
+        rules = await self._query(LoginRule, Query(sort=("priority", False)))
+        return sorted(rules, key=lambda r: (r.priority, r.created_at, r.id))
+
+    async def delete_login_rule(self, id: str) -> LoginRule:
+        rule = await self._must(LoginRule, id, "login rule")
+        await self._delete(LoginRule.collection, id)
+        return rule
 
 
 def page_bounds(limit: Any, offset: Any, *, default: int = 50, maximum: int = 500) -> tuple[int, int]:

@@ -125,6 +125,10 @@ class ApiToken(Record):
     sealed_envelope_key: str = ""  # vault-sealed key for command envelopes sealed by this token's owner
     created_at: float = field(default_factory=time.time)
     last_used_at: float = 0.0
+    # Tokens stored before expiries and scopes existed have expires_at 0 and no scopes: bastion/auth.py gives
+    # them a meaning (expiry created_at + [auth] token_ttl_max days; scopes read, runs, manage: no terminal).
+    expires_at: float = 0.0
+    scopes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -135,8 +139,9 @@ class Login(Record):
     user_id: str = ""
     stage: str = "full"  # "totp": password accepted, TOTP step pending; "full": logged in
     created_at: float = field(default_factory=time.time)
-    expires_at: float = 0.0
+    expires_at: float = 0.0  # absolute expiry ([auth] session_ttl)
     address: str = ""
+    last_seen_at: float = 0.0  # last request (written at most every IDLE_TOUCH s); 0: created_at ([auth] idle_ttl)
 
 
 @dataclass
@@ -295,8 +300,37 @@ class AccessLock(Record):
     created_at: float = field(default_factory=time.time)
 
 
+@dataclass
+class Setting(Record):
+    """A named value the deployment keeps in the store (id = its name), e.g. the sealed secret canary."""
+
+    collection: ClassVar[str] = "settings"
+    value: str = ""
+    updated_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class LoginRule(Record):
+    """An admin's allow/deny rule for logins by network and time window; first match (by priority) wins."""
+
+    collection: ClassVar[str] = "login_rules"
+    name: str = ""
+    action: str = "deny"  # allow | deny
+    scope: str = "all"  # all | role | user
+    scope_value: str = ""  # role name or user id
+    networks: list[str] = field(default_factory=list)  # CIDRs; empty: any address
+    days: list[int] = field(default_factory=list)  # 0 = Monday … 6 = Sunday; empty: every day
+    start: str = ""  # "HH:MM" in `timezone`; start == end == "": all day; start > end: across midnight
+    end: str = ""
+    timezone: str = "UTC"  # IANA name the window is read in
+    priority: int = 100  # lower first
+    enabled: bool = True
+    created_at: float = field(default_factory=time.time)
+
+
 ALL_RECORDS: tuple[type[Record], ...] = (User, App, Credential, Host, Grant, ApiToken, Login, Failure, Event, Session,
-                                         Command, CommandRule, ModuleState, Run, SeenEnvelope, Node, AccessLock)
+                                         Command, CommandRule, ModuleState, Run, SeenEnvelope, Node, Setting, LoginRule,
+                                         AccessLock)
 
 # Fields with a unique index, per collection.
 UNIQUE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -306,6 +340,7 @@ UNIQUE_FIELDS: dict[str, tuple[str, ...]] = {
     "hosts": ("name",),
     "grants": ("key",),
     "command_rules": ("name",),
+    "login_rules": ("name",),
 }
 
 # Fields queried by equality or range, per collection (indexed on both backends).

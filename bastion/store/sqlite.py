@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any, Awaitable, Callable, TypeVar
@@ -40,6 +41,7 @@ MIGRATIONS: list[Callable[[], list[str]]] = [
                      "sessions", "nodes")),
     lambda: _tables(("commands", "command_rules")),
     lambda: _tables(("modules", "runs", "envelopes")),
+    lambda: _tables(("settings", "login_rules")),
     lambda: _tables(("access_locks",)),
 ]
 
@@ -83,6 +85,8 @@ class SQLiteStore(Store):
     async def open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Create the file 0600 before SQLite does: its -wal and -shm files take the database file's mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             self._db = await aiosqlite.connect(str(self.path), timeout=self.timeout, isolation_level=None)
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute("PRAGMA synchronous=NORMAL")
@@ -90,10 +94,11 @@ class SQLiteStore(Store):
             await self._migrate()
         except (sqlite3.Error, OSError) as exc:
             raise Unavailable(f"database {self.url_for_display} cannot be opened: {exc}") from None
-        try:
-            self.path.chmod(0o600)
-        except OSError:
-            pass
+        for suffix in ("", "-wal", "-shm", "-journal"):  # files of an older install made under a looser umask
+            try:
+                Path(str(self.path) + suffix).chmod(0o600)
+            except OSError:
+                pass
 
     async def _migrate(self) -> None:
         db = self._require()
