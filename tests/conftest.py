@@ -50,6 +50,25 @@ def wait_port(host: str, port: int, timeout: float = 15.0, proc: subprocess.Pope
     raise RuntimeError(f"nothing listens on {host}:{port} after {timeout}s")
 
 
+def wait_ready(port: int, proc: subprocess.Popen | None = None, timeout: float = 30.0) -> None:
+    """Wait until a `bastion serve` answers /healthz (it binds its port before opening the database)."""
+    import urllib.error
+    import urllib.request
+    wait_port("127.0.0.1", port, timeout=timeout, proc=proc)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers (503 while a dependency is down is still an answer)
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"bastion on port {port} not ready after {timeout}s")
+
+
 def stop_process(proc: subprocess.Popen) -> None:
     """End a process we started, by its PID."""
     if proc.poll() is None:

@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 
 from client import Client
-from conftest import free_port, stop_process, wait_port
+from conftest import free_port, stop_process, wait_port, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 THRESHOLD = 3  # failed logins before a lock (the default 5 only makes the test longer)
@@ -69,7 +69,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=serve_env, cwd=tmp_path,
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        wait_port("127.0.0.1", port, timeout=60, proc=proc)
+        wait_ready(port, timeout=60, proc=proc)
         yield Served(env, f"http://127.0.0.1:{port}", password.group(1))
     finally:
         stop_process(proc)

@@ -13,7 +13,7 @@ import pytest
 
 from bastion.executor import worker_environment
 from client import TerminalClient
-from conftest import BastionApp, free_port, seed_inventory, stop_process, wait_port
+from conftest import BastionApp, free_port, seed_inventory, stop_process, wait_port, wait_ready, wait_ready
 from test_modules import setup as setup_modules, wait_run, write_module
 
 SECRET_A = "first-secret-0123456789abcdef"
@@ -46,13 +46,15 @@ def test_private_files_and_canary_with_real_serve_processes(tmp_path: Path) -> N
         first = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=_serve_env(tmp_path, SECRET_A, port),
                                  stdout=log, stderr=log)
         try:
-            wait_port("127.0.0.1", port, proc=first)
-            assert _umask_of(first.pid) == 0o077
+            wait_ready(port, proc=first)  # the port is bound before the database is opened
             var = tmp_path / "var"
+            assert _umask_of(first.pid) == 0o077
             assert mode(var) == 0o700
-            files = {p.name: mode(p) for p in var.iterdir()}
+            files = {p.name: mode(p) for p in var.iterdir() if p.is_file()}
+            dirs = {p.name: mode(p) for p in var.iterdir() if p.is_dir()}
             assert {"bastion.db", "bastion.db-wal", "bastion.db-shm"} <= set(files), files
             assert all(m == 0o600 for m in files.values()), {k: oct(m) for k, m in files.items()}
+            assert dirs == {"journal": 0o700}, dirs
         finally:
             stop_process(first)
             log.close()
@@ -71,7 +73,7 @@ def test_private_files_and_canary_with_real_serve_processes(tmp_path: Path) -> N
         again = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=_serve_env(tmp_path, SECRET_A, port),
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_port("127.0.0.1", port, proc=again)
+            wait_ready(port, proc=again)
         finally:
             stop_process(again)
     finally:
@@ -93,7 +95,7 @@ def test_loose_files_of_an_older_install_are_tightened(tmp_path: Path) -> None:
         proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=_serve_env(tmp_path, SECRET_A, port),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_port("127.0.0.1", port, proc=proc)
+            wait_ready(port, proc=proc)
             for name in ("bastion.db", "bastion.db-wal", "bastion.db-shm"):
                 assert mode(var / name) == 0o600, name
         finally:

@@ -16,7 +16,7 @@ import pytest
 
 from bastion import protocol
 from client import Client, TerminalClient
-from conftest import ADMIN_PASSWORD, free_port, mongo_db_url, stop_process, wait_port
+from conftest import ADMIN_PASSWORD, free_port, mongo_db_url, stop_process, wait_port, wait_ready
 from test_terminal import cast_output, read_cast
 
 SECRET = "multi-node-shared-secret-0123456789"
@@ -36,7 +36,7 @@ class Node:
     def start(self) -> None:
         log = open(Path(self.env["BASTION_SERVER_DATA_DIR"]) / "serve.log", "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=self.env, stdout=log, stderr=log)
-        wait_port("127.0.0.1", self.port, proc=self.proc, timeout=30)
+        wait_ready(self.port, proc=self.proc, timeout=60)
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -53,6 +53,8 @@ MATRIX = [
     ("GET", "/api/sessions/{missing}", SEC, None),
     ("POST", "/api/sessions/{missing}/kill", SEC, {"reason": "test"}),
     ("GET", "/api/sessions/{missing}/recording", SEC, None),
+    ("GET", "/api/access-locks", SEC, None),
+    ("DELETE", "/api/access-locks/{missing}", ADMIN, None),
     ("GET", "/api/sessions/{missing}/commands", SEC, None),
     ("GET", "/api/sessions/{missing}/verify", SEC, None),
     ("GET", "/api/commands/search", SEC, None),

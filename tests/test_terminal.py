@@ -16,7 +16,7 @@ from tornado.httpclient import HTTPClientError
 
 from bastion.store import Session
 from client import TerminalClient
-from conftest import BastionApp, free_port, seed_inventory, stop_process, wait_port
+from conftest import BastionApp, free_port, seed_inventory, stop_process, wait_port, wait_ready
 from sshd import PASSWORD, PASSWORD_USER, ensure_password_user
 
 
@@ -331,7 +331,7 @@ def _bastion_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def _serve(env: dict[str, str]) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    wait_port("127.0.0.1", int(env["BASTION_SERVER_PORT"]), proc=proc)
+    wait_ready(int(env["BASTION_SERVER_PORT"]), proc=proc)
     return proc
 
 
