@@ -133,6 +133,10 @@ class TerminalClient:
                 self.controls.append(frame)
             self._changed.set()
 
+    def stop_reading(self) -> None:
+        """Stop reading the socket (a slow client): the server's buffers for this socket fill up."""
+        self._reader.cancel()
+
     async def send(self, data: str) -> None:
         await self.conn.write_message(json.dumps({"type": "input", "data": data}))
 

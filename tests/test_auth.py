@@ -64,9 +64,10 @@ async def test_xsrf_required_on_state_changes(bastion: BastionApp) -> None:
 async def test_expired_and_forged_cookies(bastion: BastionApp) -> None:
     c = await bastion.admin()
     # expire every login server-side
-    from bastion.store import Query
-    for doc in await bastion.services.store._find("logins", Query()):
-        login = await bastion.services.store.get_login(doc["id"])
+    admin_id = (await bastion.services.store.get_user_by_name("admin")).id
+    logins = await bastion.services.store.logins_of_user(admin_id)
+    assert logins
+    for login in logins:
         login.expires_at = time.time() - 1
         await bastion.services.store.save(login)
     resp = await c.get("/api/me")

@@ -249,6 +249,10 @@ class Store(abc.ABC):
     async def delete_login(self, id: str) -> None:
         await self._delete(Login.collection, id)
 
+    async def logins_of_user(self, user_id: str) -> list[Login]:
+        """Every browser login (full or half) a user holds."""
+        return await self._query(Login, Query(eq={"user_id": user_id}))
+
     async def delete_logins_of_user(self, user_id: str) -> int:
         return await self._delete_where(Login.collection, Query(eq={"user_id": user_id}))
 

@@ -1,0 +1,89 @@
+"""The steps many tests share, over the HTTP API only (so they work against an in-process app, a real
+`bastion serve` subprocess or a benchmark's server): create a category, a credential and hosts; grant them;
+open a terminal; wait for a session to end; read a recording."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from client import Client, TerminalClient
+from waiting import wait_until
+
+
+async def seed_inventory(admin: Client, *, address: str = "127.0.0.1", port: int = 22, username: str = "root",
+                         password: str | None = None, private_key: str | None = None, name: str = "web1",
+                         endpoints: list[tuple[str, int]] | None = None) -> dict[str, Any]:
+    """Create a category, a credential and one host (or one host per endpoint, named `<name><i>`).
+
+    Returns app_id, credential_id, host_id (the first host) and host_ids.
+    """
+    cat = await admin.post("/api/apps", {"name": f"cat-{name}"})
+    assert cat.status == 201, cat
+    cred_body: dict[str, Any] = {"name": f"cred-{name}", "username": username}
+    if private_key:
+        cred_body["private_key"] = private_key
+    else:
+        cred_body["password"] = password or "secret-password"
+    cred = await admin.post("/api/credentials", cred_body)
+    assert cred.status == 201, cred
+    targets = [(name, address, port)] if endpoints is None else [(f"{name}{i}", a, p) for i, (a, p) in enumerate(endpoints)]
+    host_ids = []
+    for host_name, host_address, host_port in targets:
+        host = await admin.post("/api/hosts", {"name": host_name, "address": host_address, "port": host_port,
+                                               "app_id": cat.json["id"], "credential_id": cred.json["id"]})
+        assert host.status == 201, host
+        host_ids.append(host.json["id"])
+    return {"app_id": cat.json["id"], "credential_id": cred.json["id"], "host_id": host_ids[0], "host_ids": host_ids}
+
+
+async def seed_sshd(admin: Client, sshd: Any, name: str = "web1", *, all_endpoints: bool = False) -> dict[str, Any]:
+    """`seed_inventory` for a tests/sshd.py server, logging in with its client key."""
+    return await seed_inventory(admin, address=sshd.address, port=sshd.port, username=sshd.username,
+                                private_key=sshd.client_key, name=name,
+                                endpoints=list(sshd.endpoints) if all_endpoints else None)
+
+
+async def user_id(admin: Client, username: str) -> str:
+    """A user's id, looked up through the admin API."""
+    users = (await admin.get("/api/users", params={"limit": 500})).json["items"]
+    return next(u["id"] for u in users if u["username"] == username)
+
+
+async def grant(admin: Client, uid: str, *, host_id: str | None = None, app_id: str | None = None) -> str:
+    """Grant a host or a whole category to a user; return the grant id."""
+    body = {"user_id": uid, **({"host_id": host_id} if host_id else {"app_id": app_id})}
+    resp = await admin.post("/api/grants", body)
+    assert resp.status == 201, resp
+    return resp.json["id"]
+
+
+async def open_terminal(client: Client, host_id: str, **size: int) -> TerminalClient:
+    """Open a terminal to a host and wait for its `session` frame."""
+    term = await TerminalClient.open(client, f"/ws/terminal/{host_id}", **size)
+    await term.control("session")
+    return term
+
+
+async def wait_ended_api(client: Client, session_id: str, timeout: float = 15) -> dict[str, Any]:
+    """Poll the API until a session is no longer live; return its document."""
+    async def ended() -> dict[str, Any] | None:
+        doc = (await client.get(f"/api/sessions/{session_id}")).json
+        return doc if doc and not doc["live"] else None
+    return await wait_until(ended, timeout, what=f"session {session_id} ending")
+
+
+def read_cast(path: str | Path) -> tuple[dict, list[list]]:
+    """Parse an asciicast v2 file: header and events (raises on malformed lines)."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    header = json.loads(lines[0])
+    assert header["version"] == 2 and header["width"] > 0 and header["height"] > 0
+    events = [json.loads(line) for line in lines[1:] if line.strip()]
+    for e in events:
+        assert isinstance(e[0], (int, float)) and e[1] in ("o", "i", "r", "m") and isinstance(e[2], str)
+    return header, events
+
+
+def cast_output(events: list[list]) -> bytes:
+    """The output bytes of a recording's events."""
+    return "".join(e[2] for e in events if e[1] == "o").encode("utf-8")
