@@ -17,15 +17,18 @@ UP, LEFT = "\x1b[A", "\x1b[D"
 PROMPT = "bt-prompt> "
 
 
-async def typed(term: TerminalClient, keys: str, until: str) -> None:
-    """Send keys and wait until the shell's echo (or the command's output) shows `until`.
+async def typed(term: TerminalClient, keys: str, until: str, prompt: bool = False) -> None:
+    """Send keys and wait until the shell's echo (or the command's output) shows `until` (then the prompt).
 
     The extractor reads the command from the screen at Enter, so each step waits for what the shell drew,
-    the way a person looks at the screen before going on.
+    the way a person looks at the screen before going on. Command output lines start with "\r" (after bash's
+    bracketed-paste switch), which the echo of the typed line never has before the same text.
     """
     mark = len(term.output)
     await term.send(keys)
-    await term.expect(until, start=mark)
+    pos = await term.expect(until, start=mark)
+    if prompt:
+        await term.expect(PROMPT, start=pos)
 
 
 async def shell(app: BastionApp, sshd, tmp_path: Path) -> tuple:
@@ -60,21 +63,21 @@ async def test_extracted_commands_equal_bash_history(bastion: BastionApp, sshd, 
     (files / "uniquefilename123.txt").write_text("x")
     full = f"{files}/uniquefilename123.txt"
     await typed(term, "echo abcd", "abcd")
-    await typed(term, "\x7f\x7fxy\r", "\nabxy\r\n" + PROMPT)                   # backspace
+    await typed(term, "\x7f\x7fxy\r", "\rabxy\r\n", True)                   # backspace
     await typed(term, "echo world", "world")
-    await typed(term, LEFT * 5 + "hello " + "\r", "\nhello world\r\n" + PROMPT)  # ← then insert
+    await typed(term, LEFT * 5 + "hello " + "\r", "\rhello world\r\n", True)  # ← then insert
     await typed(term, "garbage text", "text")
-    await typed(term, "\x15echo after-ctrl-u\r", "\nafter-ctrl-u\r\n" + PROMPT)  # Ctrl-U
+    await typed(term, "\x15echo after-ctrl-u\r", "\rafter-ctrl-u\r\n", True)  # Ctrl-U
     await typed(term, "echo one two", "two")
-    await typed(term, "\x17three\r", "\none three\r\n" + PROMPT)                 # Ctrl-W
+    await typed(term, "\x17three\r", "\rone three\r\n", True)                 # Ctrl-W
     await typed(term, f"ls {files}/uniquef", "uniquef")
     await typed(term, "\t", "ilename123.txt")                                   # tab completion of a real file
     await typed(term, "\r", PROMPT)
     await typed(term, UP, "uniquefilename123.txt")                              # ↑ recall
     await typed(term, "\r", PROMPT)
     await typed(term, "\x12hello", "o'")                                        # Ctrl-R
-    await typed(term, "\r", "\nhello world\r\n" + PROMPT)
-    await typed(term, "echo p1\recho p2\recho p3\r", "\np3\r\n" + PROMPT)      # pasted three lines
+    await typed(term, "\r", "\rhello world\r\n", True)
+    await typed(term, "echo p1\recho p2\recho p3\r", "\rp3\r\n", True)      # pasted three lines
     await typed(term, "echo fin''al\r", "final")
     await until_stored(bastion, term.session_id, "echo fin''al")
     await wait_until(lambda: "echo fin''al" in hist.read_text(), what="bash writing its history")
@@ -108,7 +111,7 @@ async def test_no_commands_inside_vim(bastion: BastionApp, sshd, tmp_path: Path)
 
 async def test_password_prompt_not_extracted(bastion: BastionApp, sshd, tmp_path: Path) -> None:
     admin, user, ids, term, hist = await shell(bastion, sshd, tmp_path)
-    await typed(term, "read -s -p 'Password: ' pw; echo; echo got-${#pw}\r", "\nPassword: ")
+    await typed(term, "read -s -p 'Password: ' pw; echo; echo got-${#pw}\r", "\rPassword: ")
     await typed(term, "hunter2secret\r", "got-13")
     await typed(term, "echo af''ter\r", "after")
     extracted = await until_stored(bastion, term.session_id, "echo af''ter")
@@ -135,7 +138,7 @@ async def test_denied_command_never_runs(bastion: BastionApp, sshd, tmp_path: Pa
     notice = await wait_until(lambda: [c for c in term.controls if c["type"] == "notice" and c.get("level") == "error"],
                               what="an error notice")
     assert "blocked by policy (no-markers)" in notice[0]["message"]
-    await typed(term, "whoami\r", f"\n{sshd.username}\r\n")
+    await typed(term, "whoami\r", f"\r{sshd.username}\r\n", True)
     await typed(term, "echo still''usable\r", "stillusable")
     await until_stored(bastion, term.session_id, "echo still''usable")
     assert not marker.exists()

@@ -10,7 +10,9 @@ import pytest
 
 from bastion import protocol
 from conftest import BastionApp
+from scenario import grant, seed_sshd
 from sshd import make_sshd
+from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,28 +33,23 @@ async def setup(app: BastionApp, sshd, modules: tuple[str, ...] = ("1001", "1002
         shutil.copy(ROOT / "modules" / f"Mid_{mid}.py", folder)
     await app.services.registry.refresh()
     admin = await app.admin()
-    cat = (await admin.post("/api/apps", {"name": "fleet"})).json["id"]
-    cred = (await admin.post("/api/credentials", {"name": "fleet-key", "username": sshd.username,
-                                                  "private_key": sshd.client_key})).json["id"]
-    host_ids = []
-    for i, (addr, port) in enumerate(sshd.endpoints):
-        host = await admin.post("/api/hosts", {"name": f"node{i}", "address": addr, "port": port, "app_id": cat,
-                                               "credential_id": cred})
-        host_ids.append(host.json["id"])
+    ids = await seed_sshd(admin, sshd, "node", all_endpoints=True)
     user = await app.user("alice")
     uid = (await app.services.store.get_user_by_name("alice")).id
-    await admin.post("/api/grants", {"user_id": uid, "app_id": cat})
-    return {"admin": admin, "user": user, "hosts": host_ids, "cat": cat, "folder": folder, "uid": uid}
+    await grant(admin, uid, app_id=ids["app_id"])
+    return {"admin": admin, "user": user, "hosts": ids["host_ids"], "cat": ids["app_id"], "folder": folder, "uid": uid}
 
 
 async def wait_run(client, run_id: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Poll the API until a run has finished; return it."""
+    async def finished() -> dict | None:
         run = (await client.get(f"/api/runs/{run_id}")).json
-        if run["status"] in ("ok", "partial", "failed", "timeout"):
-            return run
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"run {run_id} did not finish")
+        return run if run["status"] in ("ok", "partial", "failed", "timeout") else None
+    return await wait_until(finished, timeout, interval=0.1, what=f"run {run_id} finishing")
+
+
+async def modules_by_id(client) -> dict:
+    return {m["id"]: m for m in (await client.get("/api/modules")).json["items"]}
 
 
 def write_module(folder: Path, mid: str, body: str, *, timeout: int = 10, params: str = "[]", name: str = "Test") -> None:
@@ -177,8 +174,8 @@ async def test_faulty_modules_and_bastion_stays_up(bastion: BastionApp, hosts_ss
     assert flood["status"] == "ok"
     out = flood["results"]["node0"]["stdout"]
     assert len(out) < 1_100_000 and out.endswith(f"[truncated {3_000_000 - 1048576} bytes]")
-    await asyncio.sleep(0.5)
-    broken = {m["id"]: m for m in (await env["admin"].get("/api/modules")).json["items"]}["1034"]
+    items = await wait_until(lambda: _has(env["admin"], "1034"), what="the broken module listed")
+    broken = items["1034"]
     assert broken["state"] == "broken" and "syntax error on line 4" in broken["error"]
     # the executor freed its slots and everything else still works
     assert bastion.services.executor.running() == 0
@@ -195,30 +192,27 @@ async def test_hot_reload_add_change_remove(bastion: BastionApp, hosts_sshd) -> 
     folder = env["folder"]
     write_module(folder, "1010", '''    def run(self):
         return {}''', name="Dropped in")
-    for _ in range(50):
-        items = {m["id"]: m for m in (await env["user"].get("/api/modules")).json["items"]}
-        if "1010" in items:
-            break
-        await asyncio.sleep(0.1)
+    items = await wait_until(lambda: _has(env["user"], "1010"), what="the new module listed")
     assert items["1010"]["name"] == "Dropped in" and items["1010"]["state"] == "enabled"
     write_module(folder, "1010", '''    def run(self):
         return {}''', name="Renamed")
-    for _ in range(50):
-        items = {m["id"]: m for m in (await env["user"].get("/api/modules")).json["items"]}
-        if items["1010"]["name"] == "Renamed":
-            break
-        await asyncio.sleep(0.1)
-    assert items["1010"]["name"] == "Renamed"
+
+    async def renamed() -> bool:
+        return (await modules_by_id(env["user"]))["1010"]["name"] == "Renamed"
+    await wait_until(renamed, what="the changed module listed")
     (folder / "Mid_1010.py").unlink()
-    for _ in range(50):
-        items = {m["id"]: m for m in (await env["user"].get("/api/modules")).json["items"]}
-        if "1010" not in items:
-            break
-        await asyncio.sleep(0.1)
-    assert "1010" not in items
+
+    async def gone() -> bool:
+        return "1010" not in await modules_by_id(env["user"])
+    await wait_until(gone, what="the deleted module gone")
     reserved = await env["admin"].post("/api/modules/reserve")
     assert reserved.status == 201 and reserved.json["id"] == "1001" and "class Modulehandle(bastion.Modulehandle)" in reserved.json["template"]
     assert (await env["admin"].post("/api/modules/reserve")).json["id"] == "1002"  # the first is held
+
+
+async def _has(client, module_id: str) -> dict | None:
+    items = await modules_by_id(client)
+    return items if module_id in items else None
 
 
 def _token_client(app: BastionApp, token: str):
@@ -312,6 +306,13 @@ async def test_filter_rules_check_module_parameters(bastion: BastionApp, hosts_s
     await env["admin"].post("/api/command-rules", {"name": "no-rm", "kind": "words", "pattern": "rm", "action": "deny"})
     resp = await env["user"].post("/api/modules/1021/runs", {"host_ids": env["hosts"][:1], "params": {"sys_param_1": "rm -rf /"}})
     assert resp.status == 403 and "command filter (no-rm)" in resp.json["error"]
+    assert (await bastion.services.store.list_runs()).total == 0  # refused before any run exists
+    refused = await bastion.services.store.list_events(action="module.run_refused")
+    assert refused.total == 1 and refused.items[0].actor == "alice"
+    # a harmless value with the same module does run: the refusal was the filter's, not the module's
+    ok = await env["user"].post("/api/modules/1021/runs", {"host_ids": env["hosts"][:1], "params": {"sys_param_1": "fine"}})
+    assert ok.status == 201, ok
+    assert (await wait_run(env["user"], ok.json["run_id"]))["results"]["node0"]["stdout"].strip() == "fine"
 
 
 async def test_ansible_platform_disk_usage_and_literal_params(bastion: BastionApp, hosts_sshd) -> None:
@@ -349,6 +350,8 @@ async def test_ansible_refuses_changed_host_key(bastion: BastionApp, hosts_sshd)
     resp = await env["user"].post("/api/modules/1004/runs", {"host_ids": [host.id], "params": {}})
     run = await wait_run(env["user"], resp.json["run_id"], timeout=120)
     assert run["status"] == "failed" and not run["results"]["node0"]["ok"]
+    # the cause is the pinned key, not anything else that can fail a run
+    assert "Host key verification failed" in run["results"]["node0"]["stderr"], run["results"]["node0"]
 
 
 async def test_cli_run(bastion: BastionApp, hosts_sshd) -> None:
