@@ -5,43 +5,85 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Generator, Tuple
 
 from client import Client, TerminalClient
 from waiting import wait_until
 
 
-async def seed_inventory(admin: Client, *, address: str = "127.0.0.1", port: int = 22, username: str = "root",
-                         password: str | None = None, private_key: str | None = None, name: str = "web1",
-                         endpoints: list[tuple[str, int]] | None = None) -> dict[str, Any]:
-    """Create a category, a credential and one host (or one host per endpoint, named `<name><i>`).
+Step = Tuple[str, str, Any]  # (method, path, JSON body) of one API call
+Steps = Generator[Step, Any, Any]  # yields calls, receives each call's JSON answer, returns a result
 
-    Returns app_id, credential_id, host_id (the first host) and host_ids.
+
+def inventory_steps(*, address: str = "127.0.0.1", port: int = 22, username: str = "root", password: str | None = None,
+                    private_key: str | None = None, name: str = "web1", endpoints: list[tuple[str, int]] | None = None,
+                    grant_to: str | None = None, grant_whole_category: bool = False) -> Steps:
+    """Create a category, a credential and one host (or one host per endpoint, named `<name><i>`); optionally grant
+    the host (or the category) to a user id ("me": the caller).
+
+    Written once as API steps so the async test client (`seed_inventory`) and the benchmarks' blocking client
+    (`run_steps_sync`) share it. Returns app_id, credential_id, host_id (the first host) and host_ids.
     """
-    cat = await admin.post("/api/apps", {"name": f"cat-{name}"})
-    assert cat.status == 201, cat
+    cat = yield ("POST", "/api/apps", {"name": f"cat-{name}"})
     cred_body: dict[str, Any] = {"name": f"cred-{name}", "username": username}
     if private_key:
         cred_body["private_key"] = private_key
     else:
         cred_body["password"] = password or "secret-password"
-    cred = await admin.post("/api/credentials", cred_body)
-    assert cred.status == 201, cred
+    cred = yield ("POST", "/api/credentials", cred_body)
     targets = [(name, address, port)] if endpoints is None else [(f"{name}{i}", a, p) for i, (a, p) in enumerate(endpoints)]
     host_ids = []
     for host_name, host_address, host_port in targets:
-        host = await admin.post("/api/hosts", {"name": host_name, "address": host_address, "port": host_port,
-                                               "app_id": cat.json["id"], "credential_id": cred.json["id"]})
-        assert host.status == 201, host
-        host_ids.append(host.json["id"])
-    return {"app_id": cat.json["id"], "credential_id": cred.json["id"], "host_id": host_ids[0], "host_ids": host_ids}
+        host = yield ("POST", "/api/hosts", {"name": host_name, "address": host_address, "port": host_port,
+                                             "app_id": cat["id"], "credential_id": cred["id"]})
+        host_ids.append(host["id"])
+    ids = {"app_id": cat["id"], "credential_id": cred["id"], "host_id": host_ids[0], "host_ids": host_ids}
+    if grant_to is not None:
+        uid = (yield ("GET", "/api/me", None))["user"]["id"] if grant_to == "me" else grant_to
+        target = {"app_id": cat["id"]} if grant_whole_category else {"host_id": host_ids[0]}
+        ids["grant_id"] = (yield ("POST", "/api/grants", {"user_id": uid, **target}))["id"]
+    return ids
 
 
-async def seed_sshd(admin: Client, sshd: Any, name: str = "web1", *, all_endpoints: bool = False) -> dict[str, Any]:
-    """`seed_inventory` for a tests/sshd.py server, logging in with its client key."""
-    return await seed_inventory(admin, address=sshd.address, port=sshd.port, username=sshd.username,
-                                private_key=sshd.client_key, name=name,
-                                endpoints=list(sshd.endpoints) if all_endpoints else None)
+async def run_steps(client: Client, steps: Steps) -> Any:
+    """Drive API steps with the async test client; every call must succeed."""
+    answer = None
+    try:
+        while True:
+            method, path, body = steps.send(answer)
+            resp = await client.request(method, path, body)
+            assert resp.status in (200, 201), (method, path, resp)
+            answer = resp.json
+    except StopIteration as done:
+        return done.value
+
+
+def run_steps_sync(call: Callable[[str, str, Any], Any], steps: Steps) -> Any:
+    """Drive API steps with a blocking `call(method, path, body) -> JSON answer` (raising on failure)."""
+    answer = None
+    try:
+        while True:
+            answer = call(*steps.send(answer))
+    except StopIteration as done:
+        return done.value
+
+
+async def seed_inventory(admin: Client, **kw: Any) -> dict[str, Any]:
+    """Create a category, a credential and hosts through the API (see `inventory_steps`)."""
+    return await run_steps(admin, inventory_steps(**kw))
+
+
+def sshd_steps(sshd: Any, name: str = "web1", *, username: str | None = None, all_endpoints: bool = False,
+               **kw: Any) -> Steps:
+    """`inventory_steps` for a tests/sshd.py server, logging in with its client key (as `username` if given)."""
+    return inventory_steps(address=sshd.address, port=sshd.port, username=username or sshd.username,
+                           private_key=sshd.client_key, name=name,
+                           endpoints=list(sshd.endpoints) if all_endpoints else None, **kw)
+
+
+async def seed_sshd(admin: Client, sshd: Any, name: str = "web1", **kw: Any) -> dict[str, Any]:
+    """Hosts on a tests/sshd.py server (see `sshd_steps`)."""
+    return await run_steps(admin, sshd_steps(sshd, name, **kw))
 
 
 async def user_id(admin: Client, username: str) -> str:

@@ -41,6 +41,25 @@ async def test_secure_cookie_over_tls_from_trusted_proxy(make_bastion) -> None:
     assert "Secure" in cookie
 
 
+def _login_cookie(resp) -> str:
+    return next(h for h in resp.headers.get_list("Set-Cookie") if h.startswith("bastion_login="))
+
+
+async def test_cookie_secure_always_even_over_plain_http(make_bastion) -> None:
+    app = await make_bastion(server_cookie_secure="always")
+    resp = await app.client().post("/api/login", {"username": "admin", "password": ADMIN_PASSWORD})
+    assert resp.status == 200, resp
+    assert "Secure" in _login_cookie(resp)
+
+
+async def test_cookie_secure_never_even_over_tls(make_bastion) -> None:
+    app = await make_bastion(server_cookie_secure="never", server_trusted_proxies="127.0.0.1")
+    resp = await app.client().post("/api/login", {"username": "admin", "password": ADMIN_PASSWORD},
+                                   headers={"X-Forwarded-Proto": "https"})
+    assert resp.status == 200, resp
+    assert "Secure" not in _login_cookie(resp)
+
+
 async def test_wrong_password_and_unknown_user_look_the_same(bastion: BastionApp) -> None:
     c = bastion.client()
     a = await c.post("/api/login", {"username": "admin", "password": "nope-nope-nope"})

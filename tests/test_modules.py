@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import time
 from pathlib import Path
@@ -374,3 +375,78 @@ async def test_cli_run(bastion: BastionApp, hosts_sshd) -> None:
     assert proc.returncode == 2 and b"sys_param_1 (Lines) must be an integer" in err
     runs = (await env["user"].get("/api/runs")).json["items"]
     assert [r["via"] for r in runs] == ["cli"]
+
+
+async def test_secret_parameters_are_masked_in_run_records(bastion: BastionApp, hosts_sshd) -> None:
+    env = await setup(bastion, hosts_sshd, modules=())
+    secret = "S3cret-value-for-the-host"
+    # the host itself checks the value (test(1) exits 0 only when it matches), so nothing prints it
+    write_module(env["folder"], "1023", f'''    async def run(self):
+        return await self.ssh(["test", self.params["sys_param_1"], "=", "{secret}"])''',
+                 params='[{"name": "sys_param_1", "label": "Token", "type": "secret", "required": True}]')
+    await bastion.services.registry.refresh()
+    resp = await env["user"].post("/api/modules/1023/runs", {"host_ids": env["hosts"][:1], "params": {"sys_param_1": secret}})
+    assert resp.status == 201, resp
+    run = await wait_run(env["user"], resp.json["run_id"])
+    assert run["status"] == "ok" and run["results"]["node0"]["rc"] == 0, run  # the real value reached the host
+    assert run["params"] == {"sys_param_1": "********"}
+    for client in (env["user"], env["admin"]):
+        for path in (f"/api/runs/{run['id']}", "/api/runs"):
+            body = (await client.get(path)).body
+            assert secret.encode() not in body, path
+    stored = await bastion.services.store.get_run(run["id"])
+    assert secret not in json.dumps(stored.to_doc())
+    events = await bastion.services.store.list_events(limit=500)
+    assert all(secret not in json.dumps(e.to_doc()) for e in events.items)
+
+
+async def test_run_log_keeps_the_first_64_kib(bastion: BastionApp, hosts_sshd) -> None:
+    env = await setup(bastion, hosts_sshd, modules=())
+    write_module(env["folder"], "1024", '''    def run(self):
+        for i in range(20000):
+            print(f"log-line-{i:06d}")
+        return {h.name: {"ok": True, "rc": 0, "stdout": "done"} for h in self.hosts}''')
+    await bastion.services.registry.refresh()
+    resp = await env["user"].post("/api/modules/1024/runs", {"host_ids": env["hosts"][:1], "params": {}})
+    run = await wait_run(env["user"], resp.json["run_id"])
+    assert run["status"] == "ok", run
+    printed = "".join(f"log-line-{i:06d}\n" for i in range(20000))
+    assert len(printed) > 3 * 65536
+    assert run["log"] == printed[:65536]
+
+
+async def test_ansible_private_dir_is_0700_and_removed(bastion: BastionApp, hosts_sshd) -> None:
+    env = await setup(bastion, hosts_sshd, modules=("1003",))
+    user = env["user"]
+    first = await user.post("/api/modules/1003/runs", {"host_ids": env["hosts"][:1], "params": {}})
+    await wait_run(user, first.json["run_id"])  # pins the host key ansible checks against
+    # the module notes the private directory (and its mode) that self.ansible() creates, and runs a real command
+    write_module(env["folder"], "1025", '''    platform = "ansible"
+
+    def run(self):
+        import os
+        import tempfile
+        made = []
+        real = tempfile.mkdtemp
+
+        def spy(*args, **kwargs):
+            path = real(*args, **kwargs)
+            if os.path.basename(path).startswith("bastion-ansible-"):
+                made.append((path, oct(os.stat(path).st_mode & 0o777), sorted(os.listdir(path))))
+            return path
+        tempfile.mkdtemp = spy
+        try:
+            results = self.ansible("ansible.builtin.command", {"argv": ["true"]})
+        finally:
+            tempfile.mkdtemp = real
+        import json
+        return {h: {**r, "stdout": json.dumps(made)} for h, r in results.items()}''', timeout=120)
+    await bastion.services.registry.refresh()
+    resp = await user.post("/api/modules/1025/runs", {"host_ids": env["hosts"][:1], "params": {}})
+    run = await wait_run(user, resp.json["run_id"], timeout=120)
+    assert run["status"] == "ok", (run.get("error"), run["results"])
+    made = json.loads(run["results"]["node0"]["stdout"])
+    assert len(made) == 1, made
+    path, mode, _ = made[0]
+    assert mode == "0o700"
+    assert not Path(path).exists(), f"{path} (inventory, keys, known_hosts) was left behind"

@@ -245,3 +245,45 @@ async def test_healthz_reports_hub_down(cluster: Cluster) -> None:
     assert down.status == 503 and down.json["checks"]["hub"]["ok"] is False
     assert "redis://" in down.json["checks"]["hub"]["error"]
     assert down.json["ok"] is False and down.json["checks"]["store"]["ok"] is True
+
+
+async def test_remote_watcher_keeps_to_the_byte_budget(cluster: Cluster, sshd) -> None:
+    """A flood on node A reaches a watcher on node B within the watcher byte budget, then as a fresh screen."""
+    from bastion.hub import MONITOR_BURST, MONITOR_RATE
+    admin, user, term, host = await user_session(cluster, sshd)
+    auditor_b = await login(cluster.b.url, "audrey", "auditor-password-1")
+    mon = await TerminalClient.open(auditor_b, f"/ws/monitor/{term.session_id}")
+    await mon.control("resize")
+    await term.send("stty -echo; echo qu''iet\r")
+    await term.expect("quiet")
+    mark_user, mark_mon = len(term.output), len(mon.output)
+    started = time.monotonic()
+    await term.send("head -c 30000000 /dev/zero | tr '\\0' 'x' | fold -w 100; echo flood''-done\r")
+    await term.expect("flood-done", start=mark_user, timeout=120)
+    user_bytes = len(term.output) - mark_user
+    assert user_bytes > 30_000_000  # the user got everything
+    await mon.expect("flood-done", start=mark_mon, timeout=30)  # the watcher ends on the current screen
+    elapsed = time.monotonic() - started
+    watched = len(mon.output) - mark_mon
+    # The budget: MONITOR_RATE bytes/s after a burst, plus screen snapshots (a few per second, each about a
+    # screen). Twice that over the measured time, so a loaded machine cannot fail it; without the budget the
+    # watcher would get the whole flood.
+    budget = 2 * (MONITOR_RATE * elapsed + MONITOR_BURST) + 64 * 1024 * elapsed
+    assert watched < budget, (watched, budget, elapsed)
+    assert watched < user_bytes / 2, (watched, user_bytes, elapsed)
+
+
+async def test_kick_of_a_session_whose_node_is_dead(cluster: Cluster, sshd) -> None:
+    """Node A dies; B has not yet declared it dead: a kick from B says the node is not answering."""
+    cluster.b.stop()  # B with a long node timeout, so the dead-node reaper cannot end the session first
+    cluster.b.env["BASTION_HUB_NODE_TIMEOUT"] = "60"
+    cluster.b.start()
+    admin, user, term, host = await user_session(cluster, sshd)
+    cluster.a.proc.send_signal(signal.SIGKILL)
+    cluster.a.proc.wait(10)
+    auditor_b = await login(cluster.b.url, "audrey", "auditor-password-1")
+    resp = await auditor_b.post(f"/api/sessions/{term.session_id}/kill", {"reason": "node is gone"})
+    assert resp.status == 503, resp
+    assert resp.json == {"error": "node node-a is not answering; the session may be gone"}
+    record = (await auditor_b.get(f"/api/sessions/{term.session_id}")).json
+    assert record["live"] is True and record["end_reason"] in ("", None)  # nothing claims it was ended
