@@ -63,14 +63,16 @@ async def test_bastion_play_replays_with_timing_and_speed(bastion: BastionApp, s
     assert recorded_gap >= 1.5
 
     out, seen = await _play(bastion, record.id, 1)
-    # the terminal gets the recorded size, then exactly the recorded output
-    assert out == f"\x1b[8;{header['height']};{header['width']}t".encode() + cast_output(events)
+    # the terminal gets the recorded size, exactly the recorded output, then its attributes reset
+    assert out == f"\x1b[8;{header['height']};{header['width']}t".encode() + cast_output(events) + b"\x1b[0m\n"
     # the gap is replayed (sleeps guarantee a lower bound; idle gaps are capped at 2 s); half of it allows for
     # the first marker reaching us late on a loaded machine
     assert seen[b"second"] - seen[b"first"] >= 0.5 * min(recorded_gap, 2.0)
 
     out, seen = await _play(bastion, record.id, 8)
-    assert out.endswith(cast_output(events))
+    assert out.endswith(cast_output(events) + b"\x1b[0m\n")
+    opened = await bastion.services.store.list_events(action="recording.opened")
+    assert opened.total == 2 and {e.actor for e in opened.items} == {"cli"}
     # at 8x the gap is ~0.2 s; the bound is the recorded gap itself (generous: a player that ignored --speed
     # could not go below it, since its sleeps guarantee at least that long)
     assert seen[b"second"] - seen[b"first"] < min(recorded_gap, 2.0)
