@@ -6,8 +6,9 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from waiting import wait_until_sync
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -21,16 +22,18 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def wait_port(host: str, port: int, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
     """Poll until something accepts connections on host:port (fail early if `proc` exits)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before listening on {host}:{port}")
         try:
             with socket.create_connection((host, port), timeout=0.5):
-                return
+                return True
         except OSError:
-            time.sleep(0.05)  # polling a port: there is nothing to wait on
-    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout}s")
+            return False
+    try:
+        wait_until_sync(listening, timeout, what=f"a listener on {host}:{port}")
+    except AssertionError:
+        raise RuntimeError(f"nothing listens on {host}:{port} after {timeout}s") from None
 
 
 def stop_process(proc: subprocess.Popen | None) -> None:
