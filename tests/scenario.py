@@ -17,14 +17,15 @@ Steps = Generator[Step, Any, Any]  # yields calls, receives each call's JSON ans
 
 def inventory_steps(*, address: str = "127.0.0.1", port: int = 22, username: str = "root", password: str | None = None,
                     private_key: str | None = None, name: str = "web1", endpoints: list[tuple[str, int]] | None = None,
-                    grant_to: str | None = None, grant_whole_category: bool = False) -> Steps:
+                    grant_to: str | None = None, grant_whole_category: bool = False,
+                    category: str | None = None) -> Steps:
     """Create a category, a credential and one host (or one host per endpoint, named `<name><i>`); optionally grant
     the host (or the category) to a user id ("me": the caller).
 
     Written once as API steps so the async test client (`seed_inventory`) and the benchmarks' blocking client
     (`run_steps_sync`) share it. Returns app_id, credential_id, host_id (the first host) and host_ids.
     """
-    cat = yield ("POST", "/api/apps", {"name": f"cat-{name}"})
+    cat = yield ("POST", "/api/apps", {"name": category or f"cat-{name}"})
     cred_body: dict[str, Any] = {"name": f"cred-{name}", "username": username}
     if private_key:
         cred_body["private_key"] = private_key

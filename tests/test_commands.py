@@ -134,10 +134,12 @@ async def test_denied_command_never_runs(bastion: BastionApp, sshd, tmp_path: Pa
     mon = await TerminalClient.open(admin, f"/ws/monitor/{term.session_id}")
     await mon.control("resize")
     marker = tmp_path / "denied-marker"
+    mark = len(term.output)
     await term.send(f"touch {marker}\r")
     notice = await wait_until(lambda: [c for c in term.controls if c["type"] == "notice" and c.get("level") == "error"],
                               what="an error notice")
     assert "blocked by policy (no-markers)" in notice[0]["message"]
+    await term.expect(PROMPT, start=mark)  # the refused line was cleared and the prompt redrawn
     await typed(term, "whoami\r", f"\r{sshd.username}\r\n", True)
     await typed(term, "echo still''usable\r", "stillusable")
     await until_stored(bastion, term.session_id, "echo still''usable")

@@ -34,7 +34,7 @@ async def setup(app: BastionApp, sshd, modules: tuple[str, ...] = ("1001", "1002
         shutil.copy(ROOT / "modules" / f"Mid_{mid}.py", folder)
     await app.services.registry.refresh()
     admin = await app.admin()
-    ids = await seed_sshd(admin, sshd, "node", all_endpoints=True)
+    ids = await seed_sshd(admin, sshd, "node", all_endpoints=True, category="fleet")
     user = await app.user("alice")
     uid = (await app.services.store.get_user_by_name("alice")).id
     await grant(admin, uid, app_id=ids["app_id"])
