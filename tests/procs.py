@@ -47,6 +47,14 @@ def stop_process(proc: subprocess.Popen | None) -> None:
             proc.wait(10)
 
 
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process in KiB (from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
 def start_nx(data: Path, port: int) -> subprocess.Popen:
     """nx-27017 (a MongoDB-wire server on SQLite) on 127.0.0.1:port with its data in `data`."""
     proc = subprocess.Popen([str(VENV_BIN / "nx-27017"), "--data-dir", str(data), "--host", "127.0.0.1",

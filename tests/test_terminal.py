@@ -14,7 +14,7 @@ from tornado.httpclient import HTTPClientError
 
 from client import Client, TerminalClient
 from conftest import ADMIN_PASSWORD, BastionApp, granted_host, seed_inventory, wait_ended
-from procs import bastion_env, free_port, init_bastion, serve_bastion, stop_process
+from procs import bastion_env, free_port, init_bastion, rss_kib, serve_bastion, stop_process
 from scenario import cast_output, grant, read_cast, seed_sshd
 from sshd import PASSWORD, PASSWORD_USER, ensure_password_user
 from waiting import holds_for, wait_until
@@ -221,7 +221,7 @@ async def test_slow_reader_memory_stays_bounded(bastion: BastionApp, sshd) -> No
     term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
     await term.control("session")
     term.stop_reading()  # the socket's buffers fill up
-    rss_before = _rss_kib()
+    rss_before = rss_kib(os.getpid())
     await term.send("head -c 209715200 /dev/zero | tr '\\0' 'x'\r")
     session = bastion.services.hub.get(term.session_id)
     assert session is not None
@@ -230,18 +230,11 @@ async def test_slow_reader_memory_stays_bounded(bastion: BastionApp, sshd) -> No
     def bounded() -> bool:
         # 160 MiB is ten times what a paused session holds here, and half of what the asyncssh re-pause
         # regression (DESIGN.md: 431 MiB in 8 s) reaches in the 6 s soak below.
-        return (session._pending < 8 * 1024 * 1024 and _rss_kib() - rss_before < 160 * 1024
+        return (session._pending < 8 * 1024 * 1024 and rss_kib(os.getpid()) - rss_before < 160 * 1024
                 and session.bytes_out < 100 * 1024 * 1024)  # the host was throttled, not read to the end
     await holds_for(bounded, 6)
     assert session._paused
     await session.close("closed")
-
-
-def _rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 async def test_user_session_limit(make_bastion, sshd) -> None:

@@ -25,19 +25,12 @@ sys.path.insert(0, str(ROOT))
 import asyncssh  # noqa: E402
 import websockets  # noqa: E402
 
-from procs import bastion_env, free_port, init_bastion, serve_bastion, stop_process, wait_port  # noqa: E402,F401
+from procs import bastion_env, free_port, init_bastion, rss_kib, serve_bastion, stop_process, wait_port  # noqa: E402,F401
 from scenario import run_steps_sync, sshd_steps  # noqa: E402
 from sshd import make_sshd  # noqa: E402
 
 ADMIN_PASSWORD = "bench-admin-password"
 WEBSSH_VERSION = "1.6.3"
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def cpu_seconds(pid: int) -> float:
