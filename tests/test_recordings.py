@@ -60,7 +60,7 @@ async def test_bastion_play_replays_with_timing_and_speed(bastion: BastionApp, s
     header, events = read_cast(record.recording_path)
     at = {m: next(e[0] for e in events if e[1] == "o" and m in e[2]) for m in ("first", "second")}
     recorded_gap = at["second"] - at["first"]
-    assert recorded_gap >= 1.5
+    assert recorded_gap > 1.0  # `sleep 1.5` on the host, give or take when each chunk reached the bastion
 
     out, seen = await _play(bastion, record.id, 1)
     # the terminal gets the recorded size, exactly the recorded output, then its attributes reset
