@@ -1,7 +1,6 @@
 """Command extraction against a real bash on a real sshd, the command filter, verification and retention."""
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -11,16 +10,25 @@ from pathlib import Path
 import pytest
 
 from client import TerminalClient
-from conftest import BastionApp
-from test_terminal import granted_host, wait_ended
+from conftest import BastionApp, granted_host, wait_ended
+from waiting import wait_until
 
 UP, LEFT = "\x1b[A", "\x1b[D"
+PROMPT = "bt-prompt> "
 
 
-async def typed(term: TerminalClient, keys: str, pause: float = 0.15) -> None:
-    """Send keys and give the shell a moment to echo (people type slower than this)."""
+async def typed(term: TerminalClient, keys: str, until: str, prompt: bool = False) -> None:
+    """Send keys and wait until the shell's echo (or the command's output) shows `until` (then the prompt).
+
+    The extractor reads the command from the screen at Enter, so each step waits for what the shell drew,
+    the way a person looks at the screen before going on. Command output lines start with "\r" (after bash's
+    bracketed-paste switch), which the echo of the typed line never has before the same text.
+    """
+    mark = len(term.output)
     await term.send(keys)
-    await asyncio.sleep(pause)
+    pos = await term.expect(until, start=mark)
+    if prompt:
+        await term.expect(PROMPT, start=pos)
 
 
 async def shell(app: BastionApp, sshd, tmp_path: Path) -> tuple:
@@ -28,10 +36,11 @@ async def shell(app: BastionApp, sshd, tmp_path: Path) -> tuple:
     term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}", cols=160, rows=40)
     await term.control("session")
     hist = tmp_path / "bash_history"
-    await term.send(f"export HISTFILE={hist} HISTCONTROL= HISTIGNORE= PROMPT_COMMAND='history -a'; set -o history; "
-                    f"history -c; echo hist''ready\r")
-    await term.expect("histready")
-    await asyncio.sleep(0.3)
+    # a known prompt, so each step can wait for the shell to be back
+    await term.send(f"export HISTFILE={hist} HISTCONTROL= HISTIGNORE= PROMPT_COMMAND='history -a' PS1='{PROMPT}'; "
+                    f"set -o history; history -c; echo hist''ready\r")
+    ready = await term.expect("histready")
+    await term.expect(PROMPT, start=ready)
     return admin, user, ids, term, hist
 
 
@@ -39,30 +48,40 @@ async def commands_of(app: BastionApp, session_id: str) -> list[str]:
     return [c.text for c in await app.services.store.commands_of_session(session_id)]
 
 
+async def until_stored(app: BastionApp, session_id: str, text: str) -> list[str]:
+    """Wait until the session's commands in the store include `text` (they are written off the keystroke path)."""
+    async def stored() -> list[str] | None:
+        texts = await commands_of(app, session_id)
+        return texts if text in texts else None
+    return await wait_until(stored, what=f"command {text!r} in the store")
+
+
 async def test_extracted_commands_equal_bash_history(bastion: BastionApp, sshd, tmp_path: Path) -> None:
     admin, user, ids, term, hist = await shell(bastion, sshd, tmp_path)
     files = tmp_path / "tabdir"
     files.mkdir()
     (files / "uniquefilename123.txt").write_text("x")
-    await typed(term, "echo abcd")
-    await typed(term, "\x7f\x7fxy\r")                                  # backspace
-    await typed(term, "echo world")
-    await typed(term, LEFT * 5 + "hello " + "\r")                     # ← then insert
-    await typed(term, "garbage text")
-    await typed(term, "\x15echo after-ctrl-u\r")                      # Ctrl-U
-    await typed(term, "echo one two")
-    await typed(term, "\x17three\r")                                  # Ctrl-W
-    await typed(term, f"ls {files}/uniquef")
-    await typed(term, "\t", pause=0.4)                                 # tab completion of a real file
-    await typed(term, "\r")
-    await typed(term, UP, pause=0.3)                                   # ↑ recall
-    await typed(term, "\r")
-    await typed(term, "\x12hello", pause=0.3)                          # Ctrl-R
-    await typed(term, "\r")
-    await typed(term, "echo p1\recho p2\recho p3\r", pause=1.0)        # pasted three lines
-    await term.send("echo fin''al\r")
-    await term.expect("final")
-    await asyncio.sleep(0.5)
+    full = f"{files}/uniquefilename123.txt"
+    await typed(term, "echo abcd", "abcd")
+    await typed(term, "\x7f\x7fxy\r", "\rabxy\r\n", True)                   # backspace
+    await typed(term, "echo world", "world")
+    await typed(term, LEFT * 5 + "hello " + "\r", "\rhello world\r\n", True)  # ← then insert
+    await typed(term, "garbage text", "text")
+    await typed(term, "\x15echo after-ctrl-u\r", "\rafter-ctrl-u\r\n", True)  # Ctrl-U
+    await typed(term, "echo one two", "two")
+    await typed(term, "\x17three\r", "\rone three\r\n", True)                 # Ctrl-W
+    await typed(term, f"ls {files}/uniquef", "uniquef")
+    await typed(term, "\t", "ilename123.txt")                                   # tab completion of a real file
+    await typed(term, "\r", PROMPT)
+    await typed(term, UP, "uniquefilename123.txt")                              # ↑ recall
+    await typed(term, "\r", PROMPT)
+    await typed(term, "\x12hello", "o'")                                        # Ctrl-R
+    await typed(term, "\r", "\rhello world\r\n", True)
+    await typed(term, "echo p1\recho p2\recho p3\r", "\rp3\r\n", True)      # pasted three lines
+    await typed(term, "echo fin''al\r", "final")
+    await until_stored(bastion, term.session_id, "echo fin''al")
+    await wait_until(lambda: "echo fin''al" in hist.read_text(), what="bash writing its history")
+    assert full in hist.read_text()
     # bash keeps the space tab completion appends after a file name; the screen cannot show trailing blanks
     history = [line.rstrip() for line in hist.read_text().splitlines() if line.strip()]
     extracted = await commands_of(bastion, term.session_id)
@@ -78,13 +97,13 @@ async def test_extracted_commands_equal_bash_history(bastion: BastionApp, sshd, 
 async def test_no_commands_inside_vim(bastion: BastionApp, sshd, tmp_path: Path) -> None:
     admin, user, ids, term, hist = await shell(bastion, sshd, tmp_path)
     target = tmp_path / "edited.txt"
-    await typed(term, f"vim -u NONE -N {target}\r", pause=1.0)
-    await typed(term, "ihello from vim\rsecond line\r", pause=0.3)
-    await typed(term, "\x1b:wq\r", pause=1.0)
-    await term.send("echo back''home\r")
-    await term.expect("backhome")
-    await asyncio.sleep(0.3)
-    assert target.read_text() == "hello from vim\nsecond line\n\n" or target.read_text().startswith("hello from vim")
+    await typed(term, f"vim -u NONE -N {target}\r", "\x1b[?1049h")           # vim is on the alternate screen
+    await typed(term, "ihello from vim\rsecond line\r", "second line")
+    await typed(term, "\x1b:wq\r", "\x1b[?1049l")                            # and has left it
+    await typed(term, "echo back''home\r", "backhome")
+    await until_stored(bastion, term.session_id, "echo back''home")
+    # the second \r opened an empty third line before Esc; vim writes every line with its newline
+    assert target.read_text() == "hello from vim\nsecond line\n\n"
     extracted = await commands_of(bastion, term.session_id)
     assert extracted[1:] == [f"vim -u NONE -N {target}", "echo back''home"]
     term.close()
@@ -92,9 +111,11 @@ async def test_no_commands_inside_vim(bastion: BastionApp, sshd, tmp_path: Path)
 
 async def test_password_prompt_not_extracted(bastion: BastionApp, sshd, tmp_path: Path) -> None:
     admin, user, ids, term, hist = await shell(bastion, sshd, tmp_path)
-    await typed(term, "read -s -p 'Password: ' pw; echo; echo got-${#pw}\r", pause=0.5)
-    await typed(term, "hunter2secret\r", pause=0.5)
-    await term.expect("got-13")
+    await typed(term, "read -s -p 'Password: ' pw; echo; echo got-${#pw}\r", "\rPassword: ")
+    await typed(term, "hunter2secret\r", "got-13")
+    await typed(term, "echo af''ter\r", "after")
+    extracted = await until_stored(bastion, term.session_id, "echo af''ter")
+    assert extracted[1:] == ["read -s -p 'Password: ' pw; echo; echo got-${#pw}", "echo af''ter"]
     extracted = await commands_of(bastion, term.session_id)
     assert not any("hunter2" in c for c in extracted)
     term.close()
@@ -113,15 +134,17 @@ async def test_denied_command_never_runs(bastion: BastionApp, sshd, tmp_path: Pa
     mon = await TerminalClient.open(admin, f"/ws/monitor/{term.session_id}")
     await mon.control("resize")
     marker = tmp_path / "denied-marker"
-    await typed(term, f"touch {marker}\r", pause=0.5)
-    notice = [c for c in term.controls if c["type"] == "notice" and c.get("level") == "error"]
-    assert notice and "blocked by policy (no-markers)" in notice[0]["message"]
-    await typed(term, "whoami\r", pause=0.5)
-    await term.send("echo still''usable\r")
-    await term.expect("stillusable")
-    await asyncio.sleep(0.5)
+    mark = len(term.output)
+    await term.send(f"touch {marker}\r")
+    notice = await wait_until(lambda: [c for c in term.controls if c["type"] == "notice" and c.get("level") == "error"],
+                              what="an error notice")
+    assert "blocked by policy (no-markers)" in notice[0]["message"]
+    await term.expect(PROMPT, start=mark)  # the refused line was cleared and the prompt redrawn
+    await typed(term, "whoami\r", f"\r{sshd.username}\r\n", True)
+    await typed(term, "echo still''usable\r", "stillusable")
+    await until_stored(bastion, term.session_id, "echo still''usable")
     assert not marker.exists()
-    frames = [c for c in mon.controls if c["type"] == "command"]
+    frames = await wait_until(lambda: [c for c in mon.controls if c["type"] == "command"], what="a command frame")
     assert {"command": f"touch {marker}", "blocked": True} == {k: frames[0][k] for k in ("command", "blocked")}
     stored = await bastion.services.store.commands_of_session(term.session_id)
     blocked = [c for c in stored if c.blocked]
@@ -185,16 +208,17 @@ async def test_retention_purge(bastion: BastionApp, sshd, tmp_path: Path) -> Non
     assert (await admin.get(f"/api/sessions/{record.id}/recording")).status == 404
 
 
-@pytest.mark.parametrize("body, fragment", [
-    ({"name": "r", "pattern": "x", "action": "drop"}, "action must be deny or warn"),
-    ({"name": "r", "pattern": "x", "kind": "glob"}, "kind must be regex or words"),
-    ({"name": "r", "pattern": "x", "scope": "role", "scope_value": "root"}, "scope_value must be a role"),
-    ({"name": "r", "pattern": "x", "scope": "host", "scope_value": "nope"}, "host not found"),
-    ({"name": "r", "pattern": "", "kind": "words"}, "pattern must be at least 1"),
-    ({"name": "r", "pattern": "a" * 1001}, "at most 1000"),
+@pytest.mark.parametrize("body, status, fragment", [
+    ({"name": "r", "pattern": "x", "action": "drop"}, 400, "action must be deny or warn"),
+    ({"name": "r", "pattern": "x", "kind": "glob"}, 400, "kind must be regex or words"),
+    ({"name": "r", "pattern": "x", "scope": "role", "scope_value": "root"}, 400, "scope_value must be a role"),
+    ({"name": "r", "pattern": "x", "scope": "host", "scope_value": "nope"}, 404, "host not found"),
+    ({"name": "r", "pattern": "", "kind": "words"}, 400, "pattern must be at least 1"),
+    ({"name": "r", "pattern": "a" * 1001}, 400, "at most 1000"),
 ])
-async def test_rule_validation(bastion: BastionApp, body: dict, fragment: str) -> None:
+async def test_rule_validation(bastion: BastionApp, body: dict, status: int, fragment: str) -> None:
     admin = await bastion.admin()
     resp = await admin.post("/api/command-rules", body)
-    assert resp.status in (400, 404) and fragment in resp.json["error"], resp
+    assert resp.status == status, resp
+    assert fragment in resp.json["error"], resp
     assert await bastion.services.store.list_rules() == []
