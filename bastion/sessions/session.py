@@ -4,8 +4,8 @@ It owns the recording, the screen and command gate, its watchers, notices, and t
 knows nothing about SSH or WebSockets: it talks to a FrontDoor (the user) and an Upstream (the host or pod).
 
 Output path per batch: the user's door (binary frame) → recorder (memory buffer) → gate (screen queue) →
-replay window → watchers. Backpressure: while the user's unsent bytes exceed HIGH_WATER the upstream is
-paused; it resumes below LOW_WATER. We never re-pause from inside resume_reading() (asyncssh flushes its
+replay window → watchers. Backpressure: while the user's unsent bytes exceed the high water mark the upstream
+is paused; it resumes below a quarter of it. We never re-pause from inside resume_reading() (asyncssh flushes its
 buffer there); we decide after it returns. Nothing here awaits the store: commands, audit events and the
 end of the session go through the journal.
 """
@@ -30,8 +30,7 @@ from .replay import ReplayWindow
 from .watchers import Item, Watcher, share_budget
 
 log = logging.getLogger(__name__)
-HIGH_WATER = 1024 * 1024
-LOW_WATER = 256 * 1024
+HIGH_WATER = 1024 * 1024  # unsent bytes to the user's door before the upstream is paused (at most; see engine)
 RESIZE_INTERVAL = 0.1  # at most 10 resizes a second reach the host and the recording
 
 REASON_TEXT = {
@@ -63,8 +62,11 @@ class LiveSession:
 
     def __init__(self, record: Session, user: User, host: Host, door: FrontDoor, recorder: Recorder, *,
                  settings: SessionSettings, verdict: Callable[[str, User, Host], Awaitable[Verdict]],
-                 journal: Journal, audit: Audit, on_closed: Callable[["LiveSession", str], None]) -> None:
+                 journal: Journal, audit: Audit, on_closed: Callable[["LiveSession", str], None],
+                 high_water: int = HIGH_WATER) -> None:
         self.record = record
+        self.high_water = high_water
+        self.low_water = high_water // 4
         self.id = record.id
         self.user = user
         self.host = host
@@ -149,7 +151,7 @@ class LiveSession:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_output)
-        if (self._pending + self._out_size > HIGH_WATER and not self._paused and not self._resuming
+        if (self._pending + self._out_size > self.high_water and not self._paused and not self._resuming
                 and self.upstream is not None):
             self._paused = True
             self.upstream.pause_reading()
@@ -182,14 +184,14 @@ class LiveSession:
         if not fut.cancelled():
             fut.exception()  # retrieved: a closed door is handled by its own close path
         upstream = self.upstream
-        if self._paused and self._pending <= LOW_WATER and upstream is not None and not self.closing:
+        if self._paused and self._pending <= self.low_water and upstream is not None and not self.closing:
             self._paused = False
             self._resuming = True
             try:
                 upstream.resume_reading()
             finally:
                 self._resuming = False
-            if self._pending > HIGH_WATER and not self.closing:  # decided after resume_reading() returned
+            if self._pending > self.high_water and not self.closing:  # decided after resume_reading() returned
                 self._paused = True
                 upstream.pause_reading()
 
