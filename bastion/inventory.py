@@ -1,6 +1,7 @@
 """Inventory: application categories, credentials (vaulted), hosts and grants; who may open what."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from . import validation as v
@@ -12,6 +13,9 @@ from .vault import Vault
 MAX_KEY = 16 * 1024
 # One answer for "does not exist" and "exists but is not granted to you", so probing reveals nothing.
 HOST_NOT_FOUND = "host not found"
+
+
+LOCALE_RE = re.compile(r"^(|[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9-]+)?(@[A-Za-z0-9]+)?)$")
 
 
 class Inventory:
@@ -79,7 +83,7 @@ class Inventory:
         await self.audit.record("credential.deleted", actor=actor, target=cred.name)
 
     # ---- hosts ----------------------------------------------------------------------------------------
-    HOST_FIELDS = ("name", "address", "port", "app_id", "credential_id", "tags")
+    HOST_FIELDS = ("name", "address", "port", "app_id", "credential_id", "tags", "locale")
 
     async def _host_fields(self, body: dict[str, Any], partial: bool) -> dict[str, Any]:
         v.only_fields(body, self.HOST_FIELDS)
@@ -99,6 +103,9 @@ class Inventory:
             out["credential_id"] = cred_id
         if not partial or "tags" in body:
             out["tags"] = v.tags(body)
+        if "locale" in body:
+            out["locale"] = v.text(body, "locale", required=False, max_len=40, pattern=LOCALE_RE,
+                                   rule="must be a locale name such as C.UTF-8 or en_US.UTF-8 (or empty)")
         return out
 
     async def create_host(self, body: dict[str, Any], actor: str) -> Host:

@@ -79,6 +79,7 @@ LogLevel ERROR
 PrintMotd no
 PrintLastLog no
 Subsystem sftp internal-sftp
+AcceptEnv LANG LC_*
 {self.extra_config}
 """)
         return conf

@@ -198,7 +198,7 @@ class SessionEngine:
 
     def _environment(self, host: Host) -> dict[str, str]:
         """The user's locale as SSH environment (hosts that do not AcceptEnv it simply ignore it)."""
-        locale = getattr(host, "locale", "") or self.config.terminal.locale
+        locale = host.locale or self.config.terminal.locale
         return {"LANG": locale, "LC_CTYPE": locale} if locale else {}
 
     # ---- policy -----------------------------------------------------------------------------------------
