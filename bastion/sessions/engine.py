@@ -143,7 +143,8 @@ class SessionEngine:
 
         window, high_water = self._output_share()
         session = LiveSession(record, user, host, door, recorder, settings=self.settings, verdict=self.rules.verdict,
-                              journal=self.journal, audit=self.audit, on_closed=closed, high_water=high_water)
+                              journal=self.journal, audit=self.audit, on_closed=closed, io=self.io,
+                              high_water=high_water)
         holder["s"] = session
         self.hub.register(session)
         try:

@@ -15,6 +15,7 @@ import asyncio
 import functools
 import logging
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -26,7 +27,7 @@ from ..protocol import control
 from ..recorder import NullRecorder, Recorder
 from ..store import Command, Host, Session, User
 from .doors import FrontDoor, Upstream
-from .replay import ReplayWindow
+from .replay import ReplayWindow, SnapshotScreen
 from .watchers import Item, Watcher, share_budget
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class LiveSession:
     def __init__(self, record: Session, user: User, host: Host, door: FrontDoor, recorder: Recorder, *,
                  settings: SessionSettings, verdict: Callable[[str, User, Host], Awaitable[Verdict]],
                  journal: Journal, audit: Audit, on_closed: Callable[["LiveSession", str], None],
-                 high_water: int = HIGH_WATER) -> None:
+                 io: Executor, high_water: int = HIGH_WATER) -> None:
         self.record = record
         self.high_water = high_water
         self.low_water = high_water // 4
@@ -80,7 +81,8 @@ class LiveSession:
         self.cols, self.rows = record.cols, record.rows
         self.gate = CommandGate(self.cols, self.rows, write=self._write_upstream, check=self._check,
                                 on_command=self._command_decided, notice=self.notice)
-        self.replay = ReplayWindow(self.cols, self.rows, self._snapshot)
+        self.screen_for_watchers = SnapshotScreen(self.cols, self.rows)
+        self.replay = ReplayWindow(self.cols, self.rows, self._snapshot_now)
         self.watchers: set[Watcher] = set()
         self.upstream: Upstream | None = None
         self.started = time.monotonic()
@@ -101,7 +103,7 @@ class LiveSession:
         self._want_size = (self.cols, self.rows)
         self._resized_at = 0.0
         self._resize_timer: asyncio.TimerHandle | None = None
-        self._snapshot_cache: tuple[float, bytes] | None = None
+        self._io = io
         self._tasks: set[asyncio.Task] = set()
 
     def __repr__(self) -> str:
@@ -174,6 +176,7 @@ class LiveSession:
             fut.add_done_callback(functools.partial(self._sent, len(data)))
         self.recorder.output(data)
         self.gate.observe(data)
+        self.screen_for_watchers.feed(data)
         self.replay.output(data)
         for watcher in self.watchers:
             watcher.push(data)
@@ -282,21 +285,23 @@ class LiveSession:
             self.upstream.resize(cols, rows)
         self.recorder.resize(cols, rows)
         self.gate.resize(cols, rows)
+        self.screen_for_watchers.resize(cols, rows)
         self.replay.resize(cols, rows)
         frame = control("resize", cols=cols, rows=rows)
         for watcher in self.watchers:
             watcher.push_control(frame)
 
     # ---- watchers ----------------------------------------------------------------------------------------
-    def _snapshot(self) -> bytes:
-        """The current screen as ANSI; one rendering serves every watcher resyncing at about the same time."""
-        now = time.monotonic()
-        if self._snapshot_cache is None or now - self._snapshot_cache[0] > 0.2:
-            self._snapshot_cache = (now, self.gate.screen.snapshot())
-        return self._snapshot_cache[1]
+    def _snapshot_now(self) -> bytes:
+        """The current screen as ANSI, rendered here (a watcher joining after the replay window overflowed)."""
+        return self.screen_for_watchers.render(self.screen_for_watchers.cut())
 
-    def _resync_frames(self) -> list[Item]:
-        return [control("resize", cols=self.cols, rows=self.rows), self._snapshot()]
+    async def _resync_frames(self) -> list[Item]:
+        """What a watcher that fell behind gets: the size and the screen, rendered in the I/O pool."""
+        size = control("resize", cols=self.cols, rows=self.rows)
+        cut = self.screen_for_watchers.cut()
+        shot = await asyncio.get_running_loop().run_in_executor(self._io, self.screen_for_watchers.render, cut)
+        return [size, shot]
 
     def attach_watcher(self, door: FrontDoor, username: str) -> Watcher:
         """A read-only watcher: it first sees the recent output (or the screen), then live output."""
