@@ -234,3 +234,17 @@ def test_quick_start_is_two_commands_and_run_installs_only_serving() -> None:
     test_plan = subprocess.run(["make", "-n", "-B", "test"], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
     assert "pip install --quiet -e .\n" in run_plan and "[test]" not in run_plan and "bin/bastion serve" in run_plan
     assert "pip install --quiet -e '.[test]'" in test_plan and "-m pytest" in test_plan
+
+
+def test_port_in_use_is_one_line_and_creates_nothing(tmp_path: Path) -> None:
+    """A taken port stops `serve` with one line and exit code 2, before a database or an admin is created."""
+    import socket
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {**base_env(tmp_path), "BASTION_SERVER_PORT": str(taken.getsockname()[1])}
+        out = bastion(env, "serve")
+    line = one_line_error(out)
+    assert "cannot listen on 127.0.0.1:" in line and "in use" in line.lower()
+    assert "password" not in out.stdout + out.stderr  # no first-start admin was made
+    assert not (tmp_path / "data" / "bastion.db").exists()
