@@ -15,11 +15,13 @@ from typing import AsyncIterator
 import pytest
 
 from bastion import protocol
+from tornado.httpclient import HTTPClientError
+
 from client import Client, TerminalClient
 from conftest import ADMIN_PASSWORD, mongo_db_url
 from procs import bastion_cli, free_port, init_bastion, serve_bastion, stop_process, wait_port
 from scenario import cast_output, grant, open_terminal, read_cast, seed_sshd, user_id, wait_ended_api
-from waiting import wait_until
+from waiting import holds_for, wait_until
 
 SECRET = "multi-node-shared-secret-0123456789"
 
@@ -330,3 +332,29 @@ async def test_kick_of_a_session_whose_node_is_dead(cluster: Cluster, sshd) -> N
     assert resp.json == {"error": "node node-a is not answering; the session may be gone"}
     record = (await auditor_b.get(f"/api/sessions/{term.session_id}")).json
     assert record["live"] is True and record["end_reason"] == ""  # nothing claims it was ended
+
+
+async def test_session_limit_holds_across_nodes_under_a_burst(cluster: Cluster, sshd) -> None:
+    """Opens on both nodes at once share one per-user limit (the default 10), reserved in Redis before the upgrade."""
+    admin, user, term, host = await user_session(cluster, sshd)  # one session already open on node A
+    user_b = await login(cluster.b.url, "alice", "user-password-1")
+
+    async def attempt(client: Client) -> TerminalClient | int:
+        try:
+            return await TerminalClient.open(client, f"/ws/terminal/{host}")
+        except HTTPClientError as exc:
+            return exc.code
+
+    results = await asyncio.gather(*(attempt(user if i % 2 else user_b) for i in range(30)))
+    opened = [r for r in results if isinstance(r, TerminalClient)]
+    assert len(opened) == 9 and sorted({r for r in results if isinstance(r, int)}) == [409]
+    for t in opened:
+        await t.control("session")
+
+    async def ten_live() -> bool:
+        return (await admin.get("/api/sessions", params={"live": "1", "limit": 100})).json["total"] == 10
+    await wait_until(ten_live, 15, what="ten live sessions")  # documents follow the upgrades
+    await holds_for(ten_live, 1.0)  # and never more
+    for t in opened:
+        t.close()
+    term.close()
