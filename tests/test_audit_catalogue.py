@@ -10,13 +10,17 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted([*(ROOT / "bastion").rglob("*.py"), *(ROOT / "handlers").rglob("*.py")])
 
 
+AUDIT_CALLS = ("record", "emit", "record_limited")  # awaited, journaled, rate-limited
+
+
 def _is_audit_record(call: ast.Call) -> bool:
-    """`audit.record(...)`, `self.audit.record(...)`, `services.audit.record(...)`, `x.manager.audit.record(...)`."""
+    """`audit.record(...)`, `self.audit.emit(...)`, `self._audit.emit(...)`, `services.audit.record_limited(...)`."""
     func = call.func
-    if not (isinstance(func, ast.Attribute) and func.attr == "record"):
+    if not (isinstance(func, ast.Attribute) and func.attr in AUDIT_CALLS):
         return False
     owner = func.value
-    return (isinstance(owner, ast.Name) and owner.id == "audit") or (isinstance(owner, ast.Attribute) and owner.attr == "audit")
+    names = ("audit", "_audit")
+    return (isinstance(owner, ast.Name) and owner.id in names) or (isinstance(owner, ast.Attribute) and owner.attr in names)
 
 
 def _names(node: ast.expr) -> list[str] | None:

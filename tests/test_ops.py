@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FAMILIES = {  # README: live sessions, monitors, bytes proxied, kicks, runs by status and failed logins
     "bastion_live_sessions": "gauge", "bastion_monitors": "gauge", "bastion_bytes_proxied_total": "counter",
     "bastion_kicks_total": "counter", "bastion_runs_total": "counter", "bastion_runs_running": "gauge",
-    "bastion_failed_logins": "gauge",
+    "bastion_failed_logins": "gauge", "bastion_sessions_started_total": "counter", "bastion_journal_pending": "gauge",
 }
 SAMPLE = re.compile(r'^([a-z_]+)(\{[^}]*\})? (\d+(?:\.\d+)?)$')
 
