@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
-from .commands import CommandExtractor, CommandFilter, ScreenTracker
+from .commands import CommandFilter, Verdict
 from .config import Config
 from .errors import BastionError, Conflict
+from .gate import CommandGate
 from .hub import Monitor, Sink
 from .protocol import control
 from .recorder import AsciicastRecorder, NullRecorder, Recorder, recording_path
@@ -68,15 +69,16 @@ class TerminalSession:
         self.sink = sink
         self.recorder = recorder
         self.cols, self.rows = record.cols, record.rows
-        self.screen = ScreenTracker(record.cols, record.rows)
-        self.extractor = CommandExtractor(self.screen)
+        self.gate = CommandGate(record.cols, record.rows, write=self._write_bytes, check=self._check_command,
+                                on_command=self._command_decided, notice=self._notice)
+        self.screen = self.gate.screen
+        self._recording_commands: set[asyncio.Task] = set()
         self.host: Host | None = None
         self.user: User | None = None
         self._started_mono = time.monotonic()
         self._last_out = self._last_in = time.monotonic()  # last output to the user / input to the host
         self._input: asyncio.Queue[str] = asyncio.Queue(maxsize=1000)
         self._pump: asyncio.Task | None = None
-        self._after_enter = True  # the shell's first prompt is still coming: settle before learning it
         self._snapshot: tuple[float, bytes] | None = None
         self.monitors: set[Monitor] = set()
         self.bytes_out = 0
@@ -132,8 +134,7 @@ class TerminalSession:
             self._pending += len(data)
             fut.add_done_callback(functools.partial(self._sent, len(data)))
         self.recorder.output(data)
-        self.screen.feed(data)
-        self.extractor.observe(data)
+        self.gate.observe(data)
         for monitor in self.monitors:
             monitor.push(data)
 
@@ -168,20 +169,10 @@ class TerminalSession:
         except asyncio.QueueFull:
             self.sink.send_control(control("notice", message="input is arriving faster than the host reads it; dropped"))
 
-    def _write(self, text: str) -> None:
+    def _write_bytes(self, data: bytes) -> None:
         if self._chan is not None and not self.closing:
             self._last_in = time.monotonic()
-            self._chan.write(text.encode("utf-8", "surrogatepass"))
-
-    async def _settle(self, quiet: float = 0.03, limit: float = 0.5) -> None:
-        """Wait until the host has echoed what was typed: no output for `quiet` s (at most `limit` s)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + limit
-        while True:
-            idle = time.monotonic() - self.last_activity
-            if idle >= quiet or loop.time() >= deadline:
-                return
-            await asyncio.sleep(quiet - idle)
+            self._chan.write(data)
 
     async def _pump_input(self) -> None:
         while not self.closing:
@@ -191,64 +182,27 @@ class TerminalSession:
             except Exception:
                 log.exception("input handling failed %r", self)
 
-    async def _begin_line(self) -> None:
-        if self.extractor.alternate:
-            return
-        if self._after_enter:  # let the shell print its next prompt before learning it
-            self._after_enter = False
-            await self._settle()
-        self.extractor.before_input()
-
     async def _handle_input(self, data: str) -> None:
         self.recorder.input(data)
-        if "\r" not in data or self.extractor.alternate:
-            await self._begin_line()
-            self._write(data)
-            return
-        parts = data.split("\r")
-        for index, part in enumerate(parts):
-            if part:
-                await self._begin_line()
-                self._write(part)
-            if index == len(parts) - 1:
-                break
-            await self._enter()
+        await self.gate.feed(data)
 
-    async def _enter(self) -> None:
-        """Enter: extract the command from the screen, apply the filter, then let it through or not."""
-        if self.extractor.alternate:
-            self._write("\r")
-            return
-        await self._begin_line()
-        await self._settle()
-        command = self.extractor.take()
-        self._after_enter = True
-        if command is None:
-            self._write("\r")
-            return
-        try:
-            verdict = (await self.manager.command_filter()).check(command, self.user, self.host)
-        except BastionError:
-            # fail closed: without the rules a command is not sent, and the user is told why
-            self._write("\x05\x15")
-            self.sink.send_control(control("notice", level="error", message="the command filter is unavailable "
-                                           "(database not answering); the command was not sent, try again"))
-            return
-        blocked = verdict.action == "deny"
-        if blocked:
-            self._write("\x05\x15")  # end of line, then kill it: the host never runs the line
-            self.sink.send_control(control("notice", level="error",
-                                           message=f"command blocked by policy ({verdict.rule}): {command[:200]}"))
-        else:
-            self._write("\r")
-            if verdict.action == "warn":
-                self.sink.send_control(control("notice", level="warn",
-                                               message=f"this command is flagged for review ({verdict.rule})"))
-        frame = control("command", command=command, blocked=blocked, flagged=verdict.action == "warn")
+    async def _check_command(self, command: str) -> Verdict:
+        """The gate's filter: the current rules for this user and host (BastionError when unavailable)."""
+        return (await self.manager.command_filter()).check(command, self.user, self.host)
+
+    def _notice(self, level: str, message: str) -> None:
+        self.sink.send_control(control("notice", level=level, message=message))
+
+    def _command_decided(self, command: str, verdict: Verdict) -> None:
+        """A command the gate let through or refused: to the watchers now, to the store in the background."""
+        blocked, flagged = verdict.action == "deny", verdict.action == "warn"
+        frame = control("command", command=command, blocked=blocked, flagged=flagged)
         for monitor in self.monitors:
             monitor.sink.send_control(frame)
-        await self.manager.record_command(self, command, blocked=blocked, flagged=verdict.action == "warn",
-                                          rule=verdict.rule)
+        task = asyncio.get_running_loop().create_task(
+            self.manager.record_command(self, command, blocked=blocked, flagged=flagged, rule=verdict.rule))
+        self._recording_commands.add(task)  # keep a reference until stored
+        task.add_done_callback(self._recording_commands.discard)
 
     def elapsed(self) -> float:
         return round(time.monotonic() - self._started_mono, 3)
@@ -260,7 +214,7 @@ class TerminalSession:
         if self._chan is not None:
             self._chan.change_terminal_size(cols, rows)
         self.recorder.resize(cols, rows)
-        self.screen.resize(cols, rows)
+        self.gate.resize(cols, rows)
         frame = control("resize", cols=cols, rows=rows)
         for monitor in self.monitors:
             monitor.sink.send_control(frame)

@@ -63,13 +63,13 @@ async def test_extracted_commands_equal_bash_history(bastion: BastionApp, sshd, 
     await term.send("echo fin''al\r")
     await term.expect("final")
     await asyncio.sleep(0.5)
-    # bash keeps the space tab completion appends after a file name; the screen cannot show trailing blanks
-    history = [line.rstrip() for line in hist.read_text().splitlines() if line.strip()]
+    # exact, including the space tab completion appends after a file name (bash keeps it)
+    history = [line for line in hist.read_text().splitlines() if line]
     extracted = await commands_of(bastion, term.session_id)
     assert extracted[0].startswith("export HISTFILE=")
     assert extracted[1:] == history, (extracted, history)
     assert history[:4] == ["echo abxy", "echo hello world", "echo after-ctrl-u", "echo one three"]
-    assert history[4] == f"ls {files}/uniquefilename123.txt"
+    assert history[4] == f"ls {files}/uniquefilename123.txt "
     assert history[5] == history[4] and history[6] == "echo hello world"
     assert history[7:10] == ["echo p1", "echo p2", "echo p3"]
     term.close()
