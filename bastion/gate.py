@@ -314,6 +314,7 @@ class CommandGate:
         self._in_paste = False
         self._drop_paste = False
         self._first_wait_done = False
+        self._paste_open = False  # the host has seen a paste's start but not yet its end
         self._changed = asyncio.Event()
 
     # ---- output (hot path) ------------------------------------------------------------------------
@@ -368,66 +369,68 @@ class CommandGate:
             keys, refused = await self._precheck(keys)
         pending: list[str] = []  # keys to forward in one write
         for key in keys:
+            if isinstance(key, Pasted):
+                self._note_prompt()
+                self._start_line()
+                self.line.insert(key.text)
+                pending.append(key.wire)
+                self._paste_open = key.opens if key.opens is not None else self._paste_open
+                continue
             if self.alternate:  # a full-screen program started while this input was being handled
-                pending.append(self._paste_wire(key) if _is_paste(key) else key)
+                pending.append(key)
                 continue
             if key == ENTER:
                 if pending:
                     self._write("".join(pending))
                     pending = []
                 if not await self._enter():
-                    return  # denied: the rest of this input never reaches the host
+                    return  # refused: the rest of this input never reaches the host
                 continue
             if key == "\x03":
                 self.line.reset()
                 self.construct.clear()
                 pending.append(key)
-                if self.at_prompt:
-                    self.at_prompt = False  # readline starts over: the next marker is a fresh prompt
+                self.at_prompt = False  # readline starts over: the next marker is a fresh prompt
                 continue
             self._note_prompt()
-            if _is_paste(key):  # a pasted line (literal text)
-                self.line.insert(key[1:])
-                pending.append(self._paste_wire(key))
-                continue
             if key == "\x04" and not self.line.text and self.at_prompt:
                 self.construct.clear()  # EOF: the shell (or its PS2 construct) ends
                 self.at_prompt = False
-            if not self.line.used:
-                self._seq_at_line_start = self._output_seq
+            self._start_line()
             self.line.key(key)
             pending.append(key)
         if pending:
             self._write("".join(pending))
-        if refused and (self.line.used or self.construct.open):
-            self._refuse()  # what was typed before the refused line, or the construct it was part of
+        if refused:
+            self._refuse()  # what was typed before the refused line, and any construct it was part of
 
-    def _paste_wire(self, key: str) -> str:
-        return PASTE_START + key[1:] + PASTE_END if self.at_prompt or not self.markers_seen else key[1:]
+    def _start_line(self) -> None:
+        if not self.line.used:
+            self._seq_at_line_start = self._output_seq
 
     def _note_prompt(self) -> None:
         """The first key of a line at a prompt: what came after the marker so far is the prompt."""
         if self.at_prompt and self._prompt_bytes is None:
             self._prompt_bytes = bytes(self._since_prompt)
 
-    def _keys(self, data: str) -> list[str]:
-        """Input as keys; a bracketed paste becomes one `\\x00text` key per line with an Enter between."""
-        keys: list[str] = []
+    def _keys(self, data: str) -> list[Key]:
+        """Input as keys; a bracketed paste becomes Pasted pieces (literal text, forwarded as received)."""
+        keys: list[Key] = []
         i = 0
         while i < len(data):
             if self._in_paste:
                 end = data.find(PASTE_END, i)
                 chunk = data[i:] if end < 0 else data[i:end]
+                wire = chunk + (PASTE_END if end >= 0 else "")
                 if self._drop_paste:  # the rest of a paste whose line was refused
-                    chunk = ""
                     if end >= 0:
                         self._drop_paste = False
-                lines = re.split(r"\r\n|\r|\n", chunk)
-                for index, line in enumerate(lines):
-                    if index:
-                        keys.append(ENTER)
-                    if line:
-                        keys.append("\x00" + line)
+                        self._in_paste = False
+                        i = end + len(PASTE_END)
+                        continue
+                    break
+                keys.append(Pasted(wire=wire, text=re.sub(r"\r\n|\r", "\n", chunk),
+                                   opens=False if end >= 0 else None))
                 if end < 0:
                     break
                 self._in_paste = False
@@ -440,6 +443,14 @@ class CommandGate:
                 break
             self._in_paste = True
             i = start + len(PASTE_START)
+            end = data.find(PASTE_END, i)
+            chunk = data[i:] if end < 0 else data[i:end]
+            keys.append(Pasted(wire=PASTE_START + chunk + (PASTE_END if end >= 0 else ""),
+                               text=re.sub(r"\r\n|\r", "\n", chunk), opens=end < 0))
+            if end < 0:
+                break
+            self._in_paste = False
+            i = end + len(PASTE_END)
         return keys
 
     # ---- Enter ---------------------------------------------------------------------------------------
@@ -459,12 +470,12 @@ class CommandGate:
         return True
 
     async def _enter(self) -> bool:
-        """Decide one Enter; False when the line was denied."""
+        """Decide one Enter; False when the line was refused."""
         if not self.at_prompt and not self.alternate:
             if not self.markers_seen and not self._first_wait_done:
                 self._first_wait_done = True
                 await self._wait(lambda: self.markers_seen or self.alternate, self.first_prompt_wait)
-            elif self.line.used or self.construct.open:
+            elif self.markers_seen and (self.line.used or self.construct.open):
                 # type-ahead or a program's input? the shell's next prompt tells, if it comes soon
                 await self._wait(lambda: self.at_prompt or self.alternate, self.typeahead_wait)
         if self.alternate:
@@ -473,12 +484,30 @@ class CommandGate:
             return True
         if not self.at_prompt and self.markers_seen:
             return await self._program_input()
-        line = await self._line_text()
+        text = await self._line_text()
         self.line.reset()
-        if line is None:  # a password prompt (hosts without markers)
+        if text is None:  # a password prompt (hosts without markers)
             self._write(ENTER)
             return True
-        return await self._decide(line)
+        construct, history = copy.deepcopy(self.construct), list(self.history)
+        judged = await self._judge(text.split("\n"), construct, history)
+        if judged.refused is not None or judged.unavailable:
+            self._refuse()
+            if judged.refused is not None:
+                entry, verdict = judged.refused
+                self._notice("error", f"command blocked by policy ({verdict.rule}): {entry[:200]}")
+                self._on_command(entry, verdict)
+            return False
+        self._write(ENTER)
+        self.at_prompt = False
+        if not judged.failed:
+            self.construct = construct
+        self.history = history[-500:]
+        for entry, verdict in judged.decided:
+            self._on_command(entry, verdict)
+            if verdict.action == "warn":
+                self._notice("warn", f"this command is flagged for review ({verdict.rule})")
+        return True
 
     async def _program_input(self) -> bool:
         """Enter for a running program: not a command, not logged; still checked when the program echoed it,
@@ -522,11 +551,11 @@ class CommandGate:
         if at < 0:
             at, tail = 0, b""
         screen = TerminalScreen(self.cols, max(8, stream.count(b"\n") + 4 + len(stream) // max(1, self.cols)))
-        stream_parser = pyte.ByteStream(screen)
+        parser = pyte.ByteStream(screen)
         try:
-            stream_parser.feed(tail)
+            parser.feed(tail)
             py, px = screen.cursor.y, screen.cursor.x
-            stream_parser.feed(stream[at + len(tail):])
+            parser.feed(stream[at + len(tail):])
         except Exception:
             log.warning("could not re-render the command line", exc_info=True)
             return None
@@ -550,108 +579,116 @@ class CommandGate:
                                   "the command was not sent, try again")
             return None
 
-    async def _decide(self, raw: str) -> bool:
-        """A line at the shell's prompt: expand, join, check, forward or refuse."""
-        try:
-            line = expand_history(raw, self.history) if not self.construct.analysis.heredoc else raw
-        except HistoryExpansionFailed:
-            self._write(ENTER)  # bash prints "event not found" and runs nothing
-            self.at_prompt = False
-            return True
-        except ValueError:
-            line = raw  # a designator the model does not follow: checked and logged as typed
-        line = line[:MAX_COMMAND]
-        entry, analysis = self.construct.with_line(line)
-        candidates = [entry] if not self.construct.open or entry == line else [line, entry]
-        verdict = Verdict("allow")
-        for text in candidates:
-            if not text.strip():
-                continue
-            found = await self._verdict(text)
-            if found is None:
-                self._refuse()
-                return False
-            if found.action == "deny":
-                verdict = found
-                break
-            if found.action == "warn":
-                verdict = found
-        if verdict.action == "deny":
-            self._refuse()
-            self._notice("error", f"command blocked by policy ({verdict.rule}): {entry[:200]}")
-            self._on_command(entry, verdict)
-            return False
-        self.construct.add(line)
-        self._write(ENTER)
-        self.at_prompt = False
-        if analysis.complete:
-            self.construct.clear()
-            if entry:
-                self.history.append(entry)
-                del self.history[:-500]
-                self._on_command(entry, verdict)
-                if verdict.action == "warn":
-                    self._notice("warn", f"this command is flagged for review ({verdict.rule})")
-        return True
+    async def _judge(self, lines: list[str], construct: _Construct, history: list[str]) -> _Judgement:
+        """Expand, join and check physical lines in the order bash will read them (updates the copies given)."""
+        judged = _Judgement()
+        for raw in lines:
+            heredoc = construct.analysis.heredoc
+            try:
+                line = raw if heredoc else expand_history(raw, history)
+            except HistoryExpansionFailed:
+                judged.failed = True  # bash prints "event not found" and runs nothing of this line
+                return judged
+            except ValueError:
+                line = raw  # a designator the model does not follow: checked and logged as typed
+            line = line[:MAX_COMMAND]
+            entry, analysis = construct.with_line(line)
+            # each physical line on its own (so `^rm` rules see it) and the logical command so far
+            candidates = [entry] if not construct.open or heredoc else [line, entry]
+            verdict = Verdict("allow")
+            for text in candidates:
+                if not text.strip():
+                    continue
+                found = await self._verdict(text)
+                if found is None:
+                    judged.unavailable = True
+                    return judged
+                if found.action == "deny":
+                    judged.refused = (entry, found)
+                    return judged
+                if found.action == "warn":
+                    verdict = found
+            construct.add(line)
+            if analysis.complete:
+                construct.clear()
+                if entry:
+                    history.append(entry)
+                    judged.decided.append((entry, verdict))
+        return judged
 
     def _refuse(self) -> None:
         """Erase the line at the host; an open construct is cancelled so none of it runs."""
+        if self._paste_open:  # the host is inside a bracketed paste whose rest is dropped: close it first
+            self._write(PASTE_END)
+            self._paste_open = False
+            self._drop_paste = self._in_paste
         self._write(KILL_LINE + ("\x03" if self.construct.open else ""))
         if self.construct.open:
             self.at_prompt = False
         self.construct.clear()
         self.line.reset()
-        self._drop_paste = self._in_paste
 
     # ---- multi-line input checked before any of it goes ------------------------------------------------
-    async def _precheck(self, keys: list[str]) -> tuple[list[str], bool]:
-        """Check every line of a multi-line input first; cut it before the first denied line."""
-        if keys.count(ENTER) < 2:
+    async def _precheck(self, keys: list[Key]) -> tuple[list[Key], bool]:
+        """Check every line of a multi-line input (typed ahead or pasted) before any of it is forwarded;
+        cut it before the first refused line (a refused paste is dropped whole)."""
+        multi_paste = any(isinstance(k, Pasted) and "\n" in k.text for k in keys)
+        if keys.count(ENTER) < 2 and not multi_paste:
             return keys, False
         line, construct, history = copy.deepcopy(self.line), copy.deepcopy(self.construct), list(self.history)
+        line_start = 0  # where the current line's keys begin in `keys`
         for index, key in enumerate(keys):
-            if key == "\x03":
+            if isinstance(key, Pasted):
+                line_start = line_start if line.used else index
+                line.insert(key.text)
+                if "\n" not in key.text:
+                    continue
+                # the paste's lines as they stand, on copies: the state moves on at the Enter
+                judged = await self._judge(line.text.split("\n"), copy.deepcopy(construct), list(history))
+            elif key == "\x03":
                 line.reset()
                 construct.clear()
-            elif _is_paste(key):
-                line.insert(key[1:])
-            elif key != ENTER:
-                line.key(key)
-            if key != ENTER:
+                line_start = index + 1
                 continue
-            if line.opaque:
-                return keys, False  # the rest depends on the shell: each line is checked at its own Enter
-            try:
-                text = expand_history(line.text, history)
-            except (HistoryExpansionFailed, ValueError):
-                text = line.text
-            entry, analysis = construct.with_line(text)
-            line.reset()
-            verdict = await self._verdict(entry) if entry.strip() else Verdict("allow")
-            if verdict is None:
-                return [], True
-            if verdict.action == "deny":
+            elif key != ENTER:
+                line_start = line_start if line.used else index
+                line.key(key)
+                continue
+            else:
+                if line.opaque:
+                    return keys, False  # the rest depends on the shell: each line is checked at its own Enter
+                judged = await self._judge(line.text.split("\n"), construct, history)
+                line.reset()
+            if judged.unavailable:
+                return keys[:line_start], True
+            if judged.refused is not None:
+                entry, verdict = judged.refused
                 self._notice("error", f"command blocked by policy ({verdict.rule}): {entry[:200]}; "
                                       "it and the lines after it were not sent")
                 self._on_command(entry, verdict)
                 if self._in_paste:
                     self._drop_paste = True
-                return keys[:_line_start(keys, index)], True
-            construct.add(text)
-            if analysis.complete:
-                history.append(entry)
-                construct.clear()
+                return keys[:line_start], True
+            if key == ENTER:
+                line_start = index + 1
         return keys, False
 
 
-def _is_paste(key: str) -> bool:
-    """A pasted line is carried as one key: NUL + its text (Ctrl-Space alone is a bare NUL)."""
-    return len(key) > 1 and key[0] == "\x00"
+@dataclass
+class Pasted:
+    """A piece of a bracketed paste: forwarded as received, inserted literally into the line."""
+
+    wire: str
+    text: str
+    opens: bool | None = None  # True: the paste continues in later input; False: it ends here
 
 
-def _line_start(keys: list[str], enter_index: int) -> int:
-    """Index of the first key of the line that ends at keys[enter_index]."""
-    i = enter_index
-    while i > 0 and keys[i - 1] != ENTER:
-        i -= 1
-    return i
+Key = str | Pasted
+
+
+@dataclass
+class _Judgement:
+    decided: list[tuple[str, Verdict]] = field(default_factory=list)
+    refused: tuple[str, Verdict] | None = None
+    unavailable: bool = False
+    failed: bool = False
