@@ -89,9 +89,10 @@ class LineModel:
     point: int = 0
     opaque: bool = False   # a key whose effect the model cannot know was used: read the line from the screen
     used: bool = False     # any key reached this line
+    ahead: bool = False    # keys were typed while a program ran: it may have read some of them
 
     def reset(self) -> None:
-        self.text, self.point, self.opaque, self.used = "", 0, False, False
+        self.text, self.point, self.opaque, self.used, self.ahead = "", 0, False, False, False
 
     def insert(self, s: str) -> None:
         self.used = True
@@ -315,6 +316,7 @@ class CommandGate:
         self._drop_paste = False
         self._first_wait_done = False
         self._paste_open = False  # the host has seen a paste's start but not yet its end
+        self._interrupted: float | None = None  # when Ctrl-C was sent, until the shell prompts again
         self._changed = asyncio.Event()
 
     # ---- output (hot path) ------------------------------------------------------------------------
@@ -369,6 +371,13 @@ class CommandGate:
             keys, refused = await self._precheck(keys)
         pending: list[str] = []  # keys to forward in one write
         for key in keys:
+            if self._interrupted is not None and key != "\x03":
+                # bash drops keys that race its SIGINT handling (`echo` after Ctrl-C runs as `cho`): hold what
+                # follows a Ctrl-C until the shell prompts again (bounded: a program may ignore Ctrl-C)
+                if pending:
+                    self._write("".join(pending))
+                    pending = []
+                await self._after_interrupt()
             if isinstance(key, Pasted):
                 self._note_prompt()
                 self._start_line()
@@ -391,8 +400,11 @@ class CommandGate:
                 self.construct.clear()
                 pending.append(key)
                 self.at_prompt = False  # readline starts over: the next marker is a fresh prompt
+                self._interrupted = asyncio.get_running_loop().time()
                 continue
             self._note_prompt()
+            if not self.at_prompt and self.markers_seen:
+                self.line.ahead = True
             if key == "\x04" and not self.line.text and self.at_prompt:
                 self.construct.clear()  # EOF: the shell (or its PS2 construct) ends
                 self.at_prompt = False
@@ -403,6 +415,13 @@ class CommandGate:
             self._write("".join(pending))
         if refused:
             self._refuse()  # what was typed before the refused line, and any construct it was part of
+
+    async def _after_interrupt(self) -> None:
+        started, self._interrupted = self._interrupted, None
+        if started is None or self.alternate:
+            return
+        remaining = started + self.typeahead_wait - asyncio.get_running_loop().time()
+        await self._wait(lambda: self.at_prompt or self.alternate, max(0.0, remaining))
 
     def _start_line(self) -> None:
         if not self.line.used:
@@ -533,12 +552,41 @@ class CommandGate:
             left = self._screen.row(screen.cursor.y)[:screen.cursor.x]
             if PASSWORD_PROMPT.search(left.rstrip() + " ") and not self.line.opaque:
                 return None
+        if self.line.ahead and not self.line.opaque:
+            return await self._typed_ahead()
         if not self.line.opaque:
             return self.line.text
         # keys whose effect only the shell knows: wait (bounded) for their echo, then read the line
         await self._wait(lambda: self._output_seq != self._seq_at_write, self.echo_wait)
         text = self._screen_line()
         return text if text is not None else self.line.text
+
+    async def _typed_ahead(self) -> str:
+        """Keys typed while a program ran: the program (top, a pager) may have read the first ones. The shell
+        shows what it got after its prompt: the longest end of what was typed that the screen ends with."""
+        typed = self.line.text
+        probe = typed.rstrip()[-8:].encode("utf-8", "replace")
+        await self._wait(lambda: probe in self._since_prompt, self.echo_wait)
+        shown = self._render(bytes(self._since_prompt))
+        if shown is None:
+            return typed
+        rows = [row.rstrip() for row in shown.display]
+        last = max((y for y, row in enumerate(rows) if row), default=0)
+        text = "".join(shown.display[y] for y in range(last + 1)).rstrip()
+        stripped = typed.rstrip()
+        for start in range(len(stripped) + 1):
+            if text.endswith(stripped[start:]) and stripped[start:]:
+                return typed[start:]
+        return typed
+
+    def _render(self, stream: bytes) -> TerminalScreen | None:
+        screen = TerminalScreen(self.cols, max(8, stream.count(b"\n") + 4 + len(stream) // max(1, self.cols)))
+        try:
+            pyte.ByteStream(screen).feed(stream)
+        except Exception:
+            log.warning("could not re-render the command line", exc_info=True)
+            return None
+        return screen
 
     def _screen_line(self) -> str | None:
         """Re-render the output since the prompt on a private emulator and read the line after the prompt."""
