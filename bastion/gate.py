@@ -421,7 +421,12 @@ class CommandGate:
         if started is None or self.alternate:
             return
         remaining = started + self.typeahead_wait - asyncio.get_running_loop().time()
-        await self._wait(lambda: self.at_prompt or self.alternate, max(0.0, remaining))
+        await self._wait(lambda: self._prompted() or self.alternate, max(0.0, remaining))
+
+    def _prompted(self) -> bool:
+        """The shell is reading a line and has shown its prompt. After SIGINT bash 5.2 switches the marker on,
+        off and on again (`ESC[?2004h ESC[?2004l CR LF ESC[?2004h prompt`): the first one is not a prompt yet."""
+        return self.at_prompt and len(self._since_prompt) > 0
 
     def _start_line(self) -> None:
         if not self.line.used:
@@ -496,7 +501,7 @@ class CommandGate:
                 await self._wait(lambda: self.markers_seen or self.alternate, self.first_prompt_wait)
             elif self.markers_seen and (self.line.used or self.construct.open):
                 # type-ahead or a program's input? the shell's next prompt tells, if it comes soon
-                await self._wait(lambda: self.at_prompt or self.alternate, self.typeahead_wait)
+                await self._wait(lambda: self._prompted() or self.alternate, self.typeahead_wait)
         if self.alternate:
             self.line.reset()
             self._write(ENTER)

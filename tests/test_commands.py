@@ -198,3 +198,120 @@ async def test_rule_validation(bastion: BastionApp, body: dict, fragment: str) -
     resp = await admin.post("/api/command-rules", body)
     assert resp.status in (400, 404) and fragment in resp.json["error"], resp
     assert await bastion.services.store.list_rules() == []
+
+
+# ---- the filter decides on what will run (the host's file system is the judge) ---------------------------
+PASTE = "\x1b[200~{}\x1b[201~"
+
+
+async def _deny_rm(admin) -> None:
+    rule = await admin.post("/api/command-rules", {"name": "no-rm-rf", "kind": "regex", "pattern": r"^rm\s+-rf",
+                                                   "action": "deny"})
+    assert rule.status == 201, rule
+
+
+async def _settled(term: TerminalClient) -> None:
+    """Everything sent before has been read and run by the shell: a sentinel comes back."""
+    mark = len(term.output)
+    await term.send("echo SENT''INEL\r")
+    await term.expect("SENTINEL", start=mark)
+
+
+def _refusals(term: TerminalClient) -> list[str]:
+    return [c["message"] for c in term.controls if c["type"] == "notice" and c.get("level") == "error"]
+
+
+async def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
+    """Poll predicate until it holds (no fixed sleeps as synchronisation)."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout}s")
+        await asyncio.sleep(0.02)
+    return value
+
+
+async def _blocked(app: BastionApp, session_id: str) -> list[str]:
+    return [c.text for c in await app.services.store.commands_of_session(session_id) if c.blocked]
+
+
+@pytest.mark.parametrize("bracketed", [True, False], ids=["bracketed-paste", "typed-lines"])
+async def test_denied_line_of_a_paste_and_what_follows_never_run(bastion: BastionApp, sshd, tmp_path: Path,
+                                                                 bracketed: bool) -> None:
+    admin, user, ids, term, hist = await shell(bastion, sshd, tmp_path)
+    await _deny_rm(admin)
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    before, after = tmp_path / "before", tmp_path / "after"
+    lines = f"touch {before}\rrm -rf {keep}\rtouch {after}\r"
+    await term.send(PASTE.format(lines) + "\r" if bracketed else lines)
+    await _settled(term)
+    assert keep.is_dir() and not after.exists()
+    # a bracketed paste is checked as a whole before any of it reaches the host: nothing of it runs;
+    # typed (unbracketed) lines run up to the refused one
+    assert before.exists() is (not bracketed)
+    assert any(f"rm -rf {keep}" in m for m in _refusals(term)), term.controls
+    assert f"rm -rf {keep}" in await _blocked(bastion, term.session_id)
+    assert "rm -rf" not in hist.read_text()
+    term.close()
+
+
+async def test_paste_ending_in_a_denied_fragment_is_refused(bastion: BastionApp, sshd, tmp_path: Path) -> None:
+    admin, user, ids, term, hist = await shell(bastion, sshd, tmp_path)
+    await _deny_rm(admin)
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    first = tmp_path / "first"
+    await term.send(PASTE.format(f"touch {first}\rrm -rf {keep}"))
+    await term.send("\r")
+    await _settled(term)
+    assert keep.is_dir() and not first.exists()
+    assert any("rm -rf" in m for m in _refusals(term))
+    term.close()
+
+
+@pytest.mark.parametrize("steps", [
+    ["r\\\r", "m -rf {keep}\r"],                                        # backslash continuation
+    ["rm -rf \\\r", "{keep}\r"],
+    ["for i in 1\r", "do\r", "rm -rf {keep}\r", "done\r"],              # PS2 construct
+    ["if true; then\r", "rm -rf {keep}; fi\r"],
+], ids=["split-word", "split-args", "for-loop", "if-then"])
+async def test_continuations_are_checked_as_bash_will_run_them(bastion: BastionApp, sshd, tmp_path: Path,
+                                                                steps: list[str]) -> None:
+    admin, user, ids, term, hist = await shell(bastion, sshd, tmp_path)
+    await _deny_rm(admin)
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    for step in steps:
+        mark = len(term.output)
+        await term.send(step.replace("{keep}", str(keep)))
+        # the shell reads its next line (PS1 or PS2), or the line was refused (then the rest is not sent)
+        await wait_until(lambda: _refusals(term) or b"\x1b[?2004h" in term.output[mark:], what="next prompt")
+        if _refusals(term):
+            break
+    await _settled(term)
+    assert keep.is_dir()
+    assert any("rm -rf" in m for m in _refusals(term)), term.controls
+    assert any("rm -rf" in b for b in await _blocked(bastion, term.session_id))
+    term.close()
+
+
+@pytest.mark.parametrize("cancel", ["\x03", "\x15"], ids=["ctrl-c", "ctrl-u"])
+async def test_cancelled_line_never_reaches_the_filter_again(bastion: BastionApp, sshd, tmp_path: Path,
+                                                             cancel: str) -> None:
+    admin, user, ids, term, hist = await shell(bastion, sshd, tmp_path)
+    await _deny_rm(admin)
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    await term.send(f"rm -rf {keep}")
+    await term.expect(str(keep))
+    await term.send(cancel)
+    await term.send("echo harm''less\r")
+    await term.expect("harmless")
+    await _settled(term)
+    assert keep.is_dir()
+    assert _refusals(term) == []
+    stored = await bastion.services.store.commands_of_session(term.session_id)
+    assert [c.text for c in stored][1:] == ["echo harm''less", "echo SENT''INEL"]
+    assert not any(c.blocked for c in stored)
+    term.close()
