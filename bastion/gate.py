@@ -177,15 +177,29 @@ class _Construct:
         return bool(self.lines)
 
     def with_line(self, line: str) -> tuple[str, Analysis]:
-        entry = join(self.entry, self.analysis, line) if self.lines else line
-        return entry, analyze(self.lines + [line])
+        """The history entry and the analysis if `line` is read next."""
+        if not self.lines:
+            return line, (_SIMPLE if _simple(line) else analyze([line]))
+        return join(self.entry, self.analysis, line), analyze(self.lines + [line])
 
-    def add(self, line: str) -> None:
-        self.entry, self.analysis = self.with_line(line)
+    def add(self, line: str, entry: str, analysis: Analysis) -> None:
+        self.entry, self.analysis = entry, analysis
         self.lines.append(line)
+
+    def copy(self) -> "_Construct":
+        return _Construct(self.lines[:], self.entry, self.analysis)  # an Analysis is never changed in place
 
     def clear(self) -> None:
         self.lines, self.entry, self.analysis = [], "", Analysis()
+
+
+_SIMPLE = Analysis()
+_SPECIAL = re.compile(r"['\"\\`<|&({#]|\b(?:if|for|while|until|select|case|function)\b")
+
+
+def _simple(line: str) -> bool:
+    """A line that is a complete command on its own and needs no parsing (most lines typed)."""
+    return _SPECIAL.search(line) is None
 
 
 class HistoryExpansionFailed(Exception):
@@ -365,6 +379,13 @@ class CommandGate:
         if self.alternate:
             self._write(data)
             return
+        if (len(data) == 1 and " " <= data < "\x7f" and self.at_prompt and self._interrupted is None
+                and not self._in_paste):  # one key typed at a prompt: the common case, kept cheap
+            self._note_prompt()
+            self._start_line()
+            self.line.insert(data)
+            self._write(data)
+            return
         keys = self._keys(data)
         refused = False
         if self.at_prompt or not self.markers_seen:
@@ -513,7 +534,7 @@ class CommandGate:
         if text is None:  # a password prompt (hosts without markers)
             self._write(ENTER)
             return True
-        construct, history = copy.deepcopy(self.construct), list(self.history)
+        construct, history = self.construct.copy(), list(self.history)
         judged = await self._judge(text.split("\n"), construct, history)
         if judged.refused is not None or judged.unavailable:
             self._refuse()
@@ -661,7 +682,7 @@ class CommandGate:
                     return judged
                 if found.action == "warn":
                     verdict = found
-            construct.add(line)
+            construct.add(line, entry, analysis)
             if analysis.complete:
                 construct.clear()
                 if entry:
@@ -688,7 +709,7 @@ class CommandGate:
         multi_paste = any(isinstance(k, Pasted) and "\n" in k.text for k in keys)
         if keys.count(ENTER) < 2 and not multi_paste:
             return keys, False
-        line, construct, history = copy.deepcopy(self.line), copy.deepcopy(self.construct), list(self.history)
+        line, construct, history = copy.copy(self.line), self.construct.copy(), list(self.history)
         line_start = 0  # where the current line's keys begin in `keys`
         for index, key in enumerate(keys):
             if isinstance(key, Pasted):
@@ -697,7 +718,7 @@ class CommandGate:
                 if "\n" not in key.text:
                     continue
                 # the paste's lines as they stand, on copies: the state moves on at the Enter
-                judged = await self._judge(line.text.split("\n"), copy.deepcopy(construct), list(history))
+                judged = await self._judge(line.text.split("\n"), construct.copy(), list(history))
             elif key == "\x03":
                 line.reset()
                 construct.clear()

@@ -10,6 +10,7 @@ It is a model of the common constructs, not a shell: what it cannot follow it re
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 # tokens after which bash joins the next line with a space instead of "; " (parse.y no_semi_successors)
@@ -21,6 +22,7 @@ OPENERS = {"if": "fi", "for": "done", "while": "done", "until": "done", "select"
 COMMAND_STARTERS = {"then", "do", "else", "elif", "if", "while", "until", "{", "!", "time"}
 OPERATORS = ("&&", "||", ";;&", ";;", ";&", "|&", "<<-", "<<<", "<<", ">>", "<&", ">&", "<>", ">|", "&>>", "&>",
              ";", "&", "|", "(", ")", "<", ">")
+_OPERATOR = re.compile("|".join(re.escape(o) for o in OPERATORS))  # longest first, as listed
 
 
 @dataclass
@@ -72,7 +74,8 @@ def analyze(lines: list[str]) -> Analysis:
                 continue
             if c == "#" and (i == 0 or line[i - 1] in " \t;&|()"):
                 break  # a comment runs to the end of the line
-            op = next((o for o in OPERATORS if line.startswith(o, i)), None)
+            m = _OPERATOR.match(line, i) if c in "&|;<>()" else None
+            op = m.group(0) if m else None
             if op is not None:
                 i += len(op)
                 if op in ("<<", "<<-"):

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 HIGH_WATER = 1024 * 1024
+RECORD_COMMAND_DELAY = 0.05  # seconds between a command's decision and its store write
 LOW_WATER = 256 * 1024
 
 REASON_TEXT = {
@@ -199,8 +200,14 @@ class TerminalSession:
         frame = control("command", command=command, blocked=blocked, flagged=flagged)
         for monitor in self.monitors:
             monitor.sink.send_control(frame)
-        task = asyncio.get_running_loop().create_task(
-            self.manager.record_command(self, command, blocked=blocked, flagged=flagged, rule=verdict.rule))
+        offset = self.elapsed()
+        # stored a moment later, so the database work does not compete with the command's first output
+        asyncio.get_running_loop().call_later(RECORD_COMMAND_DELAY, self._store_command, command, verdict, offset)
+
+    def _store_command(self, command: str, verdict: Verdict, offset: float) -> None:
+        task = asyncio.get_running_loop().create_task(self.manager.record_command(
+            self, command, blocked=verdict.action == "deny", flagged=verdict.action == "warn", rule=verdict.rule,
+            offset=offset))
         self._recording_commands.add(task)  # keep a reference until stored
         task.add_done_callback(self._recording_commands.discard)
 
@@ -418,11 +425,12 @@ class TerminalManager:
         self._filter = None
 
     async def record_command(self, session: "TerminalSession", text: str, *, blocked: bool, flagged: bool,
-                             rule: str) -> None:
+                             rule: str, offset: float | None = None) -> None:
         r = session.record
         try:
             await self.store.add_command(Command(session_id=r.id, user_id=r.user_id, username=r.username,
-                                                 host_id=r.host_id, host_name=r.host_name, offset=session.elapsed(),
+                                                 host_id=r.host_id, host_name=r.host_name,
+                                                 offset=session.elapsed() if offset is None else offset,
                                                  text=text, blocked=blocked, flagged=flagged, rule=rule))
             if blocked or flagged:
                 await self.audit.record("command.blocked" if blocked else "command.flagged", actor=r.username,
