@@ -315,3 +315,75 @@ async def test_cancelled_line_never_reaches_the_filter_again(bastion: BastionApp
     assert [c.text for c in stored][1:] == ["echo harm''less", "echo SENT''INEL"]
     assert not any(c.blocked for c in stored)
     term.close()
+
+
+# ---- the gate's models in isolation (the table in test_extraction.py checks them against bash) ------------
+from bastion.gate import HistoryExpansionFailed, LineModel, expand_history, tokenize  # noqa: E402
+from bastion.shellsyntax import analyze, join  # noqa: E402
+
+
+def _joined(lines: list[str]) -> tuple[str, bool]:
+    entry, done = "", []
+    for line in lines:
+        entry = join(entry, analyze(done), line) if done else line
+        done.append(line)
+    return entry, analyze(done).complete
+
+
+@pytest.mark.parametrize("lines, entry, complete", [
+    (["echo a \\", "b"], "echo a b", True),
+    (["r\\", "m -rf x"], "rm -rf x", True),
+    (["for i in 1 2", "do", "echo $i", "done"], "for i in 1 2; do echo $i; done", True),
+    (["cat <<EOF", "hi", "EOF"], "cat <<EOF\nhi\nEOF\n", True),
+    (["echo 'a", "b'"], "echo 'a\nb'", True),
+    (["ls |", "wc -l"], "ls | wc -l", True),
+    (["f() {", "echo x", "}"], "f() { echo x; }", True),
+    (["for i in 1 2"], "for i in 1 2", False),
+    (["cat <<EOF", "still open"], "cat <<EOF\nstill open\n", False),
+    (["echo done; echo fi"], "echo done; echo fi", True),
+    (["echo 'unclosed"], "echo 'unclosed", False),
+    (["echo $(date", ")"], "echo $(date\n)", True),
+])
+def test_continuations_join_like_bash(lines: list[str], entry: str, complete: bool) -> None:
+    assert _joined(lines) == (entry, complete)
+
+
+@pytest.mark.parametrize("line, history, expanded", [
+    ("!!", ["echo one"], "echo one"),
+    ("echo !$", ["echo x y"], "echo y"),
+    ("echo !^ !*", ["cmd a b"], "echo a a b"),
+    ("!-2", ["first", "second"], "first"),
+    ("!ec", ["echo a", "ls"], "echo a"),
+    ("^one^two", ["echo one"], "echo two"),
+    ("echo '!!'", ["x"], "echo '!!'"),          # no expansion inside single quotes
+    ("echo \\!!", ["x"], "echo \\!!"),          # nor after a backslash
+    ("echo hi!", ["x"], "echo hi!"),             # ! at the end stays
+    ("echo a != b", ["x"], "echo a != b"),       # ! before a blank or = stays
+])
+def test_history_expansion(line: str, history: list[str], expanded: str) -> None:
+    assert expand_history(line, history) == expanded
+
+
+@pytest.mark.parametrize("line, history", [("!nomatch", ["echo a"]), ("!-5", ["a"]), ("^zz^y", ["echo a"])])
+def test_history_expansion_failures(line: str, history: list[str]) -> None:
+    with pytest.raises(HistoryExpansionFailed):
+        expand_history(line, history)
+
+
+@pytest.mark.parametrize("keys, text, opaque", [
+    ("echo abcd\x7f\x7fxy", "echo abxy", False),
+    ("echo one two\x17three", "echo one three", False),
+    ("echo keep drop" + "\x1b[D" * 5 + "\x0b", "echo keep", False),
+    ("cho\x01e", "echo", False),
+    ("echo aaa bbb\x1bb\x1bbX\x1bfY", "echo XaaaY bbb", False),
+    ("echo foo-bar\x1b\x7fbaz", "echo foo-baz", False),
+    ("echo ab\x1b[D\x1b[3~", "echo a", False),
+    ("ls /tm\t", "ls /tm", True),                 # completion: only the shell knows
+    ("\x1b[A", "", True),                          # history recall
+    ("\x12echo", "echo", True),                    # Ctrl-R
+])
+def test_line_model(keys: str, text: str, opaque: bool) -> None:
+    line = LineModel()
+    for key in tokenize(keys):
+        line.key(key)
+    assert (line.text, line.opaque) == (text, opaque)
