@@ -331,6 +331,7 @@ class CommandGate:
         self._first_wait_done = False
         self._paste_open = False  # the host has seen a paste's start but not yet its end
         self._interrupted: float | None = None  # when Ctrl-C was sent, until the shell prompts again
+        self._interrupted_line = False  # … and it interrupted a line being typed at a prompt
         self._changed = asyncio.Event()
 
     # ---- output (hot path) ------------------------------------------------------------------------
@@ -417,6 +418,7 @@ class CommandGate:
                     return  # refused: the rest of this input never reaches the host
                 continue
             if key == "\x03":
+                self._interrupted_line = self.line.used and self.at_prompt
                 self.line.reset()
                 self.construct.clear()
                 pending.append(key)
@@ -443,6 +445,11 @@ class CommandGate:
             return
         remaining = started + self.typeahead_wait - asyncio.get_running_loop().time()
         await self._wait(lambda: self._prompted() or self.alternate, max(0.0, remaining))
+        if self._interrupted_line and self.at_prompt:
+            # bash sometimes shows its prompt with the interrupted line still in the buffer (SIGINT not yet
+            # handled) and then runs it with what follows: erase it first (no-ops on an empty line)
+            self._write(KILL_LINE)
+        self._interrupted_line = False
 
     def _prompted(self) -> bool:
         """The shell is reading a line and has shown its prompt. After SIGINT bash 5.2 switches the marker on,

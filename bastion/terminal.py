@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 HIGH_WATER = 1024 * 1024
-RECORD_COMMAND_DELAY = 0.05  # seconds between a command's decision and its store write
 LOW_WATER = 256 * 1024
 
 REASON_TEXT = {
@@ -200,14 +199,8 @@ class TerminalSession:
         frame = control("command", command=command, blocked=blocked, flagged=flagged)
         for monitor in self.monitors:
             monitor.sink.send_control(frame)
-        offset = self.elapsed()
-        # stored a moment later, so the database work does not compete with the command's first output
-        asyncio.get_running_loop().call_later(RECORD_COMMAND_DELAY, self._store_command, command, verdict, offset)
-
-    def _store_command(self, command: str, verdict: Verdict, offset: float) -> None:
         task = asyncio.get_running_loop().create_task(self.manager.record_command(
-            self, command, blocked=verdict.action == "deny", flagged=verdict.action == "warn", rule=verdict.rule,
-            offset=offset))
+            self, command, blocked=blocked, flagged=flagged, rule=verdict.rule, offset=self.elapsed()))
         self._recording_commands.add(task)  # keep a reference until stored
         task.add_done_callback(self._recording_commands.discard)
 

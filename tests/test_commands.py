@@ -232,7 +232,13 @@ async def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
 
 
 async def _blocked(app: BastionApp, session_id: str) -> list[str]:
-    return [c.text for c in await app.services.store.commands_of_session(session_id) if c.blocked]
+    """The refused commands stored for the session (stored in the background: polled)."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = [c.text for c in await app.services.store.commands_of_session(session_id) if c.blocked]
+        if found or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize("bracketed", [True, False], ids=["bracketed-paste", "typed-lines"])
@@ -311,7 +317,15 @@ async def test_cancelled_line_never_reaches_the_filter_again(bastion: BastionApp
     await _settled(term)
     assert keep.is_dir()
     assert _refusals(term) == []
-    stored = await bastion.services.store.commands_of_session(term.session_id)
+    async def stored_all():
+        cmds = await bastion.services.store.commands_of_session(term.session_id)
+        return cmds if cmds and cmds[-1].text == "echo SENT''INEL" else None
+    stored = None
+    deadline = time.monotonic() + 10
+    while stored is None and time.monotonic() < deadline:
+        stored = await stored_all()
+        await asyncio.sleep(0.02)
+    assert stored is not None
     assert [c.text for c in stored][1:] == ["echo harm''less", "echo SENT''INEL"]
     assert not any(c.blocked for c in stored)
     term.close()
