@@ -1,7 +1,7 @@
 """The session's terminal emulator (pyte) and the command filter.
 
 `ScreenTracker`: pyte fed lazily. Feeding pyte costs CPU on the loop, so output is queued (bounded)
-and fed only when the screen is needed (a monitor joins, Enter is pressed). If more than `max_pending`
+and fed only when the screen is needed (a monitor joins, a snapshot is taken). If more than `max_pending`
 bytes arrive between two looks, the oldest are dropped and the emulator is reset before replaying the
 rest: a screen is redrawn by far fewer bytes than that.
 
