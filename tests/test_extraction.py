@@ -234,7 +234,7 @@ class Shell:
         term = await TerminalClient.open(env["user"], f"/ws/terminal/{env['host_id']}", cols=cols, rows=rows)
         await term.control("session")
         # the channel is open: type at once, before bash has printed its first prompt
-        await wait_until(lambda: getattr(app.services.hub.get(term.session_id), "_chan", None) is not None,
+        await wait_until(lambda: getattr(app.services.hub.get(term.session_id), "upstream", None) is not None,
                          what="SSH channel")
         hist = root / "bash_history"
         await term.send(f"export HISTFILE={hist} HISTCONTROL= HISTIGNORE= PROMPT_COMMAND='history -a'; "
