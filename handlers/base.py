@@ -6,6 +6,7 @@ import inspect
 import ipaddress
 import json
 import logging
+import secrets
 from typing import Any, Awaitable, Callable
 from urllib.parse import quote
 
@@ -22,6 +23,14 @@ LOGIN_COOKIE = "bastion_login"
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
        "frame-ancestors 'none'; form-action 'self'")
+# xterm.js 6 (terminal and watch pages only) styles itself at run time: its DOM renderer and scrollbar create
+# <style> elements whose text depends on the theme and the measured cell size (so no hash fits), and it colours
+# truecolor cells and contrast-adjusted text through style="..." attributes (without them truecolor cells are
+# drawn in the background colour; tests/test_browser_render.py). Those pages therefore allow <style> elements
+# carrying this response's nonce (static/terminal.js stamps it on the elements xterm.js creates) and style
+# attributes. Attributes cannot hold selectors, @import or @font-face, so they cannot read the page; every
+# other page keeps plain style-src 'self', and no page allows inline script.
+XTERM_STYLE_SRC = "style-src 'self'; style-src-elem 'self' 'nonce-{nonce}'; style-src-attr 'unsafe-inline'"
 
 
 # ---- access decorators -----------------------------------------------------------------------
@@ -204,9 +213,15 @@ class BaseHandler(BaseMixin, tornado.web.RequestHandler):
     """Every HTTP handler: security headers, principal, errors as {"error": ...} or an error page."""
 
     csp = CSP
+    xterm_styles = False  # True on pages running xterm.js: see XTERM_STYLE_SRC
+    style_nonce = ""
 
     def set_default_headers(self) -> None:
-        self.set_header("Content-Security-Policy", self.csp)
+        policy = self.csp
+        if self.xterm_styles:
+            self.style_nonce = secrets.token_urlsafe(18)
+            policy = policy.replace("style-src 'self'", XTERM_STYLE_SRC.format(nonce=self.style_nonce))
+        self.set_header("Content-Security-Policy", policy)
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("X-Frame-Options", "DENY")
         self.set_header("Referrer-Policy", "same-origin")
@@ -270,7 +285,7 @@ class BaseHandler(BaseMixin, tornado.web.RequestHandler):
         env = self.services.templates
         return env.get_template(template).render(
             principal=self.principal, xsrf_form_html=self.xsrf_form_html, static_url=self.static_url,
-            request_path=self.request.path, **context)
+            request_path=self.request.path, style_nonce=self.style_nonce, **context)
 
     def page(self, template: str, **context: Any) -> None:
         self.finish(self.render_page(template, **context))

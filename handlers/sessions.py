@@ -84,6 +84,8 @@ class RecordingHandler(SessionsMixin, APIHandler):
 
 
 class TerminalPage(BaseHandler):
+    xterm_styles = True
+
     @authenticated
     async def get(self, host_id: str) -> None:
         host = await self.inventory.get_host(host_id)
@@ -100,6 +102,8 @@ class SessionsPage(BaseHandler):
 
 
 class WatchPage(BaseHandler):
+    xterm_styles = True
+
     @role("auditor", "admin")
     async def get(self, session_id: str) -> None:
         record = await self.load_session(session_id)

@@ -3,6 +3,19 @@
 "use strict";
 
 (() => {
+  // xterm.js creates <style> elements for its theme, cell size and scrollbar. The page's CSP admits only
+  // <style> elements carrying this response's nonce, and a nonce counts only if present before the element is
+  // inserted, so stamp it when the element is created (see XTERM_STYLE_SRC in handlers/base.py).
+  const nonceMeta = document.querySelector('meta[name="xterm-style-nonce"]');
+  const styleNonce = nonceMeta ? nonceMeta.content : "";
+  if (styleNonce) {
+    const createElement = document.createElement;
+    document.createElement = function (tagName, options) {
+      const node = createElement.call(this, tagName, options);
+      if (String(tagName).toLowerCase() === "style") node.setAttribute("nonce", styleNonce);
+      return node;
+    };
+  }
   const el = document.getElementById("terminal");
   const watching = document.body.dataset.page === "watch";
   const statusEl = document.getElementById("status");
@@ -27,6 +40,11 @@
   }
   term.open(el);
   if (fit) fit.fit();
+  if (watching) {
+    // xterm.js draws no cursor until the terminal was focused once; a watcher must see where the user's cursor is
+    term.focus();
+    term.blur();
+  }
   let ended = false;
 
   function setStatus(text, cls) {
