@@ -1,9 +1,12 @@
 """Every page renders for the roles that may see it, with the security headers, and refuses the others."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from conftest import BastionApp, seed_inventory
+from test_terminal import granted_host
 
 PAGES = [
     ("/", ("user", "auditor", "admin")),
@@ -48,3 +51,22 @@ async def test_error_page_for_unknown_path(bastion: BastionApp) -> None:
     admin = await bastion.admin()
     resp = await admin.request("GET", "/no/such/page", headers={"Accept": "text/html"})
     assert resp.status == 404
+
+
+async def test_style_exception_only_on_terminal_pages(bastion: BastionApp, sshd) -> None:
+    """xterm.js pages admit <style> elements with this response's nonce (fresh each time) and style attributes;
+    every other page keeps style-src 'self' alone, and no page admits inline script."""
+    admin, user, ids = await granted_host(bastion, sshd)
+    nonces = []
+    for _ in range(2):
+        resp = await user.request("GET", f"/terminal/{ids['host_id']}", headers={"Accept": "text/html"})
+        assert resp.status == 200
+        csp = resp.headers["Content-Security-Policy"]
+        nonce = re.search(r"style-src-elem 'self' 'nonce-([A-Za-z0-9_-]{20,})'", csp).group(1)
+        assert f'<meta name="xterm-style-nonce" content="{nonce}">'.encode() in resp.body
+        assert "style-src-attr 'unsafe-inline'" in csp and "script-src 'self';" in csp
+        nonces.append(nonce)
+    assert nonces[0] != nonces[1]
+    for path, _ in PAGES:
+        csp = (await admin.request("GET", path, headers={"Accept": "text/html"})).headers["Content-Security-Policy"]
+        assert "style-src 'self';" in csp and "nonce" not in csp and "unsafe-inline" not in csp, (path, csp)
