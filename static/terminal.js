@@ -106,8 +106,34 @@
 
   function send(obj) { if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj)); }
 
+  // A large paste arrives as one onData call; send it as input frames of at most MAX_FRAME bytes (UTF-8 of the
+  // JSON frame), split between code points, so no single frame is huge. Order is kept by the socket.
+  const MAX_FRAME = 4096;
+  const FRAME_OVERHEAD = JSON.stringify({ type: "input", data: "" }).length;
+  function frameBytes(cp) { // bytes of one code point inside the JSON frame (escapes counted at their longest)
+    if (cp < 0x20 || (cp >= 0xd800 && cp <= 0xdfff)) return 6;
+    if (cp === 0x22 || cp === 0x5c) return 2;
+    return cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+  }
+  function sendInput(data) {
+    if (data.length * 6 + FRAME_OVERHEAD <= MAX_FRAME) { send({ type: "input", data }); return; }
+    let chunk = "";
+    let size = FRAME_OVERHEAD;
+    for (const ch of data) { // iterates code points, never splitting a surrogate pair
+      const cost = frameBytes(ch.codePointAt(0));
+      if (size + cost > MAX_FRAME) {
+        send({ type: "input", data: chunk });
+        chunk = "";
+        size = FRAME_OVERHEAD;
+      }
+      chunk += ch;
+      size += cost;
+    }
+    if (chunk) send({ type: "input", data: chunk });
+  }
+
   if (!watching) {
-    term.onData((data) => send({ type: "input", data }));
+    term.onData(sendInput);
     term.onResize(({ cols, rows }) => send({ type: "resize", cols, rows }));
     let timer = null;
     window.addEventListener("resize", () => {
@@ -122,7 +148,8 @@
         return false;
       }
       if (e.code === "KeyV") {
-        if (navigator.clipboard) navigator.clipboard.readText().then((t) => term.paste(t)).catch(() => {});
+        // Not a key for the host: the browser then fires its own paste event, which xterm.js handles once
+        // (bracketing it when the host asked for bracketed paste). Reading the clipboard here as well pasted twice.
         return false;
       }
       return true;

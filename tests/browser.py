@@ -205,3 +205,13 @@ def ink_columns(image: Any, box: tuple[int, int, int, int], background: tuple[in
         if any(not close_to(image.getpixel((x, y)), background, 40) for y in range(y0, y1)):
             xs.append(x)
     return xs
+
+
+async def wait_prompt(page: Any, timeout: float = 15) -> None:
+    """Wait until the shell shows a prompt on the cursor's row (keys typed earlier may race the shell's start)."""
+    async def at_prompt() -> bool:
+        g = await geometry(page)
+        rows = await view_rows(page)
+        line = rows[g.cursor_y][:g.cursor_x] if 0 <= g.cursor_y < len(rows) else ""
+        return line.rstrip().endswith(("$", "#"))
+    await wait_until(at_prompt, timeout, "a shell prompt")
