@@ -7,6 +7,12 @@
   const pager = document.getElementById("ended-pager");
   const filters = document.getElementById("filters");
   const PAGE = 25;
+  // How an end reason looks: a normal end is good, a forced or broken one is bad, anything else a warning.
+  const REASON_BADGE = {
+    exit: "good", closed: "good",
+    kicked: "bad", failed: "bad", record_failed: "bad",
+    host_lost: "warn", idle: "warn", shutdown: "warn", interrupted: "warn",
+  };
   let offset = 0;
 
   const fmtTime = (t) => (t ? new Date(t * 1000).toLocaleString() : "—");
@@ -60,7 +66,7 @@
       const tr = document.createElement("tr");
       tr.dataset.sessionId = s.id;
       cell(tr, s.username, "strong");
-      cell(tr, s.host_name);
+      cell(tr, s.host_name, "host");
       cell(tr, fmtTime(s.started_at), "nowrap");
       cell(tr, fmtDuration(now - s.started_at));
       cell(tr, fmtBytes(s.bytes_out));
@@ -97,13 +103,13 @@
         const tr = document.createElement("tr");
         tr.dataset.sessionId = s.id;
         cell(tr, s.username, "strong");
-        cell(tr, s.host_name);
+        cell(tr, s.host_name, "host");
         cell(tr, fmtTime(s.started_at), "nowrap");
         cell(tr, fmtDuration((s.ended_at || s.started_at) - s.started_at));
         cell(tr, fmtBytes(s.bytes_out));
         const reason = cell(tr, "");
         const badge = document.createElement("span");
-        badge.className = "badge " + (s.end_reason === "kicked" ? "bad" : s.end_reason === "interrupted" ? "warn" : "good");
+        badge.className = "badge " + (REASON_BADGE[s.end_reason] || "warn");
         badge.textContent = s.end_reason;
         reason.appendChild(badge);
         if (s.reason) reason.appendChild(document.createTextNode(" " + s.reason));
@@ -120,7 +126,7 @@
   }
 
   filters.addEventListener("submit", (ev) => { ev.preventDefault(); offset = 0; loadEnded(); });
-  let liveIds = "";
+  let liveIds = null; // null: the ended list has not been loaded yet (also when nothing is live)
   async function tick() {
     await refreshLive();
     const ids = [...liveBody.querySelectorAll("tr[data-session-id]")].map((tr) => tr.dataset.sessionId).join(",");
