@@ -25,6 +25,14 @@ const Bastion = (() => {
     return data;
   }
 
+  // One date format on every page, the one the server renders (YYYY-MM-DD HH:MM:SS, local time); "—" for none.
+  function fmtTime(t) {
+    if (!t) return "—";
+    const d = new Date(t * 1000);
+    const p = (n) => String(n).padStart(2, "0");
+    return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+  }
+
   // A table cell holding text (never HTML).
   function cell(tr, text, cls) {
     const td = document.createElement("td");
@@ -97,6 +105,7 @@ const Bastion = (() => {
             out.hidden = false;
             out.textContent = `Copy this now; it will not be shown again: ${data[form.dataset.show]}`;
             form.reset();
+            if (form.dataset.list) await refreshTokens(document.getElementById(form.dataset.list));
           } else if (form.dataset.redirect) {
             window.location.assign(form.dataset.redirect);
           } else {
@@ -109,6 +118,34 @@ const Bastion = (() => {
         }
       });
     }
+    bindButtons(root);
+  }
+
+  // The account page's token list, redrawn after a token is created (the page keeps the new secret on show).
+  async function refreshTokens(body) {
+    const data = await api("GET", "/api/tokens");
+    body.replaceChildren();
+    for (const t of data.items) {
+      const tr = document.createElement("tr");
+      tr.dataset.tokenId = t.id;
+      cell(tr, t.name);
+      cell(tr, t.id, "mono");
+      cell(tr, fmtTime(t.created_at));
+      cell(tr, fmtTime(t.last_used_at));
+      const btn = document.createElement("button");
+      btn.type = "button";
+      btn.className = "danger small";
+      btn.textContent = "Revoke";
+      btn.dataset.api = `/api/tokens/${encodeURIComponent(t.id)}`;
+      btn.dataset.method = "DELETE";
+      btn.dataset.confirm = "Revoke this token?";
+      cell(tr, "", "actions").appendChild(btn);
+      body.appendChild(tr);
+    }
+    bindButtons(body);
+  }
+
+  function bindButtons(root) {
     for (const btn of root.querySelectorAll("button[data-api]")) {
       btn.addEventListener("click", async () => {
         if (btn.dataset.confirm && !window.confirm(btn.dataset.confirm)) return;
@@ -182,7 +219,7 @@ const Bastion = (() => {
     initAccount();
   }
 
-  return { api, toast, init, xsrfToken, cell, pager };
+  return { api, toast, init, xsrfToken, cell, pager, fmtTime };
 })();
 
 document.addEventListener("DOMContentLoaded", Bastion.init);

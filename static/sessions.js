@@ -15,7 +15,7 @@
   };
   let offset = 0;
 
-  const fmtTime = (t) => (t ? new Date(t * 1000).toLocaleString() : "—");
+  const fmtTime = Bastion.fmtTime;
   function fmtDuration(s) {
     s = Math.max(0, Math.round(s));
     const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
@@ -58,7 +58,7 @@
     let data;
     try { data = await Bastion.api("GET", "/api/sessions?live=1&limit=200"); } catch (err) { return; }
     document.getElementById("live-count").textContent = `${data.total} live`;
-    document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+    document.getElementById("updated").textContent = `updated ${Bastion.fmtTime(Date.now() / 1000).slice(11)}`;
     if (!data.items.length) { empty(liveBody, 8, "No live sessions."); return; }
     liveBody.replaceChildren();
     const now = Date.now() / 1000;

@@ -2,10 +2,11 @@
 CSP violation or failed request)."""
 from __future__ import annotations
 
+import re
 import time
 
 from browser import login
-from conftest import ADMIN_PASSWORD, BastionApp
+from conftest import ADMIN_PASSWORD, BastionApp, seed_inventory
 from bastion.store.records import Session
 
 LONG_HOST = "payments-api-eu-west-1-production-0001"
@@ -43,3 +44,45 @@ async def test_sessions_page_ended_list_badges_and_host_names(bastion: BastionAp
         assert await host.inner_text() == LONG_HOST
         assert await host.evaluate(ONE_LINE_JS) == 1, "the host name wrapped"
     await page.screenshot(path=pages.shot("sessions.png"), full_page=True)
+
+
+async def test_account_totp_qr_enrolment_and_new_token(bastion: BastionApp, pages) -> None:
+    await bastion.user("tess")
+    page = await pages.page(1200, 900)
+    await login(page, bastion.base_url, "tess", "user-password-1")
+    await page.goto(bastion.base_url + "/account")
+    await page.click("#totp-begin")
+    await page.wait_for_selector("#totp-enrol", state="visible")
+    # the QR image decodes (an SVG without xmlns has naturalWidth 0) and the start button is gone
+    await page.wait_for_function("() => document.getElementById('totp-qr').complete")
+    assert await page.evaluate("() => document.getElementById('totp-qr').naturalWidth") > 0
+    assert not await page.locator("#totp-begin").is_visible()
+    await page.screenshot(path=pages.shot("account-totp.png"), full_page=True)
+
+    # a new token shows in the list at once, next to its one-time secret, dated like every other date
+    await page.fill("form[data-api='/api/tokens'] input[name=name]", "deploy script")
+    await page.click("form[data-api='/api/tokens'] button[type=submit]")
+    await page.wait_for_selector("#token-rows tr[data-token-id] >> text=deploy script")
+    assert "Copy this now" in await page.text_content(".secret-once")
+    created = await page.locator("#token-rows tr[data-token-id] td").nth(2).inner_text()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", created), created
+    await page.screenshot(path=pages.shot("account-token.png"), full_page=True)
+
+
+async def test_modules_category_filter_hides_hosts(bastion: BastionApp, pages) -> None:
+    admin = await bastion.admin()
+    a = await seed_inventory(bastion, admin, name="alpha1")
+    b = await seed_inventory(bastion, admin, name="beta1")
+    await bastion.user("mona")
+    uid = (await bastion.services.store.get_user_by_name("mona")).id
+    for ids in (a, b):
+        assert (await admin.post("/api/grants", {"user_id": uid, "app_id": ids["app_id"]})).status == 201
+    page = await pages.page(1400, 900)
+    await login(page, bastion.base_url, "mona", "user-password-1")
+    await page.goto(bastion.base_url + "/modules")
+    await page.select_option("#category-filter", a["app_id"])
+    assert await page.locator(f".host-pick[data-app-id='{a['app_id']}']").is_visible()
+    assert not await page.locator(f".host-pick[data-app-id='{b['app_id']}']").is_visible()
+    await page.click("#select-all")
+    checked = await page.eval_on_selector_all(".host-pick input:checked", "(els) => els.map((e) => e.value)")
+    assert checked == [a["host_id"]]
