@@ -60,28 +60,36 @@
     document.getElementById("live-count").textContent = `${data.total} live`;
     document.getElementById("updated").textContent = `updated ${Bastion.fmtTime(Date.now() / 1000).slice(11)}`;
     if (!data.items.length) { empty(liveBody, 8, "No live sessions."); return; }
-    liveBody.replaceChildren();
+    // Rows are kept and updated in place, so an End button does not move or vanish under a click.
     const now = Date.now() / 1000;
-    for (const s of data.items) {
-      const tr = document.createElement("tr");
-      tr.dataset.sessionId = s.id;
-      cell(tr, s.username, "strong");
-      cell(tr, s.host_name, "host");
-      cell(tr, fmtTime(s.started_at), "nowrap");
-      cell(tr, fmtDuration(now - s.started_at));
-      cell(tr, fmtBytes(s.bytes_out));
-      cell(tr, s.watchers == null ? "—" : String(s.watchers));
-      cell(tr, s.node, "mono small");
-      const actions = cell(tr, "", "actions");
-      link(actions, "Watch", `/watch/${encodeURIComponent(s.id)}`);
-      const end = document.createElement("button");
-      end.type = "button";
-      end.className = "small danger";
-      end.textContent = "End";
-      end.addEventListener("click", () => kill(s.id, s.username));
-      actions.appendChild(end);
-      liveBody.appendChild(tr);
-    }
+    const keep = new Set(data.items.map((s) => s.id));
+    for (const tr of [...liveBody.children]) if (!keep.has(tr.dataset.sessionId)) tr.remove();
+    data.items.forEach((s, index) => {
+      let tr = liveBody.querySelector(`tr[data-session-id="${CSS.escape(s.id)}"]`);
+      if (!tr) {
+        tr = document.createElement("tr");
+        tr.dataset.sessionId = s.id;
+        cell(tr, s.username, "strong");
+        cell(tr, s.host_name, "host");
+        cell(tr, fmtTime(s.started_at), "nowrap");
+        cell(tr, "", "duration");
+        cell(tr, "", "bytes");
+        cell(tr, "", "watchers");
+        cell(tr, s.node, "mono small");
+        const actions = cell(tr, "", "actions");
+        link(actions, "Watch", `/watch/${encodeURIComponent(s.id)}`);
+        const end = document.createElement("button");
+        end.type = "button";
+        end.className = "small danger";
+        end.textContent = "End";
+        end.addEventListener("click", () => kill(s.id, s.username));
+        actions.appendChild(end);
+      }
+      tr.querySelector(".duration").textContent = fmtDuration(now - s.started_at);
+      tr.querySelector(".bytes").textContent = fmtBytes(s.bytes_out);
+      tr.querySelector(".watchers").textContent = s.watchers == null ? "—" : String(s.watchers);
+      if (liveBody.children[index] !== tr) liveBody.insertBefore(tr, liveBody.children[index] || null);
+    });
   }
 
   function filterQuery() {

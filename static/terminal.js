@@ -64,6 +64,8 @@
     showBanner(`Session ended: ${reason}`, false);
     term.options.disableStdin = true;
     term.options.cursorBlink = false;
+    const endBtn = document.getElementById("end-session");
+    if (endBtn) endBtn.hidden = true; // nothing left to end
   }
 
   if (watching && el.dataset.live !== "1") {
@@ -157,7 +159,7 @@
     term.focus();
   } else {
     const endBtn = document.getElementById("end-session");
-    endBtn.addEventListener("click", async () => {
+    if (endBtn) endBtn.addEventListener("click", async () => {
       const reason = window.prompt("Reason for ending this session (shown to the user):", "ended by security team");
       if (!reason) return;
       try {

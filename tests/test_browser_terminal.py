@@ -76,6 +76,7 @@ async def test_auditor_watches_and_ends_session(bastion: BastionApp, sshd, pages
     banner = await upage.text_content("#banner")
     assert "ended by audrey" in banner
     await watch.wait_for_selector("#banner:has-text('security policy 7')")
+    assert not await watch.locator("#end-session").is_visible()  # nothing left to end
     ended_row = auditor.locator("#ended-table tr[data-session-id]")
     await ended_row.first.wait_for(timeout=10_000)
     text = await ended_row.first.inner_text()

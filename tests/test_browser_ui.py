@@ -86,3 +86,12 @@ async def test_modules_category_filter_hides_hosts(bastion: BastionApp, pages) -
     await page.click("#select-all")
     checked = await page.eval_on_selector_all(".host-pick input:checked", "(els) => els.map((e) => e.value)")
     assert checked == [a["host_id"]]
+
+
+async def test_watch_page_of_ended_session_offers_no_end(bastion: BastionApp, pages) -> None:
+    ended = await ended_session(bastion, "closed")
+    page = await pages.page(1200, 800)
+    await login(page, bastion.base_url, "admin", ADMIN_PASSWORD)
+    await page.goto(f"{bastion.base_url}/watch/{ended.id}")
+    await page.wait_for_selector("#banner:has-text('Session ended')")
+    assert await page.locator("#end-session").count() == 0
