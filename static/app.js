@@ -207,7 +207,18 @@ const Bastion = (() => {
     });
   }
 
+  function initNav() {
+    // Narrow screens: the navigation and account links fold behind a Menu button (static/app.css).
+    const toggle = document.getElementById("nav-toggle");
+    if (!toggle) return;
+    toggle.addEventListener("click", () => {
+      const open = toggle.closest(".topbar").classList.toggle("open");
+      toggle.setAttribute("aria-expanded", String(open));
+    });
+  }
+
   function init() {
+    initNav();
     const logout = document.getElementById("logout");
     if (logout) {
       logout.addEventListener("click", async () => {
