@@ -74,6 +74,10 @@ async def test_every_page_every_role(bastion: BastionApp, sshd, pages, role: str
             dims = await page.evaluate(OVERFLOW_JS)
             if dims["scroll"] > dims["inner"]:
                 overflowing.append((path, dims))
+            if size == "phone" and path.startswith(("/terminal/", "/watch/", "/play/")):
+                # on a phone the terminal or player spans the width (less the card's margins on the player page)
+                used = await page.evaluate("() => document.querySelector('#terminal, #player').getBoundingClientRect().width")
+                assert used >= width - 60, (path, used, width)
             if size == "phone" and await page.locator("header.topbar").count():
                 # collapsed: the links are behind the menu button, which opens them
                 assert not await page.locator("#main-nav").is_visible(), path
