@@ -33,6 +33,24 @@ const Bastion = (() => {
     return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
   }
 
+  // An API error in the words of the form that caused it: the field name it starts with ("private_key",
+  // "app_id") becomes the text of that field's label ("private key", "Category"); "sys_param_1 (Lines)" becomes "Lines".
+  function formMessage(form, message) {
+    message = message.replace(/\bsys_param_\d+ \(([^)]*)\)/g, "$1");
+    for (const el of form.querySelectorAll("[name]")) {
+      const label = el.closest("label");
+      const words = label && label.firstChild && label.firstChild.nodeType === Node.TEXT_NODE
+        ? label.firstChild.textContent.trim().replace(/^or /, "") : "";
+      if (!words || words === el.name) continue;
+      // messages start with the field they are about ("app_id is required"); only that word is replaced
+      if (message.startsWith(el.name) && !/\w/.test(message.charAt(el.name.length))) {
+        message = words + message.slice(el.name.length);
+        break;
+      }
+    }
+    return message.charAt(0).toUpperCase() + message.slice(1);
+  }
+
   // A table cell holding text (never HTML).
   function cell(tr, text, cls) {
     const td = document.createElement("td");
@@ -112,7 +130,7 @@ const Bastion = (() => {
             window.location.reload();
           }
         } catch (err) {
-          if (errorEl) errorEl.textContent = err.message; else toast(err.message, true);
+          if (errorEl) errorEl.textContent = formMessage(form, err.message); else toast(formMessage(form, err.message), true);
         } finally {
           if (button) button.disabled = false;
         }
@@ -230,7 +248,7 @@ const Bastion = (() => {
     initAccount();
   }
 
-  return { api, toast, init, xsrfToken, cell, pager, fmtTime };
+  return { api, toast, init, xsrfToken, cell, pager, fmtTime, formMessage };
 })();
 
 document.addEventListener("DOMContentLoaded", Bastion.init);

@@ -95,3 +95,19 @@ async def test_watch_page_of_ended_session_offers_no_end(bastion: BastionApp, pa
     await page.goto(f"{bastion.base_url}/watch/{ended.id}")
     await page.wait_for_selector("#banner:has-text('Session ended')")
     assert await page.locator("#end-session").count() == 0
+
+
+async def test_form_errors_use_the_forms_words(bastion: BastionApp, pages) -> None:
+    page = await pages.page(1280, 900)
+    pages.expect_status(r"/api/credentials$", 400)  # the bad key below, on purpose
+    await login(page, bastion.base_url, "admin", ADMIN_PASSWORD)
+    await page.goto(bastion.base_url + "/admin/inventory")
+    await page.fill("#cred-form input[name=name]", "deploy")
+    await page.fill("#cred-form input[name=username]", "deploy")
+    await page.fill("#cred-form textarea[name=private_key]", "not a key")
+    await page.click("#cred-form button[type=submit]")
+    error = page.locator("#cred-form .form-error")
+    await error.wait_for()
+    text = await error.inner_text()
+    assert text.startswith("Private key is not a readable"), text
+    assert "_" not in text, text

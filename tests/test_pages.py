@@ -70,3 +70,32 @@ async def test_style_exception_only_on_terminal_pages(bastion: BastionApp, sshd)
     for path, _ in PAGES:
         csp = (await admin.request("GET", path, headers={"Accept": "text/html"})).headers["Content-Security-Policy"]
         assert "style-src 'self';" in csp and "nonce" not in csp and "unsafe-inline" not in csp, (path, csp)
+
+
+async def test_wording_in_human_words(bastion: BastionApp) -> None:
+    """Audit details, counts, rule scopes and connection errors read as words: no Python reprs, no ids."""
+    from client import TerminalClient
+    from conftest import free_port
+
+    admin = await bastion.admin()
+    ids = await seed_inventory(bastion, admin, port=free_port(), name="closed-port")
+    assert (await admin.post("/api/users", {"username": "wendy", "password": "wendy-password-1", "roles": ["user"]})).status == 201
+    await bastion.client().post("/api/login", {"username": "wendy", "password": "wrong-password-x"})
+    rule = await admin.post("/api/command-rules", {"name": "no rm", "pattern": "^rm", "scope": "host", "scope_value": ids["host_id"]})
+    assert rule.status == 201, rule
+
+    audit = (await admin.request("GET", "/audit", headers={"Accept": "text/html"})).body.decode()
+    assert "roles: user" in audit and "['" not in audit and "=[" not in audit
+    dashboard = (await admin.request("GET", "/dashboard", headers={"Accept": "text/html"})).body.decode()
+    assert re.search(r'<span class="num">1</span><span class="label">failed login</span>', dashboard), dashboard
+    rules = (await admin.request("GET", "/admin/rules", headers={"Accept": "text/html"})).body.decode()
+    assert "host: closed-port" in rules and ids["host_id"] not in rules.split("<tbody>")[1].split("data-api")[0]
+
+    uid = (await bastion.services.store.get_user_by_name("wendy")).id
+    assert (await admin.post("/api/grants", {"user_id": uid, "host_id": ids["host_id"]})).status == 201
+    wendy = bastion.client()
+    await wendy.login("wendy", "wendy-password-1")
+    term = await TerminalClient.open(wendy, f"/ws/terminal/{ids['host_id']}", cols=80, rows=24)
+    reason = (await term.control("closed"))["reason"]
+    term.close()
+    assert "connection refused" in reason and "(" not in reason and "Connect call" not in reason, reason
