@@ -102,7 +102,8 @@ class Inventory:
     async def create_host(self, body: dict[str, Any], actor: str) -> Host:
         host = Host(**await self._host_fields(body, partial=False))
         await self.store.create_host(host)
-        await self.audit.record("host.created", actor=actor, target=host.name, address=host.address, port=host.port)
+        # the event's address is the client's; the host's own address goes in the detail
+        await self.audit.record("host.created", actor=actor, target=host.name, host=f"{host.address}:{host.port}")
         return host
 
     async def get_host(self, host_id: str) -> Host:

@@ -13,6 +13,7 @@ from urllib.parse import quote
 import tornado.web
 from tornado.websocket import WebSocketHandler
 
+from bastion.audit import request_client
 from bastion.auth import AuthService, Principal
 from bastion.errors import BastionError, Forbidden, NotFound, Unauthenticated
 from bastion.services import Services
@@ -238,6 +239,7 @@ class BaseHandler(BaseMixin, tornado.web.RequestHandler):
             raise Forbidden("missing or wrong XSRF token (send the _xsrf cookie's value in X-XSRFToken)") from None
 
     async def prepare(self) -> None:
+        request_client.set(self.client_address)  # audit events of this request name its client
         if self.request.method == "GET" and not self.request.path.startswith("/api/"):
             self.xsrf_token  # noqa: B018 - pages always carry the _xsrf cookie their forms send back
         await self.resolve_principal()

@@ -99,3 +99,18 @@ async def test_wording_in_human_words(bastion: BastionApp) -> None:
     reason = (await term.control("closed"))["reason"]
     term.close()
     assert "connection refused" in reason and "(" not in reason and "Connect call" not in reason, reason
+
+
+async def test_audit_address_is_the_clients(bastion: BastionApp) -> None:
+    """The audit log's address is always the client's; admin changes carry it too; a host's address is detail."""
+    admin = await bastion.admin()
+    await seed_inventory(bastion, admin, address="10.9.8.7", name="far-host")
+    assert (await admin.post("/api/users", {"username": "vic", "password": "vic-password-12", "roles": ["user"]})).status == 201
+    events: dict = {}
+    for e in (await bastion.services.store.list_events(limit=50)).items:  # newest first
+        events.setdefault(e.action, e)
+    for action in ("host.created", "user.created", "credential.created", "app.created"):
+        assert events[action].address == "127.0.0.1", (action, events[action])
+    assert events["host.created"].detail["host"] == "10.9.8.7:22"
+    page = (await admin.request("GET", "/audit", headers={"Accept": "text/html"})).body.decode()
+    assert "<th>Client address</th>" in page and "host: 10.9.8.7:22" in page
