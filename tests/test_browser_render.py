@@ -11,6 +11,7 @@ from conftest import BastionApp
 from test_terminal import granted_host
 
 BACKGROUND = (0x0d, 0x11, 0x17)  # the theme's background
+FOREGROUND = (0xc9, 0xd1, 0xd9)  # the theme's foreground
 RED = (0xcc, 0x00, 0x00)  # xterm.js's default ANSI red (41)
 INDEXED_33 = (0x00, 0x87, 0xff)  # 256-colour cube index 33: r=0, g=2 → 0x87, b=5 → 0xff
 TRUECOLOR = (18, 200, 90)
@@ -20,9 +21,10 @@ CURSOR = (0xff, 0xff, 0xff)  # xterm.js's default cursor colour
 #   row "R1": cols 3-10 red background, 16-23 colour 33, 28-35 truecolor
 #   rows "BX": a box of box-drawing characters, cols 3-10
 #   rows "C1"/"C2": printf '%-10s|' with narrow and wide letters: the bar is in col 13 on both
+#   row "RV": cols 3-6 in reverse video
 PATTERN = (r"clear; printf 'R1 \e[41m        \e[0m 256 \e[48;5;33m        \e[0m TC \e[48;2;18;200;90m        \e[0m\n"
            r"BX \xe2\x94\x8c\xe2\x94\x80\xe2\x94\x80\xe2\x94\x80\xe2\x94\x80\xe2\x94\x80\xe2\x94\x80\xe2\x94\x90\nBX \xe2\x94\x82 ok   \xe2\x94\x82\nBX \xe2\x94\x94\xe2\x94\x80\xe2\x94\x80\xe2\x94\x80\xe2\x94\x80\xe2\x94\x80\xe2\x94\x80\xe2\x94\x98\n"
-           r"C1 %-10s|x\nC2 %-10s|x\n' iii WWWWWWWWWW" "\n")
+           r"C1 %-10s|x\nC2 %-10s|x\nRV \e[7m    \e[0m\n' iii WWWWWWWWWW" "\n")
 
 
 def check_pattern(image: Image.Image, geo: Geometry, rows: list[str], label: str) -> None:
@@ -55,6 +57,10 @@ def check_pattern(image: Image.Image, geo: Geometry, rows: list[str], label: str
     bar2 = ink_columns(image, geo.cell_box(13, c2), BACKGROUND)
     assert bar1 and bar2, (label, "no '|' drawn in column 13")
     assert abs(bar1[0] - bar2[0]) <= 1, (label, "column 13 starts at different x", bar1, bar2)
+    # reverse video: the cells take the foreground colour as their background
+    rv = find_row(rows, "RV ")  # the output row, after the typed command
+    for col in (3, 6):
+        assert close_to(image.getpixel(geo.cell_center(col, rv)), FOREGROUND), (label, "reverse", col, image.getpixel(geo.cell_center(col, rv)))
     # the wide letters fill their own cells only: nothing spills into the gap cells of C1
     assert not ink_columns(image, geo.cell_box(8, c1), BACKGROUND), (label, "ink in an empty cell")
 
@@ -84,7 +90,7 @@ async def test_terminal_and_watch_page_pixels(bastion: BastionApp, sshd, pages, 
     session_id = await user.text_content("#session-id")
     await user.click("#terminal")
     await user.keyboard.type(PATTERN)
-    await wait_screen(user, "C2 WWWWWWWWWW|x")
+    await wait_screen(user, "C2 WWWWWWWWWW|x\nRV ")
 
     image = await wait_cursor(user, tmp_path / "terminal.png", focused=True)
     check_pattern(image, await geometry(user), await view_rows(user), "terminal")
@@ -103,4 +109,4 @@ async def test_terminal_and_watch_page_pixels(bastion: BastionApp, sshd, pages, 
 
 async def _pattern_is_last(page) -> bool:
     rows = [r for r in await view_rows(page) if r.strip()]
-    return len(rows) >= 2 and rows[-2].startswith("C2 WWW") and "after-watch" not in "".join(rows)
+    return len(rows) >= 3 and rows[-2].startswith("RV ") and rows[-3].startswith("C2 WWW") and "after-watch" not in "".join(rows)
