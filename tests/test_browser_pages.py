@@ -63,8 +63,13 @@ async def test_every_page_every_role(bastion: BastionApp, sshd, pages, role: str
     width, height = SIZES[size]
     try:
         page = await pages.page(width, height)
-        await login(page, bastion.base_url, role, PASSWORDS[role])
         overflowing = []
+        await page.goto(bastion.base_url + "/login")
+        await page.screenshot(path=pages.shot(f"{size}-{role}-login.png"), full_page=True)
+        dims = await page.evaluate(OVERFLOW_JS)
+        if dims["scroll"] > dims["inner"]:
+            overflowing.append(("/login", dims))
+        await login(page, bastion.base_url, role, PASSWORDS[role])
         for path in paths_for(role, ids):
             resp = await page.goto(bastion.base_url + path)
             assert resp.status == 200, (path, resp.status)
@@ -83,6 +88,8 @@ async def test_every_page_every_role(bastion: BastionApp, sshd, pages, role: str
                 assert not await page.locator("#main-nav").is_visible(), path
                 await page.click("#nav-toggle")
                 await page.wait_for_selector("#main-nav a", state="visible")
+                if path == "/":
+                    await page.screenshot(path=pages.shot(f"{size}-{role}-menu-open.png"))
                 dims = await page.evaluate(OVERFLOW_JS)
                 if dims["scroll"] > dims["inner"]:
                     overflowing.append((path + " (menu open)", dims))
