@@ -237,6 +237,13 @@ const Bastion = (() => {
 
   function init() {
     initNav();
+    // dates the server rendered: in the reader's time zone, like the dates the scripts draw
+    for (const el of document.querySelectorAll("time[data-ts]")) {
+      const t = Number(el.dataset.ts);
+      if (!t) continue;
+      el.textContent = fmtTime(t);
+      el.dateTime = new Date(t * 1000).toISOString();
+    }
     const logout = document.getElementById("logout");
     if (logout) {
       logout.addEventListener("click", async () => {

@@ -111,3 +111,25 @@ async def test_form_errors_use_the_forms_words(bastion: BastionApp, pages) -> No
     text = await error.inner_text()
     assert text.startswith("Private key is not a readable"), text
     assert "_" not in text, text
+
+
+async def test_dates_in_one_format_and_the_readers_time_zone(bastion: BastionApp, pages) -> None:
+    """Server-rendered and script-drawn dates read alike, in the browser's time zone (here not the server's)."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    zone = "Asia/Kolkata"
+    ended = await ended_session(bastion, "closed")
+    admin_user = await bastion.services.store.get_user_by_name("admin")
+    ctx = await pages.context(1440, 900, timezone_id=zone)
+    page = await ctx.new_page()
+    await login(page, bastion.base_url, "admin", ADMIN_PASSWORD)
+    local = lambda t: datetime.fromtimestamp(t, ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")  # noqa: E731
+    await page.goto(bastion.base_url + "/admin/users")  # rendered by the server
+    assert local(admin_user.created_at) in await page.inner_text(".content")
+    await page.goto(bastion.base_url + "/sessions")  # drawn by the script
+    row = page.locator(f"#ended-table tr[data-session-id='{ended.id}']")
+    await row.wait_for()
+    assert local(ended.started_at) in await row.inner_text()
+    await page.goto(f"{bastion.base_url}/play/{ended.id}")
+    assert local(ended.started_at) in await page.inner_text(".page-head")
