@@ -55,7 +55,7 @@ class Inventory:
         password = v.text(body, "password", required=False, max_len=1024)
         key = v.text(body, "private_key", required=False, max_len=MAX_KEY)
         if bool(password) == bool(key):
-            raise Invalid("give exactly one of password or private_key")
+            raise Invalid("give a password or a private key (one of them, not both)")
         if key:
             self._check_private_key(key)
         cred = Credential(name=name, username=username, kind="private_key" if key else "password")
@@ -111,7 +111,8 @@ class Inventory:
     async def create_host(self, body: dict[str, Any], actor: str) -> Host:
         host = Host(**await self._host_fields(body, partial=False))
         await self.store.create_host(host)
-        await self.audit.record("host.created", actor=actor, target=host.name, address=host.address, port=host.port)
+        # the event's address is the client's; the host's own address goes in the detail
+        await self.audit.record("host.created", actor=actor, target=host.name, host=f"{host.address}:{host.port}")
         return host
 
     async def get_host(self, host_id: str) -> Host:
@@ -171,7 +172,7 @@ class Inventory:
         app_id = v.text(body, "app_id", required=False)
         host_id = v.text(body, "host_id", required=False)
         if bool(app_id) == bool(host_id):
-            raise Invalid("give exactly one of app_id or host_id")
+            raise Invalid("choose a category or a host (one of them, not both)")
         user = await self.store.get_user(user_id)
         if user is None:
             raise NotFound(f"user {user_id!r} not found")

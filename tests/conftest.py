@@ -184,6 +184,19 @@ async def browser() -> AsyncIterator[Any]:
             await b.close()
 
 
+@pytest.fixture
+async def pages(browser: Any, tmp_path: Path) -> AsyncIterator[Any]:
+    """Guarded browser contexts (tests/browser.py): the test fails on any console error, CSP violation or
+    failed request seen in them."""
+    from browser import Pages
+    opened = Pages(browser, tmp_path)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+    opened.guard.check()
+
+
 def have(cmd: str) -> bool:
     return shutil.which(cmd) is not None or Path(cmd).exists()
 

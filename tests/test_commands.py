@@ -190,7 +190,7 @@ async def test_retention_purge(bastion: BastionApp, sshd, tmp_path: Path) -> Non
     ({"name": "r", "pattern": "x", "kind": "glob"}, "kind must be regex or words"),
     ({"name": "r", "pattern": "x", "scope": "role", "scope_value": "root"}, "scope_value must be a role"),
     ({"name": "r", "pattern": "x", "scope": "host", "scope_value": "nope"}, "host not found"),
-    ({"name": "r", "pattern": "", "kind": "words"}, "pattern must be at least 1"),
+    ({"name": "r", "pattern": "", "kind": "words"}, "pattern must not be empty"),
     ({"name": "r", "pattern": "a" * 1001}, "at most 1000"),
 ])
 async def test_rule_validation(bastion: BastionApp, body: dict, fragment: str) -> None:
