@@ -80,6 +80,9 @@ PrintMotd no
 PrintLastLog no
 Subsystem sftp internal-sftp
 AcceptEnv LANG LC_*
+# This machine's root ~/.bashrc runs `pyenv init`, whose rehash waits up to 60 s on a lock file that a shell
+# killed mid-rehash (tests kill sessions) leaves behind: test logins give up on it after a second instead.
+SetEnv PYENV_REHASH_TIMEOUT=1
 {self.extra_config}
 """)
         return conf
