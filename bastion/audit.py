@@ -70,6 +70,7 @@ _ACTIONS = (
     AuditAction("module.updated", "B3010", "An admin changed a module's availability"),
     AuditAction("module.reserved", "B3011", "An admin reserved a new module id"),
     AuditAction("login.malformed", "B1006", "A login request was malformed"),
+    AuditAction("websocket.refused_origin", "B1009", "A WebSocket from another site's page was refused"),
     AuditAction("login.refused", "B1007", "A login was refused by a login rule"),
     AuditAction("login.expired", "B1008", "A login ended after it was idle too long"),
     AuditAction("login_rule.created", "B1020", "A login rule was created"),

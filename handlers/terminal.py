@@ -39,6 +39,10 @@ class SocketHandler(BaseMixin, WebSocketHandler):
         ok = super().check_origin(origin)
         if not ok:
             log.warning("refused WebSocket from foreign Origin %s for %s", origin[:100], self.request.path)
+            # audited at a bounded rate per address (a page on another site can make a browser try this in a loop)
+            self.services.sessions.spawn(self.audit.record_limited(
+                "websocket.refused_origin", self.client_address, actor=self.actor if self.principal else "",
+                address=self.client_address, origin=origin[:200], path=self.request.path[:200]))
         return ok
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:

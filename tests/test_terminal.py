@@ -101,6 +101,11 @@ async def test_refusals_before_upgrade(bastion: BastionApp, sshd) -> None:
     with pytest.raises(HTTPClientError) as info:
         await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}", origin="http://evil.example")
     assert info.value.code == 403
+
+    async def origin_audited() -> bool:
+        events = (await bastion.services.store.list_events(action="websocket.refused_origin")).items
+        return [(e.actor, e.detail["origin"]) for e in events] == [("alice", "http://evil.example")]
+    await wait_until(origin_audited, what="the refused Origin in the audit log")
     with pytest.raises(HTTPClientError) as info:
         await TerminalClient.open(bastion.client(), f"/ws/terminal/{ids['host_id']}")
     assert info.value.code == 401
