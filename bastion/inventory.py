@@ -193,10 +193,7 @@ class Inventory:
 
     async def may_open(self, user: User, host: Host) -> bool:
         """Grants decide, for every role: admins grant themselves what they need."""
-        for grant in await self.store.grants_of_user(user.id):
-            if grant.host_id == host.id or (grant.app_id and grant.app_id == host.app_id):
-                return True
-        return False
+        return granted(await self.store.grants_of_user(user.id), host)
 
     async def hosts_for(self, user: User) -> list[Host]:
         """The hosts a user may open, sorted by name."""
@@ -204,3 +201,8 @@ class Inventory:
         app_ids = {g.app_id for g in grants if g.app_id}
         host_ids = {g.host_id for g in grants if g.host_id}
         return [h for h in await self.store.all_hosts() if h.id in host_ids or h.app_id in app_ids]
+
+
+def granted(grants: list[Grant], host: Host) -> bool:
+    """Whether one of these grants (of one user) covers the host, directly or through its category."""
+    return any(g.host_id == host.id or (g.app_id and g.app_id == host.app_id) for g in grants)

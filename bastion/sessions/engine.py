@@ -20,12 +20,12 @@ from ..config import Config
 from ..errors import BastionError, Conflict, NotFound
 from ..hostkeys import HostKeyTrust
 from ..hub import SessionHub
-from ..inventory import Inventory
+from ..inventory import Inventory, granted
 from ..journal import Journal
 from ..protocol import control
 from ..recorder import AsciicastRecorder, NullRecorder, Recorder, recording_path
 from ..ssh import Target
-from ..store import AccessLock, Host, Session, Store, User
+from ..store import AccessLock, Grant, Host, Session, Store, User
 from ..vault import derive_key
 from .doors import FrontDoor
 from .session import HIGH_WATER, LiveSession, SessionSettings
@@ -204,36 +204,29 @@ class SessionEngine:
 
     # ---- policy -----------------------------------------------------------------------------------------
     async def enforce_user(self, user_id: str, by: str = "", why: str = "") -> int:
-        """End this node's sessions of a user who is disabled, lost the grant, or is locked out of the host."""
+        """End this node's sessions of a user who is disabled, lost the grant, or is locked out of the host.
+
+        A few queries per user whatever the number of sessions (user, grants, locks, each distinct host once):
+        this runs for every user with a live session every `policy_recheck_interval` seconds."""
         sessions = [s for s in self.hub.live() if s.record.user_id == user_id and not s.closing]
         if not sessions:
             return 0
         user = await self.store.get_user(user_id)
+        grants = await self.store.grants_of_user(user_id) if user is not None else []
+        locks = await self.store.locks_of_user(user_id) if user is not None else []
+        hosts: dict[str, Host | None] = {}
+        for host_id in {s.record.host_id for s in sessions}:
+            hosts[host_id] = await self.store.get_host(host_id)
         ended = 0
         for session in sessions:
-            try:
-                note = await self._refusal(user, session)
-                if note and not session.closing:
+            note = _refusal(user, hosts[session.record.host_id], grants, locks)
+            if note and not session.closing:
+                try:
                     await session.close("revoked", by=by or "policy", note=why or note)
                     ended += 1
-            except Exception:
-                log.exception("policy check failed %r", session)
+                except Exception:
+                    log.exception("ending a revoked session failed %r", session)
         return ended
-
-    async def _refusal(self, user: User | None, session: LiveSession) -> str:
-        """Why this session may no longer run ("" when it may)."""
-        if user is None:
-            return "the user was deleted"
-        if user.disabled:
-            return "the user was disabled"
-        host = await self.store.get_host(session.record.host_id)
-        if host is None:
-            return "the host was deleted"
-        if not await self.inventory.may_open(user, host):
-            return "access to this host was revoked"
-        if await self.store.active_lock(user.id, host.id) is not None:
-            return "the user is locked out of this host"
-        return ""
 
     async def lock_out(self, record: Session, *, minutes: int, every_host: bool, reason: str, by: str) -> AccessLock:
         """Keep a user out of a session's host (or every host) for a while; their other affected sessions end."""
@@ -275,3 +268,18 @@ class SessionEngine:
             await asyncio.gather(*(s.close("shutdown") for s in sessions), return_exceptions=True)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
+
+
+def _refusal(user: User | None, host: Host | None, grants: list[Grant], locks: list[AccessLock]) -> str:
+    """Why a session may no longer run ("" when it may)."""
+    if user is None:
+        return "the user was deleted"
+    if user.disabled:
+        return "the user was disabled"
+    if host is None:
+        return "the host was deleted"
+    if not granted(grants, host):
+        return "access to this host was revoked"
+    if any(lock.host_id in ("", host.id) for lock in locks):
+        return "the user is locked out of this host"
+    return ""

@@ -447,9 +447,13 @@ class Store(abc.ABC):
         """Locks still in force, soonest to expire first."""
         return await self._query(AccessLock, Query(ranges={"until": (now or time.time(), None)}, sort=("until", False)))
 
+    async def locks_of_user(self, user_id: str, now: float | None = None) -> list[AccessLock]:
+        """The locks in force on a user now."""
+        return await self._query(AccessLock, Query(eq={"user_id": user_id}, ranges={"until": (now or time.time(), None)}))
+
     async def active_lock(self, user_id: str, host_id: str, now: float | None = None) -> AccessLock | None:
         """The lock keeping a user out of a host now (a lock on every host counts), or None."""
-        for lock in await self._query(AccessLock, Query(eq={"user_id": user_id}, ranges={"until": (now or time.time(), None)})):
+        for lock in await self.locks_of_user(user_id, now):
             if lock.host_id in ("", host_id):
                 return lock
         return None
