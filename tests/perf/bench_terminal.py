@@ -44,14 +44,25 @@ async def throughput(sessions: list, total_bytes: int, pid: int | None) -> dict:
     per = max(1, total_bytes // len(sessions))
     cpu0 = cpu_seconds(pid) if pid else 0.0
     before = [s.total for s in sessions]
+    peak = [rss_kib(pid) if pid else 0]
+    streaming = True
+
+    async def sample_rss() -> None:  # the server's peak memory while every session streams output
+        while streaming and pid:
+            peak[0] = max(peak[0], rss_kib(pid))
+            await asyncio.sleep(0.05)
+    sampler = asyncio.ensure_future(sample_rss())
     t0 = time.perf_counter()
     for s in sessions:
         await s.send(f"head -c {per} /dev/zero | tr '\\0' a; echo; echo DO''NE\r")
     await asyncio.gather(*(s.read_until(b"DONE", 600) for s in sessions))
     elapsed = time.perf_counter() - t0
+    streaming = False
+    await sampler
     moved = sum(s.total - b for s, b in zip(sessions, before))
     return {"mb_per_s": moved / elapsed / MB, "seconds": elapsed, "bytes": moved,
-            "server_cpu_s": (cpu_seconds(pid) - cpu0) if pid else None}
+            "server_cpu_s": (cpu_seconds(pid) - cpu0) if pid else None,
+            "peak_rss_mib": peak[0] / 1024 if pid else None}
 
 
 async def echo_latency(sessions: list, samples: int) -> dict:
@@ -113,6 +124,7 @@ def print_table(results: dict, levels: list[int]) -> None:
         rows.append((f"echo p50 ms ({n})", f"echo_{n}", "p50", False))
         rows.append((f"echo p99 ms ({n})", f"echo_{n}", "p99", False))
         rows.append((f"server CPU s for the bytes ({n})", f"throughput_{n}", "server_cpu_s", False))
+        rows.append((f"server peak RSS MiB while streaming ({n})", f"throughput_{n}", "peak_rss_mib", False))
         if n > 1:
             rows.append((f"server RSS KiB per idle session ({n})", f"rss_per_session_kib_{n}", None, False))
     for label, key, field, _ in rows:
