@@ -204,3 +204,28 @@ async def test_hostile_field_values_are_never_a_500(bastion: BastionApp, method:
             if resp.status >= 500 or "internal error" in error or "Traceback" in error:
                 failures.append(f"{field}={str(bad)[:30]} -> {resp.status} {resp.body[:120]!r}")
     assert not failures, "\n".join(failures)
+
+
+QUERIES: list[tuple[str, tuple[str, ...]]] = [
+    ("/api/sessions", ("live", "user", "host_id", "reason", "since", "until", "limit", "offset")),
+    ("/api/events", ("action", "actor", "since", "until", "limit", "offset")),
+    ("/api/commands/search", ("q", "user", "host_id", "blocked", "since", "until", "limit", "offset")),
+    ("/api/runs", ("user", "module_id", "status", "limit", "offset")),
+    ("/api/hosts", ("app_id", "limit", "offset")),
+    ("/api/grants", ("user_id", "limit", "offset")),
+    ("/api/users", ("limit", "offset")),
+    ("/api/apps", ("limit", "offset")),
+]
+HOSTILE_QUERY = ["$ne", "[]", "{\"$gt\":\"\"}", "1e999", "nan", "-1", "x" * 3000, "\u0000", "1'; --", "..%2F.."]
+
+
+@pytest.mark.parametrize("path, names", QUERIES, ids=[p for p, _ in QUERIES])
+async def test_hostile_query_values_are_never_a_500(bastion: BastionApp, path: str, names: tuple[str, ...]) -> None:
+    admin = await bastion.admin()
+    failures = []
+    for name in names:
+        for bad in HOSTILE_QUERY:
+            resp = await admin.get(path, params={name: bad})
+            if resp.status >= 500:
+                failures.append(f"{name}={bad[:30]!r} -> {resp.status} {resp.body[:120]!r}")
+    assert not failures, "\n".join(failures)
