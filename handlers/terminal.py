@@ -34,6 +34,10 @@ class SocketHandler(BaseMixin, WebSocketHandler):
         ok = super().check_origin(origin)
         if not ok:
             log.warning("refused WebSocket from foreign Origin %s for %s", origin[:100], self.request.path)
+            actor = self.principal.user.username if self.principal else ""  # audited, at most N a minute per address
+            asyncio.get_running_loop().create_task(self.audit.record_limited(
+                "socket.origin_refused", self.client_address, actor=actor, address=self.client_address,
+                origin=origin[:200], path=self.request.path[:200])).add_done_callback(_swallow)
         return ok
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:

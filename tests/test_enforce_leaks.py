@@ -2,6 +2,7 @@
 refusals audited at a bounded rate."""
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 from typing import Any
@@ -229,3 +230,20 @@ async def test_hostile_query_values_are_never_a_500(bastion: BastionApp, path: s
             if resp.status >= 500:
                 failures.append(f"{name}={bad[:30]!r} -> {resp.status} {resp.body[:120]!r}")
     assert not failures, "\n".join(failures)
+
+
+async def test_refused_origin_is_audited(bastion: BastionApp) -> None:
+    from tornado.httpclient import HTTPClientError
+
+    from client import TerminalClient
+    env = await _setup(bastion)
+    with pytest.raises(HTTPClientError) as refused:
+        await TerminalClient.open(env["alice"], f"/ws/terminal/{env['granted']}", origin="http://evil.example")
+    assert refused.value.code == 403
+    store = bastion.services.store
+    deadline = asyncio.get_running_loop().time() + 10
+    while not (await store.list_events(action="socket.origin_refused")).total:
+        assert asyncio.get_running_loop().time() < deadline, "no audit event for the refused Origin"
+        await asyncio.sleep(0.05)
+    event = (await store.list_events(action="socket.origin_refused")).items[0]
+    assert event.actor == "alice" and event.detail["origin"] == "http://evil.example" and event.address == "127.0.0.1"
