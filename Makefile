@@ -1,26 +1,42 @@
 # Two entry points for a fresh clone: `make run` (serve on the embedded database) and `make test`.
+# `make run` installs only what serving needs (`pip install -e .`); `make test` adds the test extra.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-STAMP := $(VENV)/.installed
+VENV_STAMP := $(VENV)/.created
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test setup test-setup vendor bench clean
+.PHONY: run test setup run-setup test-setup vendor bench clean
 
-$(STAMP): setup.py
+$(VENV_STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
+	touch $(VENV_STAMP)
+
+$(RUN_STAMP): setup.py $(VENV_STAMP)
+	$(PIP) install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(TEST_STAMP): setup.py $(RUN_STAMP)
 	$(PIP) install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $(TEST_STAMP)
 
 static/vendor/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	$(PYTHON) scripts/vendor.py
 	touch static/vendor/.stamp
 
-setup: $(STAMP) static/vendor/.stamp
+vendor: static/vendor/.stamp
 
-run: setup
+# what serving needs: Bastion, its runtime dependencies and the front-end files
+run-setup: $(RUN_STAMP) vendor
+
+# a development environment: the above plus the test extra
+setup: $(TEST_STAMP) vendor
+
+run: run-setup
 	$(VENV)/bin/bastion serve
 
 test-setup: setup

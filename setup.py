@@ -6,6 +6,7 @@ setup(
     description="Web bastion host: recorded, watched browser SSH sessions, host inventory and vetted task modules",
     python_requires=">=3.11",
     packages=find_packages(include=["bastion", "bastion.*", "handlers", "handlers.*"]),
+    # what serving needs (`make run` installs only these); tests and the ansible platform are extras
     install_requires=[
         "tornado==6.6.1",
         "asyncssh==2.24.0",

@@ -7,18 +7,34 @@ import os
 import signal
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 import tornado.netutil
 import tornado.web
 from tornado.httpserver import HTTPServer
 
+from .audit import Audit
+from .auth import AuthService
+from .commands import RuleCache
 from .config import Config, with_secret
-from .errors import BastionError, Unavailable
-from .limits import http_server_options, prepare_process
-from .services import Services, build_services
+from .errors import BastionError
+from .executor import Executor
+from .hostkeys import HostKeyTrust
+from .hub import SessionHub
+from .inventory import Inventory
+from .journal import Journal
+from .logins import RecentLogins
+from .modules import ModuleRegistry
+from .runs import RunService
+from .services import Core, Services, make_templates, trusted_networks
+from .sessions.engine import SessionEngine
+from .sessions.jobs import reap_sessions, recheck_policy, recover_interrupted
 from .store import make_store
+from .vault import Vault
+from .limits import http_server_options, prepare_process
 from .vault import check_secret_canary
 
 log = logging.getLogger(__name__)
@@ -64,27 +80,69 @@ def _cookie_secret(config: Config) -> str:
     return derive_key(config.secret, b"bastion cookies v1").hex()
 
 
-async def open_services(config: Config) -> Services:
-    """Load the secret, open the store (one clear line if it cannot be reached) and wire services."""
-    store = make_store(config)
-    await store.open()
-    services = build_services(config, store, str(TEMPLATE_DIR))
-    await check_secret_canary(store, services.vault)  # a wrong server secret stops start-up with one clear line
-    return services
+def make_hub(config: Config) -> SessionHub:
+    """The in-memory hub for one node, or the Redis hub shared by several."""
+    if config.hub.url.startswith(("redis://", "rediss://")):
+        from .hub_redis import RedisHub
+        return RedisHub(config)
+    return SessionHub(config.node_id)
 
 
-async def close_services(services: Services) -> None:
-    """Close in reverse order of opening."""
-    if services.registry is not None:
-        await services.registry.stop()
-    if services.executor is not None:
-        await services.executor.shutdown()
-    if services.terminals is not None:
-        await services.terminals.shutdown()
-    if services.hub is not None:
-        await services.hub.close()
-    await services.store.close()
-    services.cpu.shutdown(wait=False, cancel_futures=True)
+@asynccontextmanager
+async def open_core(config: Config) -> AsyncIterator[Core]:
+    """Open the store and journal and build the core services (what the CLI needs); close in reverse."""
+    async with AsyncExitStack() as stack:
+        cpu = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bastion-cpu")
+        stack.callback(cpu.shutdown, wait=True, cancel_futures=True)
+        io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bastion-io")
+        stack.callback(io.shutdown, wait=True)
+        store = make_store(config)
+        await store.open()
+        stack.push_async_callback(store.close)
+        vault = Vault(config.secret)
+        await check_secret_canary(store, vault)  # a wrong server secret stops start-up with one clear line
+        journal = Journal(config.data_dir / "journal", config.node_id, store, io)
+        await journal.open()
+        stack.push_async_callback(journal.close)
+        audit = Audit(store, journal)
+        yield Core(config=config, store=store, journal=journal, vault=vault, audit=audit,
+                   auth=AuthService(config, store, vault, audit, cpu), inventory=Inventory(store, vault, audit),
+                   trust=HostKeyTrust(store, audit), recent_logins=RecentLogins(), cpu=cpu, io=io)
+
+
+@asynccontextmanager
+async def open_bastion(config: Config) -> AsyncIterator[Services]:
+    """Every service, built complete and started: hub, session engine, modules, executor, background jobs.
+
+    Used by `bastion serve` and by the test fixtures alike; leaving the block ends live sessions, stops the
+    jobs and closes everything in reverse order of opening.
+    """
+    async with AsyncExitStack() as stack:
+        core = await stack.enter_async_context(open_core(config))
+        hub = make_hub(config)
+        await hub.start()
+        stack.push_async_callback(hub.close)
+        rules = RuleCache(core.store.list_rules)
+        engine = SessionEngine(config, core.store, core.audit, core.journal, hub, core.inventory, core.trust, rules, core.io)
+        stack.push_async_callback(engine.shutdown)
+        await recover_interrupted(config, core.store, core.audit, hub, core.cpu)
+        registry = ModuleRegistry(Path(config.modules.dir), core.store, config.modules.poll_interval)
+        await registry.refresh()
+        registry.start()
+        stack.push_async_callback(registry.stop)
+        executor = Executor(core.store, core.inventory, core.audit, core.trust, max_runs=config.modules.max_runs,
+                            output_cap=config.modules.output_cap, host_concurrency=config.modules.host_concurrency)
+        stack.push_async_callback(executor.shutdown)
+        runs = RunService(config, core.store, core.vault, core.audit, core.inventory, registry, executor)
+        services = Services(config=config, store=core.store, journal=core.journal, vault=core.vault, audit=core.audit,
+                            auth=core.auth, inventory=core.inventory, trust=core.trust, recent_logins=core.recent_logins,
+                            cpu=core.cpu, io=core.io,
+                            templates=make_templates(str(TEMPLATE_DIR)), hub=hub, rules=rules, sessions=engine,
+                            registry=registry, executor=executor, runs=runs, trusted_proxies=trusted_networks(config))
+        jobs = BackgroundJobs(services)
+        jobs.start()
+        stack.push_async_callback(jobs.stop)
+        yield services
 
 
 async def serve(config: Config, *, on_ready: Callable[[int], Awaitable[None] | None] | None = None,
@@ -92,29 +150,15 @@ async def serve(config: Config, *, on_ready: Callable[[int], Awaitable[None] | N
     """Run the bastion until SIGTERM/SIGINT (or `stop`); returns a process exit code."""
     try:
         config = with_secret(config)
-        services = await open_services(config)
     except BastionError as exc:
         print(f"bastion: {exc.message}", file=sys.stderr)
         return 2
-    try:
-        password = await services.auth.ensure_first_admin()
-        attach_live_services(config, services)
-        await start_live_services(services)
-    except Unavailable as exc:
-        print(f"bastion: {exc.message}", file=sys.stderr)
-        await services.store.close()
+    try:  # bind first: a port in use is one line and exit code 2, before anything is created
+        sockets = tornado.netutil.bind_sockets(config.server.port, config.server.host)
+    except OSError as exc:
+        print(f"bastion: cannot listen on {config.server.host}:{config.server.port}: "
+              f"{exc.strerror or type(exc).__name__}", file=sys.stderr)
         return 2
-    if password:
-        # Printed once on the console and nowhere else (not logged, not stored).
-        print(f"\n  First start: created user 'admin' with password: {password}\n  Log in and change it on the Account page.\n",
-              flush=True)
-    app = make_app(config, services)
-    server = HTTPServer(app, **http_server_options(config))
-    sockets = tornado.netutil.bind_sockets(config.server.port, config.server.host)
-    server.add_sockets(sockets)
-    port = sockets[0].getsockname()[1]
-    print(f"Bastion listening on http://{config.server.host}:{port} (database {services.store.url_for_display}, "
-          f"node {config.node_id})", flush=True)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -122,100 +166,109 @@ async def serve(config: Config, *, on_ready: Callable[[int], Awaitable[None] | N
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
-    if on_ready is not None:
-        result = on_ready(port)
-        if asyncio.iscoroutine(result):
-            await result
-    background = start_background_jobs(services)
-    await stop.wait()
-    log.info("shutting down")
-    server.stop()
-    for task in background:
-        task.cancel()
-    await close_services(services)
-    await server.close_all_connections()
+    server: HTTPServer | None = None
+    try:
+        async with open_bastion(config) as services:
+            password = await services.auth.ensure_first_admin()
+            app = make_app(config, services)
+            server = HTTPServer(app, **http_server_options(config))
+            server.add_sockets(sockets)
+            port = sockets[0].getsockname()[1]
+            if password:
+                # Printed once on the console and nowhere else (not logged, not stored).
+                print(f"\n  First start: created user 'admin' with password: {password}\n"
+                      "  Log in and change it on the Account page.\n", flush=True)
+            print(f"Bastion listening on http://{config.server.host}:{port} (database {services.store.url_for_display}, "
+                  f"node {config.node_id})", flush=True)
+            if on_ready is not None:
+                result = on_ready(port)
+                if asyncio.iscoroutine(result):
+                    await result
+            await stop.wait()
+            log.info("shutting down")
+            server.stop()
+        await asyncio.wait_for(server.close_all_connections(), 10)
+    except asyncio.TimeoutError:
+        log.warning("some connections did not close within 10 s")
+    except BastionError as exc:
+        print(f"bastion: {exc.message}", file=sys.stderr)
+        return 2
+    finally:
+        for sock in sockets:
+            sock.close()
     return 0
 
 
-def attach_live_services(config: Config, services: Services) -> None:
-    """Attach the hub, terminal manager, module registry, executor and run service."""
-    from .executor import Executor
-    from .hub import SessionHub
-    from .modules import ModuleRegistry
-    from .runs import RunService
-    from .terminal import TerminalManager
-    if config.hub.url.startswith(("redis://", "rediss://")):
-        from .hub_redis import RedisHub
-        services.hub = RedisHub(config)
-    else:
-        services.hub = SessionHub(config)
-    services.terminals = TerminalManager(config, services)
-    services.registry = ModuleRegistry(Path(config.modules.dir), services.store, config.modules.poll_interval)
-    services.executor = Executor(services, max_runs=config.modules.max_runs, output_cap=config.modules.output_cap,
-                                 host_concurrency=config.modules.host_concurrency)
-    services.runs = RunService(services)
+class BackgroundJobs:
+    """Periodic jobs, each kept by reference, each iteration isolated with log.exception; awaited at stop."""
 
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._tasks: list[asyncio.Task] = []
 
-async def start_live_services(services: Services) -> None:
-    """Connect the hub, recover after a crash and start watching the modules folder."""
-    await services.hub.start()
-    await services.terminals.recover_interrupted()
-    await services.registry.refresh()
-    services.registry.start()
+    def start(self) -> None:
+        s = self.services
+        loop = asyncio.get_running_loop()
+        jobs: list[Awaitable[None]] = [self._purge_logins(), self._heartbeat(), self._reap_dead_nodes(),
+                                       reap_sessions(s.config, s.hub), recheck_policy(s.config, s.sessions)]
+        if s.config.terminal.retention_days:
+            jobs.append(self._retention())
+        self._tasks = [loop.create_task(job) for job in jobs]  # type: ignore[arg-type]
 
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
 
-def start_background_jobs(services: Services) -> list[asyncio.Task]:
-    """Periodic jobs; each iteration isolates failures with log.exception."""
-    async def purge_logins() -> None:
+    async def _purge_logins(self) -> None:
+        store = self.services.store
         while True:
             await asyncio.sleep(600)
             try:
-                await services.store.purge_expired_logins()
+                await store.purge_expired_logins()
                 # envelope ids past their freshness window can no longer be replayed (they are refused as stale)
-                await services.store.forget_envelopes(time.time())
+                await store.forget_envelopes(time.time())
+                await store.purge_expired_locks()
             except Exception:
-                log.exception("purging expired logins and envelope ids failed")
+                log.exception("purging expired logins, envelope ids and locks failed")
 
-    async def heartbeat() -> None:
+    async def _heartbeat(self) -> None:
+        s = self.services
         while True:
             try:
-                await services.store.heartbeat(services.config.node_id)
+                await s.store.heartbeat(s.config.node_id)
             except Exception:
                 log.exception("node heartbeat failed")
-            await asyncio.sleep(services.config.hub.heartbeat_interval)
+            await asyncio.sleep(s.config.hub.heartbeat_interval)
 
-    async def reap_dead_nodes() -> None:
+    async def _reap_dead_nodes(self) -> None:
         """Another node that stopped heartbeating leaves ghosts: mark its live sessions interrupted, once."""
+        s = self.services
         while True:
-            await asyncio.sleep(services.config.hub.heartbeat_interval)
+            await asyncio.sleep(s.config.hub.heartbeat_interval)
             try:
-                cutoff = time.time() - services.config.hub.node_timeout
-                for node in await services.store.list_nodes():
-                    if node.id == services.config.node_id or node.heartbeat_at >= cutoff:
+                cutoff = time.time() - s.config.hub.node_timeout
+                for node in await s.store.list_nodes():
+                    if node.id == s.config.node_id or node.heartbeat_at >= cutoff:
                         continue
-                    for record in await services.store.live_sessions_of_node(node.id):
-                        if await services.store.interrupt_session(record):
-                            await services.audit.record("session.interrupted", actor=services.config.node_id,
-                                                        target=record.host_name, session=record.id, user=record.username,
-                                                        node=node.id, why="node stopped heartbeating")
+                    for record in await s.store.live_sessions_of_node(node.id):
+                        if await s.store.interrupt_session(record):
+                            await s.audit.record("session.interrupted", actor=s.config.node_id, target=record.host_name,
+                                                 session=record.id, user=record.username, node=node.id,
+                                                 why="node stopped heartbeating")
             except Exception:
                 log.exception("checking for dead nodes failed")
 
-    async def retention() -> None:
+    async def _retention(self) -> None:
         from .playback import purge
+        s = self.services
         while True:
             try:
-                await purge(services.config, services.store, services.audit, services.config.terminal.retention_days,
-                            dry_run=False)
+                await purge(s.config, s.store, s.audit, s.config.terminal.retention_days, dry_run=False)
             except Exception:
                 log.exception("retention purge failed")
             await asyncio.sleep(86400)
-
-    loop = asyncio.get_running_loop()
-    jobs = [loop.create_task(purge_logins()), loop.create_task(heartbeat()), loop.create_task(reap_dead_nodes())]
-    if services.config.terminal.retention_days:
-        jobs.append(loop.create_task(retention()))
-    return jobs
 
 
 def run(config: Config) -> int:

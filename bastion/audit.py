@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .journal import Journal
 from .store import Event, Store
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ _ACTIONS = (
     AuditAction("session.refused", "B2002", "A terminal session could not start"),
     AuditAction("session.kicked", "B2003", "A session was ended by an auditor or admin"),
     AuditAction("session.interrupted", "B2004", "A session was found live after a crash"),
+    AuditAction("access.locked", "B2005", "A user was locked out of a host (or every host) for a while"),
+    AuditAction("access.unlocked", "B2006", "An admin removed a user's lock-out"),
     AuditAction("monitor.joined", "B2100", "Someone started watching a session"),
     AuditAction("monitor.left", "B2101", "Someone stopped watching a session"),
     AuditAction("monitor.input_refused", "B2102", "A monitor tried to send input or resize"),
@@ -79,15 +82,20 @@ SECRET_KEYS = ("password", "secret", "token", "private_key", "totp", "code")
 
 
 class Audit:
-    """Writes audit events; a failure to write is logged loudly but never hides the original act."""
+    """Writes audit events; a failure to write is logged loudly but never hides the original act.
+
+    `record` awaits the store (request handlers: the act and its audit succeed or fail together); `emit` goes
+    through the journal and never waits (live-session paths: keystrokes, kicks, session ends).
+    """
 
     # Rate-limited events: at most LIMIT_PER_MINUTE per (action, key) a minute, so a flood of bad requests
     # cannot flood the audit log; the next event written says how many were left out.
     LIMIT_PER_MINUTE = 20
     MAX_KEYS = 10000
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, journal: Journal) -> None:
         self.store = store
+        self.journal = journal
         self._windows: dict[tuple[str, str], list[float]] = {}  # (action, key) -> [window start, count, left out]
 
     def _admit(self, action: str, key: str, per_minute: int) -> tuple[bool, int]:
@@ -118,13 +126,25 @@ class Audit:
             detail["left_out"] = left_out
         return await self.record(action, actor=actor, target=target, address=address, ok=ok, **detail)
 
-    async def record(self, action: str, *, actor: str = "", target: str = "", address: str = "",
-                     ok: bool = True, **detail: Any) -> Event:
+    @staticmethod
+    def build(action: str, *, actor: str = "", target: str = "", address: str = "", ok: bool = True,
+              **detail: Any) -> Event:
+        """A registered, secret-free event (raises for an unregistered action name)."""
         spec = ACTIONS.get(action)
         if spec is None:
             raise ValueError(f"unregistered audit action {action!r}")
         clean = {k: v for k, v in detail.items() if not any(s in k.lower() for s in SECRET_KEYS)}
-        event = Event(action=action, code=spec.code, actor=actor, target=target, address=address, ok=ok, detail=clean)
+        return Event(action=action, code=spec.code, actor=actor, target=target, address=address, ok=ok, detail=clean)
+
+    def emit(self, action: str, **fields: Any) -> Event:
+        """Journal an event (never awaits the store; stored exactly once when the store answers)."""
+        event = self.build(action, **fields)
+        self.journal.event(event)
+        return event
+
+    async def record(self, action: str, *, actor: str = "", target: str = "", address: str = "",
+                     ok: bool = True, **detail: Any) -> Event:
+        event = self.build(action, actor=actor, target=target, address=address, ok=ok, **detail)
         try:
             await self.store.add_event(event)
         except Exception:

@@ -4,17 +4,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import ipaddress
 import sys
 import time
 from typing import Any, Awaitable, Callable
 
 from . import __version__
 from .config import Config, load_config, with_secret
-from .errors import BastionError
+from .errors import BastionError, NotFound
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", metavar="FILE", help="configuration file (default: $BASTION_CONFIG, else built-in defaults)")
+def _common(p: argparse.ArgumentParser, *, nested: bool = False) -> None:
+    # A nested parser must not reset a -c its parent already read: argparse lets sub-parser defaults win.
+    p.add_argument("-c", "--config", metavar="FILE", default=argparse.SUPPRESS if nested else None,
+                   help="configuration file (default: $BASTION_CONFIG, else built-in defaults)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,8 +54,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = usub.add_parser("enable", help="enable a disabled user", description="Enable a disabled user.")
     _common(p)
     p.add_argument("username")
+    p = usub.add_parser("unlock", help="clear a user's login lock",
+                        description="Clear the lock set on an account after repeated failed logins (audited). "
+                                    "A lock on a client address is cleared with `bastion locks clear ADDRESS`.")
+    _common(p)
+    p.add_argument("username")
     p = usub.add_parser("list", help="list users", description="List users with roles and state.")
     _common(p)
+
+    locks = sub.add_parser("locks", help="list or clear login locks",
+                           description="List the accounts and client addresses locked after repeated failed logins; "
+                                       "`bastion locks clear ADDRESS` lifts an address lock (audited).")
+    _common(locks)
+    lsub = locks.add_subparsers(dest="locks_command", metavar="ACTION")
+    p = lsub.add_parser("clear", help="clear the lock of a client address",
+                        description="Clear the lock of a client address (or of a key as `bastion locks` lists it, "
+                                    "e.g. user:alice), so logins from it are accepted again.")
+    _common(p, nested=True)
+    p.add_argument("address", help="IP address, or a key as listed (ip:<address> or user:<name>)")
 
     p = sub.add_parser("play", help="replay a session in this terminal",
                        description="Replay a recorded session with its timing, or list its commands.")
@@ -87,21 +106,59 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _read_password(from_stdin: bool) -> str:
+    """The new password from stdin (--password-stdin) or typed twice at the terminal."""
     if from_stdin:
         return sys.stdin.readline().rstrip("\n")
-    first = getpass.getpass("New password: ")
-    if first != getpass.getpass("Repeat password: "):
+    # getpass falls back to reading stdin with a warning, then dies with EOFError: refuse plainly instead.
+    if sys.stdin is None or not sys.stdin.isatty():
+        raise BastionError("no terminal to type the password in: pass --password-stdin and write it to standard input")
+    try:
+        first = getpass.getpass("New password: ")
+        second = getpass.getpass("Repeat password: ")
+    except EOFError:
+        raise BastionError("no password was typed") from None
+    if first != second:
         raise BastionError("passwords do not match")
     return first
 
 
-async def _with_services(config: Config, action: Callable[[Any], Awaitable[int]]) -> int:
-    from .app import close_services, open_services
-    services = await open_services(with_secret(config))
+def _lock_key(target: str) -> str:
+    """The lock key a `locks clear` argument names: a bare IP address, or a key as `bastion locks` lists it."""
+    if target.startswith("user:"):
+        return target
+    address = target[3:] if target.startswith("ip:") else target
     try:
-        return await action(services)
-    finally:
-        await close_services(services)
+        # the form the server records: a client address as Tornado reports it (compressed IPv6)
+        return f"ip:{ipaddress.ip_address(address)}"
+    except ValueError:
+        raise BastionError(f"{target!r} is not an IP address (or a key such as ip:<address> or user:<name>)") from None
+
+
+async def _locks_command(args: argparse.Namespace, services: Any) -> int:
+    if args.locks_command == "clear":
+        key = _lock_key(args.address)
+        try:
+            await services.auth.clear_lock(key, actor="cli")
+        except NotFound:
+            raise BastionError(f"{key} is not locked (run `bastion locks` to list locks)") from None
+        print(f"lock on {key} cleared")
+        return 0
+    now = time.time()
+    locks = await services.store.list_locked(now)
+    if not locks:
+        print("no account or address is locked")
+        return 0
+    print(f"{'KEY':<40} {'FAILURES':>8}  LOCKED FOR")
+    for lock in sorted(locks, key=lambda f: f.id):
+        print(f"{lock.id:<40} {lock.count:>8}  {int(lock.locked_until - now) + 1} s")
+    return 0
+
+
+async def _with_services(config: Config, action: Callable[[Any], Awaitable[int]]) -> int:
+    """Run a CLI action with the core services (store, journal, audit, accounts); no hub, no sessions."""
+    from .app import open_core
+    async with open_core(with_secret(config)) as core:
+        return await action(core)
 
 
 async def _user_command(args: argparse.Namespace, services: Any) -> int:
@@ -116,6 +173,16 @@ async def _user_command(args: argparse.Namespace, services: Any) -> int:
         password = _read_password(args.password_stdin)
         await auth.create_user(args.username, password, sorted(set(args.role or ["user"])), actor="cli")
         print(f"user {args.username} created")
+        return 0
+    if args.user_command == "unlock":
+        # the account lock is keyed by the name tried at login, so an unknown name can be locked too
+        key = f"user:{args.username[:64]}"
+        try:
+            await auth.clear_lock(key, actor="cli")
+        except NotFound:
+            print(f"user {args.username} is not locked")
+            return 0
+        print(f"user {args.username} unlocked")
         return 0
     user = await store.get_user_by_name(args.username)
     if user is None:
@@ -202,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_with_services(config, _init))
         if args.command == "user":
             return asyncio.run(_with_services(config, lambda s: _user_command(args, s)))
+        if args.command == "locks":
+            return asyncio.run(_with_services(config, lambda s: _locks_command(args, s)))
         if args.command in ("play", "verify", "purge"):
             action = {"play": _play, "verify": _verify, "purge": _purge}[args.command]
             return asyncio.run(_with_services(config, lambda s: action(args, s)))

@@ -14,11 +14,13 @@ screen (vim, less, top) or at password prompts.
 """
 from __future__ import annotations
 
+import asyncio
 import codecs
 import logging
 import re
+import time
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Awaitable, Callable, Iterable
 
 import pyte
 
@@ -183,6 +185,10 @@ class CommandExtractor:
             self.alternate = False
             self._prompt = None
 
+    def before_input_reset(self) -> None:
+        """The screen changed geometry: learn the prompt again at the next key."""
+        self._prompt = None
+
     def before_input(self) -> None:
         """A key is about to reach the host: learn the prompt if a new line starts."""
         if self.alternate or self._prompt is not None:
@@ -261,3 +267,43 @@ class CommandFilter:
             if self._compiled[rule.id].search(command):
                 return Verdict(rule.action, rule.name)
         return Verdict("allow")
+
+
+class RuleCache:
+    """The current rules for every session of this node, refreshed by one query at a time (never one per
+    session); while a refresh runs, sessions keep deciding with the previous rules. Without any rules loaded
+    and no store, `verdict` raises (the gate fails closed)."""
+
+    def __init__(self, load: "Callable[[], Awaitable[list[CommandRule]]]", ttl: float = 5.0) -> None:
+        self._load_rules = load
+        self.ttl = ttl
+        self._filter: CommandFilter | None = None
+        self._loaded_at = 0.0
+        self._refresh: "asyncio.Task[CommandFilter] | None" = None
+
+    async def current(self) -> CommandFilter:
+        if self._filter is not None and time.monotonic() - self._loaded_at <= self.ttl:
+            return self._filter
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.get_running_loop().create_task(self._load())
+            self._refresh.add_done_callback(_retrieve)
+        if self._filter is not None:
+            return self._filter
+        return await asyncio.shield(self._refresh)
+
+    async def verdict(self, command: str, user: User, host: Host) -> Verdict:
+        return (await self.current()).check(command, user, host)
+
+    async def _load(self) -> CommandFilter:
+        loaded = CommandFilter(await self._load_rules())
+        self._filter, self._loaded_at = loaded, time.monotonic()
+        return loaded
+
+    def changed(self) -> None:
+        """Rules were edited on this node: the next Enter waits for the new rules."""
+        self._filter = None
+
+
+def _retrieve(task: "asyncio.Task[CommandFilter]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("loading command rules failed: %s", type(task.exception()).__name__)

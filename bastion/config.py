@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import difflib
 import ipaddress
 import os
 import re
@@ -43,6 +44,8 @@ class Option:
 
 
 def _check_db_url(value: str) -> str | None:
+    if value == "":
+        return None  # resolved to the database file under data_dir
     if value.startswith("sqlite:///") and len(value) > len("sqlite:///"):
         return None
     if value.startswith(("mongodb://", "mongodb+srv://")):
@@ -83,7 +86,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("server", "idle_timeout", 60.0, "float", "Seconds a connection may take to send a request's headers, and may stay idle between requests.", minimum=1, maximum=3600),
     Option("server", "body_timeout", 60.0, "float", "Seconds a request body may take to arrive.", minimum=1, maximum=3600),
     Option("server", "min_open_files", 1024, "int", "Refuse to start when the open-files limit (raised to the hard limit at start) stays below this.", minimum=64, maximum=1 << 20),
-    Option("database", "url", "sqlite:///var/bastion.db", "str", "sqlite:///<path> (embedded, default) or mongodb://user:pass@host/db.", check=_check_db_url),
+    Option("database", "url", "", "str", "sqlite:///<path> (embedded) or mongodb://user:pass@host/db. Empty: sqlite:///<data_dir>/bastion.db.", check=_check_db_url),
     Option("database", "timeout", 5.0, "float", "Seconds to wait for the database before answering 503.", minimum=0.1, maximum=120),
     Option("auth", "session_ttl", 43200, "int", "Seconds a browser login stays valid.", minimum=60, maximum=30 * 86400),
     Option("auth", "lockout_threshold", 5, "int", "Failed logins (per account and per client address) before a lock.", minimum=1, maximum=1000),
@@ -98,6 +101,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("terminal", "keepalive_interval", 30, "int", "Seconds between SSH keepalives (0: off).", minimum=0, maximum=3600),
     Option("terminal", "idle_timeout", 1800, "int", "Seconds without input or output before a session ends (0: never).", minimum=0, maximum=7 * 86400),
     Option("terminal", "max_sessions_per_user", 10, "int", "Concurrent terminal sessions per user.", minimum=1, maximum=10000),
+    Option("terminal", "max_session_duration", 0, "int", "Seconds a session may last at most, warned a minute before (0: no limit).", minimum=0, maximum=30 * 86400),
+    Option("terminal", "policy_recheck_interval", 1.5, "float", "Seconds between re-checks of live sessions' users, grants and locks.", minimum=0.2, maximum=3600),
+    Option("terminal", "slow_client_timeout", 60.0, "float", "Seconds a terminal may hold output it does not read before the session ends.", minimum=1, maximum=3600),
+    Option("terminal", "locale", "C.UTF-8", "str", "LANG/LC_CTYPE sent to hosts as SSH environment (empty: none); hosts must AcceptEnv it."),
     Option("terminal", "records_dir", "records", "str", "Directory for asciicast recordings."),
     Option("terminal", "record_input", False, "bool", "Also record typed input (contains typed passwords)."),
     Option("terminal", "on_record_failure", "terminate", "choice", "When a recording cannot be written: terminate the session, or warn and go on.", choices=("terminate", "warn")),
@@ -116,29 +123,124 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 
-def _section_class(section: str) -> type:
-    fields_ = [(o.name, Any, field(default=o.default)) for o in OPTIONS if o.section == section]
-    return dataclasses.make_dataclass(section.capitalize() + "Config", fields_, frozen=True)
+def _default(section: str, name: str) -> Any:
+    """The default OPTIONS gives an option: the section dataclasses take their defaults from here."""
+    for option in OPTIONS:
+        if option.section == section and option.name == name:
+            return option.default
+    raise KeyError(f"{section}.{name}")  # a typo in a dataclass below: fails at import, never at run time
 
 
-ServerConfig = _section_class("server")
-DatabaseConfig = _section_class("database")
-AuthConfig = _section_class("auth")
-TerminalConfig = _section_class("terminal")
-HubConfig = _section_class("hub")
-ModulesConfig = _section_class("modules")
+@dataclass(frozen=True)
+class ServerConfig:
+    """[server]: where the web server listens, its data and its secret."""
+
+    host: str = _default("server", "host")
+    port: int = _default("server", "port")
+    data_dir: str = _default("server", "data_dir")
+    secret: str = field(default=_default("server", "secret"), repr=False)  # never in a log or a traceback
+    node_id: str = _default("server", "node_id")
+    trusted_proxies: tuple[str, ...] = _default("server", "trusted_proxies")
+    cookie_secure: str = _default("server", "cookie_secure")
+    debug: bool = _default("server", "debug")
+    idle_timeout: float = _default("server", "idle_timeout")
+    body_timeout: float = _default("server", "body_timeout")
+    min_open_files: int = _default("server", "min_open_files")
+
+
+@dataclass(frozen=True, repr=False)
+class DatabaseConfig:
+    """[database]: the metadata store (url is resolved: never empty once loaded)."""
+
+    url: str = _default("database", "url")
+    timeout: float = _default("database", "timeout")
+
+    def __repr__(self) -> str:
+        # a mongodb:// URL may carry a password
+        return f"DatabaseConfig(url={redact_url(self.url)!r}, timeout={self.timeout!r})"
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """[auth]: login lifetime, lockout and password rules."""
+
+    session_ttl: int = _default("auth", "session_ttl")
+    lockout_threshold: int = _default("auth", "lockout_threshold")
+    lockout_window: int = _default("auth", "lockout_window")
+    lockout_duration: int = _default("auth", "lockout_duration")
+    require_totp: bool = _default("auth", "require_totp")
+    password_min_length: int = _default("auth", "password_min_length")
+    idle_ttl: int = _default("auth", "idle_ttl")
+    token_ttl_default: int = _default("auth", "token_ttl_default")
+    token_ttl_max: int = _default("auth", "token_ttl_max")
+
+
+@dataclass(frozen=True)
+class TerminalConfig:
+    """[terminal]: outbound SSH, session limits and recording."""
+
+    connect_timeout: float = _default("terminal", "connect_timeout")
+    keepalive_interval: int = _default("terminal", "keepalive_interval")
+    idle_timeout: int = _default("terminal", "idle_timeout")
+    max_sessions_per_user: int = _default("terminal", "max_sessions_per_user")
+    max_session_duration: int = _default("terminal", "max_session_duration")
+    policy_recheck_interval: float = _default("terminal", "policy_recheck_interval")
+    slow_client_timeout: float = _default("terminal", "slow_client_timeout")
+    locale: str = _default("terminal", "locale")
+    records_dir: str = _default("terminal", "records_dir")
+    record_input: bool = _default("terminal", "record_input")
+    on_record_failure: str = _default("terminal", "on_record_failure")
+    notify_monitored: bool = _default("terminal", "notify_monitored")
+    retention_days: int = _default("terminal", "retention_days")
+    ssh_window: int = _default("terminal", "ssh_window")
+    monitor_queue_bytes: int = _default("terminal", "monitor_queue_bytes")
+
+
+@dataclass(frozen=True)
+class ModulesConfig:
+    """[modules]: the drop-in folder and the executor's limits."""
+
+    dir: str = _default("modules", "dir")
+    max_runs: int = _default("modules", "max_runs")
+    output_cap: int = _default("modules", "output_cap")
+    host_concurrency: int = _default("modules", "host_concurrency")
+    poll_interval: float = _default("modules", "poll_interval")
+
+
+@dataclass(frozen=True, repr=False)
+class HubConfig:
+    """[hub]: the live-session registry, local or shared through Redis."""
+
+    url: str = _default("hub", "url")
+    heartbeat_interval: float = _default("hub", "heartbeat_interval")
+    node_timeout: float = _default("hub", "node_timeout")
+
+    def __repr__(self) -> str:
+        # a redis:// URL may carry a password
+        return (f"HubConfig(url={redact_url(self.url)!r}, heartbeat_interval={self.heartbeat_interval!r}, "
+                f"node_timeout={self.node_timeout!r})")
+
+
+SECTIONS: dict[str, type] = {
+    "server": ServerConfig,
+    "database": DatabaseConfig,
+    "auth": AuthConfig,
+    "terminal": TerminalConfig,
+    "hub": HubConfig,
+    "modules": ModulesConfig,
+}
 
 
 @dataclass(frozen=True)
 class Config:
     """The validated configuration, one frozen object passed down from the app factory."""
 
-    server: Any
-    database: Any
-    auth: Any
-    terminal: Any
-    hub: Any
-    modules: Any
+    server: ServerConfig
+    database: DatabaseConfig
+    auth: AuthConfig
+    terminal: TerminalConfig
+    hub: HubConfig
+    modules: ModulesConfig
     secret: bytes = field(repr=False, default=b"")
     source: str = ""
 
@@ -158,7 +260,7 @@ class Config:
 def _parse(option: Option, raw: Any) -> Any:
     where = f"[{option.section}] {option.name}"
     if not isinstance(raw, str):
-        value = raw
+        value = float(raw) if option.kind == "float" and isinstance(raw, int) and not isinstance(raw, bool) else raw
     else:
         text = raw.strip()
         try:
@@ -188,9 +290,35 @@ def _parse(option: Option, raw: Any) -> Any:
     if option.check:
         problem = option.check(value)
         if problem:
-            shown = "<hidden>" if option.name in ("secret",) else repr(value)
+            shown = "<hidden>" if option.name == "secret" else repr(redact_url(value) if option.name == "url" else value)
             raise ConfigError(f"config {where} = {shown}: {problem}")
     return value
+
+
+# BASTION_* variables that are not options but are read on purpose; any other BASTION_* name that is not an
+# option is a typo and refused, as an unknown option in the file is.
+OTHER_ENV: frozenset[str] = frozenset({
+    "BASTION_CONFIG",     # the configuration file (load_config)
+    "BASTION_LOG_LEVEL",  # logging level of `bastion serve` (app.py)
+    "BASTION_URL",        # `bastion run`: the bastion to submit to (client.py)
+    "BASTION_TOKEN",      # `bastion run`: the API token (client.py)
+})
+OTHER_ENV_PREFIXES: tuple[str, ...] = ("BASTION_TEST_",)  # test-suite settings, e.g. BASTION_TEST_MONGODB_URI
+
+
+def _check_env_names(env: Mapping[str, str]) -> None:
+    known = {o.env for o in OPTIONS} | OTHER_ENV
+    for name in sorted(env):
+        if not name.startswith("BASTION_") or name in known or name.startswith(OTHER_ENV_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else " (see bastion.conf for the list)"
+        raise ConfigError(f"environment variable {name}: unknown option{hint}")
+
+
+def default_database_url(data_dir: str) -> str:
+    """The embedded database's URL: a file under data_dir (what an empty [database] url means)."""
+    return f"sqlite:///{Path(data_dir) / 'bastion.db'}"
 
 
 def load_config(
@@ -217,6 +345,7 @@ def load_config(
         for name in parser[section]:
             if (section, name) not in known:
                 raise ConfigError(f"config [{section}] {name}: unknown option (see bastion.conf for the list)")
+    _check_env_names(env)
     overrides = dict(overrides or {})
     values: dict[str, dict[str, Any]] = {}
     for option in OPTIONS:
@@ -230,15 +359,17 @@ def load_config(
         values.setdefault(option.section, {})[option.name] = _parse(option, raw)
     if overrides:
         raise ConfigError(f"unknown config override {sorted(overrides)[0]!r}")
-    sections = {
-        "server": ServerConfig(**values["server"]),
-        "database": DatabaseConfig(**values["database"]),
-        "auth": AuthConfig(**values["auth"]),
-        "terminal": TerminalConfig(**values["terminal"]),
-        "hub": HubConfig(**values["hub"]),
-        "modules": ModulesConfig(**values["modules"]),
-    }
-    return Config(**sections, source=source)
+    if not values["database"]["url"]:
+        values["database"]["url"] = default_database_url(values["server"]["data_dir"])
+    return Config(
+        server=ServerConfig(**values["server"]),
+        database=DatabaseConfig(**values["database"]),
+        auth=AuthConfig(**values["auth"]),
+        terminal=TerminalConfig(**values["terminal"]),
+        hub=HubConfig(**values["hub"]),
+        modules=ModulesConfig(**values["modules"]),
+        source=source,
+    )
 
 
 def with_secret(config: Config) -> Config:
@@ -266,7 +397,7 @@ def with_secret(config: Config) -> Config:
 
 def redact_url(url: str) -> str:
     """A database/hub URL with its password replaced, safe to print."""
-    return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
+    return re.sub(r"(//[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
 def render_default_conf() -> str:

@@ -21,7 +21,10 @@ from .module_api import result
 from .store import Host, ModuleState, Run
 
 if TYPE_CHECKING:
-    from .services import Services
+    from .audit import Audit
+    from .hostkeys import HostKeyTrust
+    from .inventory import Inventory
+    from .store import Store
 
 log = logging.getLogger(__name__)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,9 +48,12 @@ def worker_environment(parent: dict[str, str] | None = None) -> dict[str, str]:
 class Executor:
     """Runs module jobs in worker processes with bounded concurrency."""
 
-    def __init__(self, services: "Services", *, max_runs: int, output_cap: int, host_concurrency: int = 50) -> None:
-        self.services = services
-        self.store = services.store
+    def __init__(self, store: "Store", inventory: "Inventory", audit: "Audit", trust: "HostKeyTrust", *, max_runs: int,
+                 output_cap: int, host_concurrency: int = 50) -> None:
+        self.store = store
+        self.inventory = inventory
+        self.audit = audit
+        self.trust = trust
         self.output_cap = output_cap
         self.host_concurrency = host_concurrency
         self._slots = asyncio.Semaphore(max_runs)
@@ -77,7 +83,7 @@ class Executor:
             cred = await self.store.get_credential(host.credential_id)
             targets.append({"id": host.id, "name": host.name, "address": host.address, "port": host.port,
                             "username": cred.username if cred else "", "kind": cred.kind if cred else "password",
-                            "secret": self.services.inventory.open_secret(cred) if cred else "", "host_key": host.host_key})
+                            "secret": self.inventory.open_secret(cred) if cred else "", "host_key": host.host_key})
         return {"module_id": module.id, "path": path, "hosts": targets, "params": params, "output_cap": self.output_cap,
                 "concurrency": self.host_concurrency, "host_timeout": max(1.0, min(float(module.timeout), 300.0))}
 
@@ -98,7 +104,7 @@ class Executor:
             run.ended_at = time.time()
             await self._save(run)
             self.finished[run.status] = self.finished.get(run.status, 0) + 1
-            await self.services.audit.record("module.run_finished", actor=run.username, target=module.name,
+            await self.audit.record("module.run_finished", actor=run.username, target=module.name,
                                              run=run.id, status=run.status, hosts=len(hosts), ok=run.status == "ok")
 
     async def _run_worker(self, run: Run, module: ModuleState, path: str, hosts: list[Host], params: dict[str, Any]) -> None:
@@ -140,7 +146,7 @@ class Executor:
                         last_save = time.monotonic()
                         await self._save(run)
                 elif kind == "key" and message.get("host_id") in by_id:
-                    await self.services.terminals.pin_key(by_id[message["host_id"]], str(message.get("key", "")), run.username)
+                    await self.trust.pin(by_id[message["host_id"]], str(message.get("key", "")), run.username)
                 elif kind == "done":
                     finished = True
                     run.log = str(message.get("log", ""))[:65536]

@@ -144,7 +144,10 @@ class Modulehandle:
         is removed afterwards. Argument values are passed as `!unsafe` extra vars, so nothing in them is
         templated on the bastion.
         """
-        import ansible_runner  # imported here: only ansible modules need it
+        try:
+            import ansible_runner  # imported here: only ansible modules need it, and `make run` does not install it
+        except ImportError:
+            raise RuntimeError("the ansible platform needs ansible-runner on the bastion: pip install -e '.[ansible]'") from None
         if not isinstance(module, str) or not module.replace(".", "").replace("_", "").isalnum():
             raise ValueError("module must be an Ansible module name")
         bindir = os.path.dirname(sys.executable)  # the `ansible` command installed beside this Python

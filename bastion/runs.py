@@ -17,7 +17,13 @@ from .store import Host, ModuleState, Run, User
 from .validation import ID_RE
 
 if TYPE_CHECKING:
-    from .services import Services
+    from .audit import Audit
+    from .config import Config
+    from .executor import Executor
+    from .inventory import Inventory
+    from .modules import ModuleRegistry
+    from .store import Store
+    from .vault import Vault
 
 log = logging.getLogger(__name__)
 MAX_HOSTS = 1000
@@ -26,10 +32,16 @@ MAX_HOSTS = 1000
 class RunService:
     """Opens envelopes, authorizes and starts module runs."""
 
-    def __init__(self, services: "Services") -> None:
-        self.services = services
-        self.store = services.store
-        self._server_key = protocol.server_envelope_key(services.config.secret)
+    def __init__(self, config: "Config", store: "Store", vault: "Vault", audit: "Audit", inventory: "Inventory",
+                 registry: "ModuleRegistry", executor: "Executor") -> None:
+        self.config = config
+        self.store = store
+        self.vault = vault
+        self.audit = audit
+        self.inventory = inventory
+        self.registry = registry
+        self.executor = executor
+        self._server_key = protocol.server_envelope_key(config.secret)
 
     def seal_for_web(self, user: User, module_id: str, host_ids: list[str], params: dict[str, Any]) -> str:
         """A web-form run, sealed with the server key like any other request."""
@@ -43,9 +55,9 @@ class RunService:
             if token is None or token.user_id != user.id or not token.sealed_envelope_key:
                 return None
             # an expired token, or one without the runs scope, cannot seal runs either
-            if "runs" not in token_scopes(token) or token_expires_at(token, self.services.config) <= time.time():
+            if "runs" not in token_scopes(token) or token_expires_at(token, self.config) <= time.time():
                 return None
-            return bytes.fromhex(self.services.vault.open(token.sealed_envelope_key, f"envelope-key:{token.id}"))
+            return bytes.fromhex(self.vault.open(token.sealed_envelope_key, f"envelope-key:{token.id}"))
         return None
 
     async def accept(self, envelope: Any, user: User, *, via: str, address: str = "") -> Run:
@@ -53,7 +65,7 @@ class RunService:
         try:
             return await self._accept(envelope, user, via=via)
         except (Invalid, Forbidden, NotFound, Conflict) as exc:
-            await self.services.audit.record("module.run_refused", actor=user.username, address=address, ok=False,
+            await self.audit.record("module.run_refused", actor=user.username, address=address, ok=False,
                                              why=exc.message[:300], reason_code=exc.code, via=via)
             raise
 
@@ -78,14 +90,14 @@ class RunService:
         hosts = await self._hosts(payload["hosts"], user, module)
         params = validate_params(module.params, payload["params"])
         await self._check_params(params, user, hosts)
-        path = str(self.services.registry.path_of(module_id))
+        path = str(self.registry.path_of(module_id))
         run = Run(module_id=module_id, module_name=module.name, user_id=user.id, username=user.username,
                   host_ids=[h.id for h in hosts], host_names=[h.name for h in hosts],
                   params=mask_params(module.params, params), via=via, envelope_id=payload["jti"])
         await self.store.create_run(run)
-        await self.services.audit.record("module.run_started", actor=user.username, target=module.name, run=run.id,
+        await self.audit.record("module.run_started", actor=user.username, target=module.name, run=run.id,
                                          hosts=run.host_names[:50], params=run.params, via=via)
-        self.services.executor.submit(run, module, path, hosts, params)
+        self.executor.submit(run, module, path, hosts, params)
         return run
 
     async def _hosts(self, host_ids: list[Any], user: User, module: ModuleState) -> list[Host]:
@@ -100,7 +112,7 @@ class RunService:
         for host_id in dict.fromkeys(host_ids):
             host = await self.store.get_host(host_id)
             # unknown and not granted read the same, and the refusal never names the host
-            if host is None or not await self.services.inventory.may_open(user, host):
+            if host is None or not await self.inventory.may_open(user, host):
                 raise NotFound(HOST_NOT_FOUND)
             if module.allowed_apps and host.app_id not in module.allowed_apps:
                 raise Forbidden(f"module {module.id} may not run on one of the chosen hosts (its category is not allowed)")

@@ -1,51 +1,79 @@
-"""The collaborators handlers use, built once by the app's composition root."""
+"""The collaborators handlers use, every one built complete and typed by the composition root (bastion.app)."""
 from __future__ import annotations
 
 import ipaddress
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import jinja2
 
 from .audit import Audit
 from .auth import AuthService
+from .commands import RuleCache
 from .config import Config
+from .executor import Executor
+from .hostkeys import HostKeyTrust
+from .hub import SessionHub
 from .inventory import Inventory
+from .journal import Journal
+from .logins import RecentLogins
+from .modules import ModuleRegistry
+from .runs import RunService
+from .sessions.engine import SessionEngine
 from .store import Store
 from .vault import Vault
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-@dataclass
-class Services:
-    """Everything a handler may reach; tests build their own."""
+
+@dataclass(frozen=True)
+class Core:
+    """What every entry point needs (the CLI stops here): store, journal, vault, audit, accounts, inventory."""
 
     config: Config
     store: Store
+    journal: Journal
     vault: Vault
     audit: Audit
     auth: AuthService
     inventory: Inventory
+    trust: HostKeyTrust
+    recent_logins: RecentLogins
+    cpu: ThreadPoolExecutor  # bounded pool for CPU-bound work (password hashing, hashing files) off the loop
+    io: ThreadPoolExecutor  # bounded pool for file I/O (recordings, journal)
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything a handler may reach; built by `open_bastion` for `serve` and for the tests alike."""
+
+    config: Config
+    store: Store
+    journal: Journal
+    vault: Vault
+    audit: Audit
+    auth: AuthService
+    inventory: Inventory
+    trust: HostKeyTrust
+    recent_logins: RecentLogins
+    cpu: ThreadPoolExecutor
+    io: ThreadPoolExecutor
     templates: jinja2.Environment
-    cpu: ThreadPoolExecutor  # bounded pool for CPU-bound work (password hashing) off the loop
-    hub: Any = None
-    terminals: Any = None
-    registry: Any = None
-    executor: Any = None
-    runs: Any = None
-    trusted_proxies: tuple[Any, ...] = field(default_factory=tuple)
+    hub: SessionHub
+    rules: RuleCache
+    sessions: SessionEngine
+    registry: ModuleRegistry
+    executor: Executor
+    runs: RunService
+    trusted_proxies: tuple[Network, ...]
 
 
-def build_services(config: Config, store: Store, template_dir: str) -> Services:
-    """Wire the domain objects together (the store is opened by the caller)."""
-    vault = Vault(config.secret)
-    audit = Audit(store)
-    cpu = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bastion-cpu")
-    auth = AuthService(config, store, vault, audit, cpu)
-    templates = jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir),
-                                   autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
-                                   undefined=jinja2.StrictUndefined)
-    nets = tuple(ipaddress.ip_network(n, strict=False) for n in config.server.trusted_proxies)
-    return Services(config=config, store=store, vault=vault, audit=audit, auth=auth,
-                    inventory=Inventory(store, vault, audit), templates=templates, cpu=cpu,
-                    trusted_proxies=nets)
+def make_templates(template_dir: str) -> jinja2.Environment:
+    """The Jinja2 environment (autoescape on, undefined names are errors)."""
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(template_dir),
+                              autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+                              undefined=jinja2.StrictUndefined)
+
+
+def trusted_networks(config: Config) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(n, strict=False) for n in config.server.trusted_proxies)

@@ -51,12 +51,14 @@ class UserHandler(APIHandler):
             raise Invalid("you cannot disable yourself or remove your own admin role")
         if "password" in body:
             await self.auth.set_password(user, v.text(body, "password", max_len=256), actor=self.actor)
+            self.services.recent_logins.forget_user(user.id)  # set_password ended every login of the user
         if body.get("totp") is False:
             user = await self.auth.disable_totp(user, actor=self.actor)
         if roles is not None or disabled is not None:
             user = await self.auth.update_user(user, roles=roles, disabled=disabled, actor=self.actor)
-            if user.disabled and self.services.terminals is not None:
-                await self.services.terminals.end_sessions_of_user(user.id, by=self.actor, reason="user disabled")
+            self.services.recent_logins.forget_user(user.id)
+            if user.disabled:  # every node ends the user's live sessions (and re-checks periodically)
+                await self.hub.policy_changed(user.id, by=self.actor, why="user disabled")
         self.send(user.public())
 
 

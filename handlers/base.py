@@ -13,7 +13,8 @@ import tornado.web
 from tornado.websocket import WebSocketHandler
 
 from bastion.auth import AuthService, Principal
-from bastion.errors import BastionError, Forbidden, NotFound, Unauthenticated
+from bastion.errors import BastionError, Forbidden, NotFound, Unauthenticated, Unavailable
+from bastion.logins import FRESH, STALE
 from bastion.services import Services
 from bastion.validation import parse_json_object, record_id
 
@@ -180,9 +181,21 @@ class BaseMixin:
         raw = self.get_signed_cookie(LOGIN_COOKIE, max_age_days=31)  # type: ignore[attr-defined]
         if not raw:
             return
-        resolved = await self.auth.resolve_login(raw.decode("ascii", "replace"))
+        login_id = raw.decode("ascii", "replace")
+        recent = self.services.recent_logins
+        resolved = recent.get(login_id, max_age=FRESH)
         if resolved is None:
-            return
+            try:
+                resolved = await self.auth.resolve_login(login_id)
+            except Unavailable:  # the database is away: a login seen recently still counts (live control)
+                resolved = recent.get(login_id, max_age=STALE)
+                if resolved is None:
+                    raise
+            else:
+                if resolved is None:
+                    recent.forget(login_id)
+                    return
+                recent.remember(login_id, *resolved)
         user, login = resolved
         if login.stage == "full":
             self.principal = Principal(user=user, via="cookie", login=login)

@@ -85,7 +85,7 @@ class RulesHandler(APIHandler):
         elif rule.scope == "host" and await self.store.get_host(v.record_id(rule.scope_value, "scope_value")) is None:
             raise NotFound("host not found")
         await self.store.create_rule(rule)
-        self.services.terminals.rules_changed()
+        self.services.rules.changed()
         await self.audit.record("rule.created", actor=self.actor, target=rule.name, pattern=rule.pattern,
                                 rule_action=rule.action, scope=rule.scope)
         self.send(rule.public(), status=201)
@@ -95,7 +95,7 @@ class RuleHandler(APIHandler):
     @role("admin")
     async def delete(self, rule_id: str) -> None:
         rule = await self.store.delete_rule(v.record_id(rule_id, "rule id"))
-        self.services.terminals.rules_changed()
+        self.services.rules.changed()
         await self.audit.record("rule.deleted", actor=self.actor, target=rule.name)
         self.send({"ok": True})
 

@@ -110,8 +110,7 @@ class GrantHandler(APIHandler):
     @role("admin")
     async def delete(self, grant_id: str) -> None:
         grant = await self.inventory.delete_grant(grant_id, self.actor)
-        if self.services.terminals is not None:
-            await self.services.terminals.enforce_grants(grant.user_id, by=self.actor)
+        await self.hub.policy_changed(grant.user_id, by=self.actor, why="access revoked")
         self.send({"ok": True})
 
 

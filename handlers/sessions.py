@@ -12,7 +12,9 @@ from bastion.store import Session, page_bounds
 
 from .base import APIHandler, BaseHandler, authenticated, role
 
-END_REASONS = ("exit", "closed", "host_lost", "idle", "kicked", "shutdown", "interrupted", "failed", "record_failed")
+END_REASONS = ("exit", "closed", "host_lost", "idle", "expired", "revoked", "slow_client", "kicked", "shutdown",
+               "interrupted", "failed", "record_failed")
+LOCK_SCOPES = ("host", "all")
 
 
 class SessionsMixin:
@@ -21,7 +23,7 @@ class SessionsMixin:
         doc.pop("recording_path", None)
         doc.pop("recording_chain", None)
         live = self.hub.get(s.id) if s.live else None  # type: ignore[attr-defined]
-        doc["watchers"] = len(live.monitors) if live else None  # unknown for another node's session
+        doc["watchers"] = live.watcher_count if live else None  # unknown for another node's session
         if live:
             doc["bytes_out"] = live.bytes_out
             doc["cols"], doc["rows"] = live.cols, live.rows
@@ -56,13 +58,42 @@ class SessionKillHandler(SessionsMixin, APIHandler):
     @role("auditor", "admin")
     async def post(self, session_id: str) -> None:
         body = self.body()
-        v.only_fields(body, ("reason",))
+        v.only_fields(body, ("reason", "lock_minutes", "lock_scope"))
         reason = v.text(body, "reason", max_len=200)
-        record = await self.load_session(session_id)
-        if not record.live:
-            raise Conflict(f"session has already ended ({record.end_reason})")
-        await self.hub.end(record, reason, self.actor)
-        self.send(self.session_view(await self.load_session(session_id)))
+        lock_minutes = v.integer(body, "lock_minutes", required=False, minimum=1, maximum=30 * 24 * 60)
+        lock_scope = body.get("lock_scope", "host")
+        if lock_scope not in LOCK_SCOPES:
+            raise v.Invalid("the lock applies to this host or to every host")
+        session_id = v.record_id(session_id, "session id")
+        # a session of this node ends from the hub alone: no database round trip before the kick
+        ended = await self.hub.end_local(session_id, reason, self.actor)
+        if ended is None:
+            record = await self.load_session(session_id)
+            if not record.live:
+                raise Conflict(f"session has already ended ({record.end_reason})")
+            ended = await self.hub.end(record, reason, self.actor)
+        if ended is None:
+            ended = await self.load_session(session_id)
+        if lock_minutes:  # "end and lock": the user cannot reopen (this host, or any) for a while
+            await self.services.sessions.lock_out(ended, minutes=lock_minutes, every_host=lock_scope == "all",
+                                                  reason=reason, by=self.actor)
+        self.send(self.session_view(ended))
+
+
+class AccessLocksHandler(APIHandler):
+    @role("auditor", "admin")
+    async def get(self) -> None:
+        locks = await self.store.list_locks()
+        self.send({"items": [lock.public() for lock in locks], "total": len(locks)})
+
+
+class AccessLockHandler(APIHandler):
+    @role("admin")
+    async def delete(self, lock_id: str) -> None:
+        lock = await self.store.delete_lock(v.record_id(lock_id, "lock id"))
+        await self.audit.record("access.unlocked", actor=self.actor, target=lock.username, host=lock.host_name or "all")
+        self.set_status(204)
+        self.finish()
 
 
 class RecordingHandler(SessionsMixin, APIHandler):
@@ -113,7 +144,7 @@ class DashboardPage(BaseHandler):
         kicks = await self.store.list_events(action="session.kicked", limit=10)
         failed = await self.store.list_events(action="login.failed", limit=10)
         self.page("dashboard.html", live=live, today=today.total, kicks=kicks, failed=failed,
-                  watchers={s.id: len(h.monitors) if (h := self.hub.get(s.id)) else "—" for s in live.items})
+                  watchers={s.id: h.watcher_count if (h := self.hub.get(s.id)) else "—" for s in live.items})
 
 
 default_handlers = [
@@ -121,6 +152,8 @@ default_handlers = [
     (r"/api/sessions/([^/]+)", SessionHandler),
     (r"/api/sessions/([^/]+)/kill", SessionKillHandler),
     (r"/api/sessions/([^/]+)/recording", RecordingHandler),
+    (r"/api/access-locks", AccessLocksHandler),
+    (r"/api/access-locks/([^/]+)", AccessLockHandler),
     (r"/terminal/([^/]+)", TerminalPage),
     (r"/sessions", SessionsPage),
     (r"/watch/([^/]+)", WatchPage),

@@ -13,6 +13,8 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from bastion.errors import BastionError, Conflict, Invalid
 from bastion.protocol import InputFrame, ResizeFrame, control, parse_client_frame, parse_size_args
+from bastion.sessions.engine import Admission
+from bastion.sessions.session import LiveSession
 
 from .base import BaseMixin, authenticated, role
 
@@ -24,8 +26,11 @@ def _swallow(fut: "asyncio.Future[Any]") -> None:
         fut.exception()
 
 
+MAX_BAD_FRAMES = 20  # malformed frames one socket may send before it is closed
+
+
 class SocketHandler(BaseMixin, WebSocketHandler):
-    """A browser socket that the session and hub write to (the Sink protocol)."""
+    """A browser socket that a live session writes to: the browser's front door (FrontDoor protocol)."""
 
     async def prepare(self) -> None:
         await self.resolve_principal()
@@ -74,7 +79,7 @@ class SocketHandler(BaseMixin, WebSocketHandler):
         except WebSocketClosedError:
             pass
 
-    def close_socket(self) -> None:
+    def hang_up(self) -> None:
         if self.ws_connection is not None:
             self.close(1000)
 
@@ -82,27 +87,36 @@ class SocketHandler(BaseMixin, WebSocketHandler):
 class TerminalSocket(SocketHandler):
     """/ws/terminal/<host_id>?cols=&rows=: the user's live SSH session."""
 
-    session = None
+    session: LiveSession | None = None
+    admission: Admission | None = None
     size = (80, 24)
+    bad_frames = 0
     read_scope = "terminal"  # the upgrade is a GET, but an API token needs the terminal scope
 
     @authenticated
     async def get(self, host_id: str) -> None:
-        self.host = host = await self.inventory.openable_host(self.principal.user, host_id, address=self.client_address)
+        host = await self.inventory.openable_host(self.principal.user, host_id, address=self.client_address)
         self.size = parse_size_args(self.get_query_argument("cols", None), self.get_query_argument("rows", None))
+        # a slot is reserved before the upgrade and released when the session ends (or never starts)
         try:
-            await self.services.terminals.check_limit(self.principal.user)
+            self.admission = await self.services.sessions.admit(self.principal.user, host, self.client_address)
         except Conflict as exc:  # refused opens are audited, at most N a minute per address
             await self.audit.record_limited("session.refused", self.client_address, actor=self.actor, target=host.name,
                                             address=self.client_address, why=exc.message)
             raise
-        await WebSocketHandler.get(self, host_id)
+        self.host = host
+        try:
+            await WebSocketHandler.get(self, host_id)
+        finally:
+            if self.session is None:
+                self.services.sessions.release(self.admission)
 
     async def open(self, host_id: str) -> None:
         self.set_nodelay(True)
         cols, rows = self.size
-        self.session = await self.services.terminals.open_session(
-            self.principal.user, self.host, cols, rows, self, self.client_address)
+        assert self.admission is not None
+        self.session = await self.services.sessions.open_session(
+            self.admission, self.principal.user, self.host, cols, rows, self, self.client_address)
         if not self._open() and not self.session.closing:
             await self.session.close("closed")
 
@@ -113,6 +127,10 @@ class TerminalSocket(SocketHandler):
         try:
             frame = parse_client_frame(message)
         except Invalid as exc:
+            self.bad_frames += 1
+            if self.bad_frames >= MAX_BAD_FRAMES:
+                self.services.sessions.spawn(session.close("closed", note="too many malformed frames"))
+                return
             self.send_control(control("notice", message=exc.message))
             return
         if isinstance(frame, InputFrame):
@@ -122,7 +140,7 @@ class TerminalSocket(SocketHandler):
 
     def on_close(self) -> None:
         if self.session is not None and not self.session.closing:
-            asyncio.get_running_loop().create_task(self.session.close("closed"))
+            self.services.sessions.spawn(self.session.close("closed"))
 
 
 class MonitorSocket(SocketHandler):
@@ -150,9 +168,9 @@ class MonitorSocket(SocketHandler):
             self.watcher = await self.hub.watch(record, self, self.actor)
         except BastionError as exc:
             self.send_control(control("closed", reason=exc.message, code="gone"))
-            self.close_socket()
+            self.hang_up()
             return
-        await self.audit.record("monitor.joined", actor=self.actor, target=record.host_name, session=session_id,
+        self.audit.emit("monitor.joined", actor=self.actor, target=record.host_name, session=session_id,
                                 user=record.username, node=record.node)
 
     def on_message(self, message: str | bytes) -> None:
@@ -162,17 +180,15 @@ class MonitorSocket(SocketHandler):
         watcher.refused_inputs += 1
         self.send_control(control("notice", message="monitors are read-only: input and resize are refused"))
         if watcher.refused_inputs in (1, 10, 100) or watcher.refused_inputs % 1000 == 0:
-            asyncio.get_running_loop().create_task(self.audit.record(
-                "monitor.input_refused", actor=self.actor, session=self.session_id, ok=False,
-                attempts=watcher.refused_inputs))
+            self.audit.emit("monitor.input_refused", actor=self.actor, session=self.session_id, ok=False,
+                            attempts=watcher.refused_inputs)
 
     def on_close(self) -> None:
         if self.watcher is None:
             return
-        loop = asyncio.get_running_loop()
-        loop.create_task(self.hub.unwatch(self.session_id, self.watcher))
+        self.services.sessions.spawn(self.hub.unwatch(self.session_id, self.watcher))
         self.watcher = None
-        asyncio.get_running_loop().create_task(self.audit.record("monitor.left", actor=self.actor, session=self.session_id))
+        self.audit.emit("monitor.left", actor=self.actor, session=self.session_id)
 
 
 default_handlers = [

@@ -133,6 +133,10 @@ class TerminalClient:
                 self.controls.append(frame)
             self._changed.set()
 
+    def stop_reading(self) -> None:
+        """Behave like a client that stops reading: frames pile up in TCP buffers, the server's writes stall."""
+        self._reader.cancel()
+
     async def send(self, data: str) -> None:
         await self.conn.write_message(json.dumps({"type": "input", "data": data}))
 

@@ -2,6 +2,7 @@
 a real OpenSSH sshd on 127.0.0.1 with its own keys, and headless Chromium."""
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -17,10 +18,11 @@ import pytest
 import tornado.netutil
 from tornado.httpserver import HTTPServer
 
-from bastion.app import TEMPLATE_DIR, attach_live_services, close_services, make_app, start_live_services
+from contextlib import AsyncExitStack
+
+from bastion.app import make_app, open_bastion
 from bastion.config import Config, load_config, with_secret
-from bastion.services import Services, build_services
-from bastion.store import make_store
+from bastion.services import Services
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from client import Client  # noqa: E402
@@ -112,6 +114,7 @@ class BastionApp:
     services: Services
     server: HTTPServer
     port: int
+    stack: AsyncExitStack
 
     @property
     def base_url(self) -> str:
@@ -133,25 +136,36 @@ class BastionApp:
         await c.login(username, password)
         return c
 
+    async def settle(self, timeout: float = 15.0) -> None:
+        """Wait until ending sessions have ended and the journal has reached the store (commands, events)."""
+        deadline = time.monotonic() + timeout
+        while any(s.closing for s in self.services.hub.live()):
+            if time.monotonic() > deadline:
+                raise AssertionError("sessions did not finish closing")
+            await asyncio.sleep(0.02)
+        assert await self.services.journal.drained(max(0.1, deadline - time.monotonic())), "journal did not drain"
+
     async def stop(self) -> None:
         self.server.stop()
-        await close_services(self.services)
+        await self.stack.aclose()
         await self.server.close_all_connections()
 
 
 async def start_bastion(config: Config) -> BastionApp:
-    store = make_store(config)
-    await store.open()
-    services = build_services(config, store, str(TEMPLATE_DIR))
-    if await store.get_user_by_name("admin") is None:
-        await services.auth.create_user("admin", ADMIN_PASSWORD, ["admin"], actor="test")
-    attach_live_services(config, services)
-    await start_live_services(services)
-    app = make_app(config, services)
-    server = HTTPServer(app, max_body_size=1024 * 1024)
-    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
-    server.add_sockets(sockets)
-    return BastionApp(config, services, server, sockets[0].getsockname()[1])
+    """The real app through the same composition root as `bastion serve` (background jobs included)."""
+    stack = AsyncExitStack()
+    services = await stack.enter_async_context(open_bastion(config))
+    try:
+        if await services.store.get_user_by_name("admin") is None:
+            await services.auth.create_user("admin", ADMIN_PASSWORD, ["admin"], actor="test")
+        app = make_app(config, services)
+        server = HTTPServer(app, max_body_size=1024 * 1024)
+        sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+        server.add_sockets(sockets)
+    except BaseException:
+        await stack.aclose()
+        raise
+    return BastionApp(config, services, server, sockets[0].getsockname()[1], stack)
 
 
 @pytest.fixture

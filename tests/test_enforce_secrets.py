@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,25 @@ from bastion.executor import worker_environment
 from client import TerminalClient
 from conftest import BastionApp, free_port, seed_inventory, stop_process, wait_port
 from test_modules import setup as setup_modules, wait_run, write_module
+
+
+def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Wait until `bastion serve` answers HTTP (it binds its port before it opens the store)."""
+    import urllib.error
+    import urllib.request
+    wait_port("127.0.0.1", port, proc=proc)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"bastion serve exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)  # polling interval of this wait_until loop
+    raise RuntimeError("bastion serve did not answer HTTP")
 
 SECRET_A = "first-secret-0123456789abcdef"
 SECRET_B = "other-secret-0123456789abcdef"
@@ -46,13 +66,14 @@ def test_private_files_and_canary_with_real_serve_processes(tmp_path: Path) -> N
         first = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=_serve_env(tmp_path, SECRET_A, port),
                                  stdout=log, stderr=log)
         try:
-            wait_port("127.0.0.1", port, proc=first)
+            wait_ready(port, first)
             assert _umask_of(first.pid) == 0o077
             var = tmp_path / "var"
             assert mode(var) == 0o700
             files = {p.name: mode(p) for p in var.iterdir()}
             assert {"bastion.db", "bastion.db-wal", "bastion.db-shm"} <= set(files), files
-            assert all(m == 0o600 for m in files.values()), {k: oct(m) for k, m in files.items()}
+            wanted = {p.name: 0o700 if p.is_dir() else 0o600 for p in var.iterdir()}
+            assert files == wanted, {k: oct(m) for k, m in files.items()}
         finally:
             stop_process(first)
             log.close()
@@ -71,7 +92,7 @@ def test_private_files_and_canary_with_real_serve_processes(tmp_path: Path) -> N
         again = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=_serve_env(tmp_path, SECRET_A, port),
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_port("127.0.0.1", port, proc=again)
+            wait_ready(port, again)
         finally:
             stop_process(again)
     finally:
@@ -93,7 +114,7 @@ def test_loose_files_of_an_older_install_are_tightened(tmp_path: Path) -> None:
         proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=_serve_env(tmp_path, SECRET_A, port),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_port("127.0.0.1", port, proc=proc)
+            wait_ready(port, proc)
             for name in ("bastion.db", "bastion.db-wal", "bastion.db-shm"):
                 assert mode(var / name) == 0o600, name
         finally:

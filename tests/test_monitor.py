@@ -137,15 +137,15 @@ async def test_slow_monitor_is_resynced_user_unaffected(bastion: BastionApp, ssh
     admin, user, ids, term = await open_pair(bastion, sshd)
     mon = await TerminalClient.open(admin, f"/ws/monitor/{term.session_id}")
     await mon.control("resize")
-    mon._reader.cancel()  # the monitor stops reading
+    mon.stop_reading()  # the monitor stops reading
     await term.send("stty -echo\r")
     mark = len(term.output)
     await term.send("head -c 209715200 /dev/zero | tr '\\0' 'x' | fold -w 100; echo; echo fin''ished\r")
     await term.expect("finished", start=mark, timeout=240)
     session = bastion.services.hub.get(term.session_id)
-    monitor = next(iter(session.monitors))
-    assert monitor.resyncs >= 1
-    assert monitor._queued <= bastion.config.terminal.monitor_queue_bytes
+    watcher = next(iter(session.watchers))
+    assert watcher.resyncs >= 1
+    assert watcher.queued_bytes <= bastion.config.terminal.monitor_queue_bytes
     assert len(term.output) - mark > 200 * 1024 * 1024
     term.close()
 
@@ -156,13 +156,13 @@ async def test_disable_user_and_revoke_grant_end_sessions(bastion: BastionApp, s
     grant = (await admin.get("/api/grants", params={"user_id": uid})).json["items"][0]
     assert (await admin.delete(f"/api/grants/{grant['id']}")).status == 200
     closed = await term.control("closed")
-    assert closed["code"] == "kicked" and "access revoked" in closed["reason"]
+    assert closed["code"] == "revoked" and "access revoked" in closed["reason"]
     await admin.post("/api/grants", {"user_id": uid, "host_id": ids["host_id"]})
     term2 = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
     await term2.control("session")
     assert (await admin.patch(f"/api/users/{uid}", {"disabled": True})).status == 200
     closed = await term2.control("closed")
-    assert closed["code"] == "kicked" and "user disabled" in closed["reason"]
+    assert closed["code"] == "revoked" and "user disabled" in closed["reason"]
 
 
 async def test_shutdown_closes_sessions_and_monitors(make_bastion, sshd) -> None:
@@ -174,11 +174,12 @@ async def test_shutdown_closes_sessions_and_monitors(make_bastion, sshd) -> None
     mon = await TerminalClient.open(admin, f"/ws/monitor/{term.session_id}")
     await mon.control("resize")
     sid = term.session_id
-    await app.services.terminals.shutdown()
+    await app.services.sessions.shutdown()
     assert (await term.control("closed"))["code"] == "shutdown"
     assert (await mon.control("closed"))["code"] == "shutdown"
     await term.wait_closed()
     await mon.wait_closed()
+    await app.settle()
     record = await app.services.store.get_session(sid)
     assert record.end_reason == "shutdown" and record.recording_size > 0
     read_cast(record.recording_path)

@@ -27,6 +27,8 @@ MATRIX = [
     ("GET", "/api/users/{user_id}", ADMIN, None),
     ("PATCH", "/api/users/{user_id}", ADMIN, {"roles": ["user"]}),
     ("GET", "/api/locks", ADMIN, None),
+    ("GET", "/api/access-locks", SEC, None),
+    ("DELETE", "/api/access-locks/{missing}", ADMIN, None),
     ("GET", "/api/login-rules", ADMIN, None),
     ("POST", "/api/login-rules", ADMIN, {"name": "lr1", "action": "allow"}),
     ("GET", "/api/login-rules/{missing}", ADMIN, None),

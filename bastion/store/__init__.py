@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..config import Config
 from .base import Page, Query, Store, page_bounds
-from .records import (ApiToken, App, Command, CommandRule, Credential, Event, Failure, Grant, Host, Login, LoginRule,
+from .records import (AccessLock, ApiToken, App, Command, CommandRule, Credential, Event, Failure, Grant, Host, Login, LoginRule,
                       ModuleState, Node, Record, Run, SeenEnvelope, Session, Setting, User, new_id)
 
 
@@ -17,6 +17,6 @@ def make_store(config: Config) -> Store:
     return MongoStore(url, timeout=config.database.timeout)
 
 
-__all__ = ["Store", "Query", "Page", "page_bounds", "make_store", "ApiToken", "App", "Command", "CommandRule", "Credential",
+__all__ = ["AccessLock", "Store", "Query", "Page", "page_bounds", "make_store", "ApiToken", "App", "Command", "CommandRule", "Credential",
            "Event", "Failure", "Grant", "Host", "Login", "ModuleState", "Node", "Record", "Run", "SeenEnvelope", "Session",
            "User", "new_id", "LoginRule", "Setting"]

@@ -14,7 +14,7 @@ from typing import Any, Sequence, TypeVar
 
 from ..errors import Conflict, Invalid, NotFound
 from .records import (ApiToken, App, Command, CommandRule, Credential, Event, Failure, Grant, Host, Login, LoginRule,
-                      ModuleState, Node, Record, Run, SeenEnvelope, Session, Setting, User)
+                      ModuleState, Node, Record, Run, SeenEnvelope, Session, Setting, User, AccessLock)
 
 R = TypeVar("R", bound=Record)
 FIELD_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
@@ -321,14 +321,15 @@ class Store(abc.ABC):
         return await self._query(Session, Query(eq={"live": True, "node": node}))
 
     async def end_session(self, session: Session, reason: str, *, ended_by: str = "", note: str = "",
-                          size: int = 0, sha256: str = "", bytes_out: int = 0, chain: str = "") -> Session:
+                          size: int = 0, sha256: str = "", bytes_out: int = 0, chain: str = "",
+                          ended_at: float = 0.0) -> Session:
         """Mark a session ended (whole-document write; idempotent when already ended)."""
         for _ in range(3):
             current = await self._load(Session, session.id) or session
             if not current.live:
                 return current
             current.live = False
-            current.ended_at = time.time()
+            current.ended_at = ended_at or time.time()
             current.end_reason = reason
             current.ended_by = ended_by
             current.reason = note
@@ -437,6 +438,29 @@ class Store(abc.ABC):
         except Conflict:
             return False
         return True
+
+    # ---- access locks ("end and lock") ---------------------------------------------------------------------
+    async def create_lock(self, lock: AccessLock) -> AccessLock:
+        return await self._create(lock)
+
+    async def list_locks(self, now: float | None = None) -> list[AccessLock]:
+        """Locks still in force, soonest to expire first."""
+        return await self._query(AccessLock, Query(ranges={"until": (now or time.time(), None)}, sort=("until", False)))
+
+    async def active_lock(self, user_id: str, host_id: str, now: float | None = None) -> AccessLock | None:
+        """The lock keeping a user out of a host now (a lock on every host counts), or None."""
+        for lock in await self._query(AccessLock, Query(eq={"user_id": user_id}, ranges={"until": (now or time.time(), None)})):
+            if lock.host_id in ("", host_id):
+                return lock
+        return None
+
+    async def purge_expired_locks(self, now: float | None = None) -> int:
+        return await self._delete_where(AccessLock.collection, Query(ranges={"until": (None, now or time.time())}))
+
+    async def delete_lock(self, id: str) -> AccessLock:
+        lock = await self._must(AccessLock, id, "lock")
+        await self._delete(AccessLock.collection, id)
+        return lock
 
     # ---- nodes ----------------------------------------------------------------------------------------------
     async def heartbeat(self, node_id: str) -> None:

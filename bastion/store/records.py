@@ -286,6 +286,21 @@ class Node(Record):
 
 
 @dataclass
+class AccessLock(Record):
+    """A user locked out of one host (or of every host when host_id is "") until a time ("end and lock")."""
+
+    collection: ClassVar[str] = "access_locks"
+    user_id: str = ""
+    username: str = ""
+    host_id: str = ""  # "" = every host
+    host_name: str = ""
+    until: float = 0.0
+    reason: str = ""
+    created_by: str = ""
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass
 class Setting(Record):
     """A named value the deployment keeps in the store (id = its name), e.g. the sealed secret canary."""
 
@@ -314,7 +329,8 @@ class LoginRule(Record):
 
 
 ALL_RECORDS: tuple[type[Record], ...] = (User, App, Credential, Host, Grant, ApiToken, Login, Failure, Event, Session,
-                                         Command, CommandRule, ModuleState, Run, SeenEnvelope, Node, Setting, LoginRule)
+                                         Command, CommandRule, ModuleState, Run, SeenEnvelope, Node, Setting, LoginRule,
+                                         AccessLock)
 
 # Fields with a unique index, per collection.
 UNIQUE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -338,4 +354,5 @@ INDEXED_FIELDS: dict[str, tuple[str, ...]] = {
     "commands": ("session_id", "user_id", "host_id", "ts", "blocked"),
     "runs": ("user_id", "module_id", "status", "created_at"),
     "envelopes": ("expires_at",),
+    "access_locks": ("user_id", "until"),
 }

@@ -42,6 +42,7 @@ MIGRATIONS: list[Callable[[], list[str]]] = [
     lambda: _tables(("commands", "command_rules")),
     lambda: _tables(("modules", "runs", "envelopes")),
     lambda: _tables(("settings", "login_rules")),
+    lambda: _tables(("access_locks",)),
 ]
 
 

@@ -1,0 +1,263 @@
+"""SessionEngine: admits and opens live sessions, enforces policy on them, and shuts them down.
+
+Admission is atomic: a slot is reserved in the hub (this node's memory, or Redis across nodes) before the
+WebSocket upgrade and released when the session closes, so a burst of opens cannot exceed the per-user limit.
+Opening a session writes its document, opens its recording, connects the upstream, and registers it in the hub.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Coroutine, Iterator
+
+from ..audit import Audit
+from ..commands import RuleCache
+from ..config import Config
+from ..errors import BastionError, Conflict, NotFound
+from ..hostkeys import HostKeyTrust
+from ..hub import SessionHub
+from ..inventory import Inventory
+from ..journal import Journal
+from ..protocol import control
+from ..recorder import AsciicastRecorder, NullRecorder, Recorder, recording_path
+from ..ssh import Target
+from ..store import AccessLock, Host, Session, Store, User
+from ..vault import derive_key
+from .doors import FrontDoor
+from .session import LiveSession, SessionSettings
+from .ssh_upstream import SSHUpstream
+
+log = logging.getLogger(__name__)
+MAX_OPENING_PER_ADDRESS = 20  # terminal opens in flight from one client address (a burst is refused early)
+
+
+@dataclass
+class SessionMetrics:
+    """Counters of this node's sessions (for /metrics), counted where they happen, once."""
+
+    started: int = 0
+    kicks: int = 0
+    refused: int = 0
+    bytes_closed: int = 0  # output bytes of sessions already ended
+    ended: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Admission:
+    """A reserved slot for one session of a user (released when the session closes or the open fails)."""
+
+    user_id: str
+    address: str
+    slot: str
+    released: bool = False
+
+
+class SessionEngine:
+    """Opens sessions (limits, documents, recordings, upstreams) and applies user/grant policy to them."""
+
+    def __init__(self, config: Config, store: Store, audit: Audit, journal: Journal, hub: SessionHub,
+                 inventory: Inventory, trust: HostKeyTrust, rules: RuleCache, io: Executor) -> None:
+        self.config = config
+        self.store = store
+        self.audit = audit
+        self.journal = journal
+        self.hub = hub
+        self.inventory = inventory
+        self.trust = trust
+        self.rules = rules
+        self.io = io
+        self.metrics = SessionMetrics()
+        self.record_key = derive_key(config.secret, b"bastion recordings v1")
+        self._opening: dict[str, int] = {}
+        self._tasks: set[asyncio.Task] = set()
+        tcfg = config.terminal
+        self.settings = SessionSettings(notify_watched=tcfg.notify_monitored, on_record_failure=tcfg.on_record_failure,
+                                        watcher_queue_bytes=tcfg.monitor_queue_bytes)
+        hub.on_policy_changed(self.enforce_user)
+
+    # ---- admission --------------------------------------------------------------------------------------
+    async def admit(self, user: User, host: Host, address: str) -> Admission:
+        """Check grant and locks, then reserve one of the user's session slots (before the upgrade)."""
+        if not await self.inventory.may_open(user, host):
+            raise NotFound("host not found")
+        lock = await self.store.active_lock(user.id, host.id)
+        if lock is not None:
+            raise Conflict(f"you are locked out of this host until {time.strftime('%H:%M UTC', time.gmtime(lock.until))}"
+                           + (f": {lock.reason}" if lock.reason else ""))
+        with self._opening_from(address):
+            slot = await self.hub.reserve(user.id, self.config.terminal.max_sessions_per_user)
+        return Admission(user_id=user.id, address=address, slot=slot)
+
+    @contextmanager
+    def _opening_from(self, address: str) -> Iterator[None]:
+        if self._opening.get(address, 0) >= MAX_OPENING_PER_ADDRESS:
+            raise Conflict("too many terminals are being opened from your address at once; try again")
+        self._opening[address] = self._opening.get(address, 0) + 1
+        try:
+            yield
+        finally:
+            self._opening[address] -= 1
+            if not self._opening[address]:
+                del self._opening[address]
+
+    def release(self, admission: Admission) -> None:
+        """Give the slot back (idempotent)."""
+        if not admission.released:
+            admission.released = True
+            self.hub.release(admission.user_id, admission.slot)
+
+    # ---- opening ----------------------------------------------------------------------------------------
+    async def open_session(self, admission: Admission, user: User, host: Host, cols: int, rows: int,
+                           door: FrontDoor, address: str) -> LiveSession:
+        """Create the session document and recording, connect, and register it in the hub."""
+        now = time.time()
+        record = Session(host_id=host.id, host_name=host.name, user_id=user.id, username=user.username,
+                         group=f"{host.name}-{user.username}-{int(now)}", cols=cols, rows=rows, live=True,
+                         node=self.config.node_id, started_at=now, address=address)
+        path = recording_path(self.config.records_dir, record.id, now)
+        record.recording_path = str(path)
+        try:
+            await self.store.create_session(record)
+        except BaseException:
+            self.release(admission)
+            raise
+        door.send_control(control("session", id=record.id))
+        holder: dict[str, LiveSession] = {}
+        recorder: Recorder = AsciicastRecorder(
+            path, cols=cols, rows=rows, title=f"{user.username}@{host.name}", key=self.record_key, io=self.io,
+            record_input=self.config.terminal.record_input,
+            on_failure=lambda why: holder["s"].record_failed(why) if "s" in holder else None)
+
+        def closed(session: LiveSession, reason: str) -> None:
+            self.release(admission)
+            self.hub.unregister(session)
+            self.metrics.bytes_closed += session.bytes_out
+            self.metrics.ended[reason] = self.metrics.ended.get(reason, 0) + 1
+            if reason == "kicked":
+                self.metrics.kicks += 1
+
+        session = LiveSession(record, user, host, door, recorder, settings=self.settings, verdict=self.rules.verdict,
+                              journal=self.journal, audit=self.audit, on_closed=closed)
+        holder["s"] = session
+        self.hub.register(session)
+        try:
+            await recorder.open()  # type: ignore[attr-defined]
+        except OSError as exc:
+            why = f"recording cannot be created: {exc.strerror or type(exc).__name__}"
+            log.error("%s %r", why, session)
+            if self.config.terminal.on_record_failure == "terminate":
+                await session.close("record_failed", note=why)
+                return session
+            session.recorder = NullRecorder()
+            door.send_control(control("notice", message=f"warning: {why}; this session is not recorded"))
+        try:
+            cred = await self.store.get_credential(host.credential_id)
+            if cred is None:
+                raise BastionError(f"{host.name} has no usable credential; ask an admin")
+            target = Target(name=host.name, address=host.address, port=host.port, username=cred.username,
+                            kind=cred.kind, secret=self.inventory.open_secret(cred), pinned_key=host.host_key)
+            tcfg = self.config.terminal
+            upstream = await SSHUpstream.open(
+                target, host, user.username, session, cols=cols, rows=rows, trust=self.trust,
+                connect_timeout=tcfg.connect_timeout, keepalive=tcfg.keepalive_interval, window=tcfg.ssh_window,
+                env=self._environment(host))
+            if session.closing:
+                upstream.close()
+                return session
+            session.attach_upstream(upstream)
+            await self.rules.current()  # warm the rules cache before the first Enter
+        except BastionError as exc:
+            self.metrics.refused += 1
+            self.audit.emit("session.refused", actor=user.username, target=host.name, ok=False, session=record.id,
+                            why=exc.message, address=address)
+            await session.close("failed", note=exc.message)
+            return session
+        if not session.closing:
+            self.metrics.started += 1
+            self.audit.emit("session.started", actor=user.username, target=host.name, address=address,
+                            session=record.id)
+            log.info("session started %r", session)
+        return session
+
+    def _environment(self, host: Host) -> dict[str, str]:
+        """The user's locale as SSH environment (hosts that do not AcceptEnv it simply ignore it)."""
+        locale = getattr(host, "locale", "") or self.config.terminal.locale
+        return {"LANG": locale, "LC_CTYPE": locale} if locale else {}
+
+    # ---- policy -----------------------------------------------------------------------------------------
+    async def enforce_user(self, user_id: str, by: str = "", why: str = "") -> int:
+        """End this node's sessions of a user who is disabled, lost the grant, or is locked out of the host."""
+        sessions = [s for s in self.hub.live() if s.record.user_id == user_id and not s.closing]
+        if not sessions:
+            return 0
+        user = await self.store.get_user(user_id)
+        ended = 0
+        for session in sessions:
+            try:
+                note = await self._refusal(user, session)
+                if note and not session.closing:
+                    await session.close("revoked", by=by or "policy", note=why or note)
+                    ended += 1
+            except Exception:
+                log.exception("policy check failed %r", session)
+        return ended
+
+    async def _refusal(self, user: User | None, session: LiveSession) -> str:
+        """Why this session may no longer run ("" when it may)."""
+        if user is None:
+            return "the user was deleted"
+        if user.disabled:
+            return "the user was disabled"
+        host = await self.store.get_host(session.record.host_id)
+        if host is None:
+            return "the host was deleted"
+        if not await self.inventory.may_open(user, host):
+            return "access to this host was revoked"
+        if await self.store.active_lock(user.id, host.id) is not None:
+            return "the user is locked out of this host"
+        return ""
+
+    async def lock_out(self, record: Session, *, minutes: int, every_host: bool, reason: str, by: str) -> AccessLock:
+        """Keep a user out of a session's host (or every host) for a while; their other affected sessions end."""
+        lock = AccessLock(user_id=record.user_id, username=record.username, host_id="" if every_host else record.host_id,
+                          host_name="" if every_host else record.host_name, until=time.time() + minutes * 60,
+                          reason=reason, created_by=by)
+        await self.store.create_lock(lock)
+        await self.audit.record("access.locked", actor=by, target=record.username, host=lock.host_name or "all",
+                                minutes=minutes, reason=reason, session=record.id)
+        await self.hub.policy_changed(record.user_id, by=by, why="locked out by " + by)
+        return lock
+
+    async def recheck_all(self) -> int:
+        """Re-check every live session of this node (catches policy changes whose event was missed)."""
+        ended = 0
+        for user_id in {s.record.user_id for s in self.hub.live() if not s.closing}:
+            try:
+                ended += await self.enforce_user(user_id)
+            except Exception:
+                log.exception("policy re-check failed [user=%s]", user_id)
+        return ended
+
+    # ---- tasks and shutdown -------------------------------------------------------------------------------
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a coroutine from a callback (socket closed, watcher left), kept by reference, awaited at shutdown."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("session task failed", exc_info=task.exception())
+
+    async def shutdown(self) -> None:
+        """End every live session of this node (reason `shutdown`), waiting for recordings to close."""
+        sessions = self.hub.live()
+        if sessions:
+            await asyncio.gather(*(s.close("shutdown") for s in sessions), return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)

@@ -1,0 +1,379 @@
+"""LiveSession: one live terminal session, whatever its front door and upstream.
+
+It owns the recording, the screen and command gate, its watchers, notices, and the one close path. It
+knows nothing about SSH or WebSockets: it talks to a FrontDoor (the user) and an Upstream (the host or pod).
+
+Output path per batch: the user's door (binary frame) → recorder (memory buffer) → gate (screen queue) →
+replay window → watchers. Backpressure: while the user's unsent bytes exceed HIGH_WATER the upstream is
+paused; it resumes below LOW_WATER. We never re-pause from inside resume_reading() (asyncssh flushes its
+buffer there); we decide after it returns. Nothing here awaits the store: commands, audit events and the
+end of the session go through the journal.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from ..audit import Audit
+from ..commands import Verdict
+from ..gate import CommandGate
+from ..journal import Journal
+from ..protocol import control
+from ..recorder import NullRecorder, Recorder
+from ..store import Command, Host, Session, User
+from .doors import FrontDoor, Upstream
+from .replay import ReplayWindow
+from .watchers import Item, Watcher, share_budget
+
+log = logging.getLogger(__name__)
+HIGH_WATER = 1024 * 1024
+LOW_WATER = 256 * 1024
+RESIZE_INTERVAL = 0.1  # at most 10 resizes a second reach the host and the recording
+
+REASON_TEXT = {
+    "exit": "the remote shell exited",
+    "closed": "the session was closed",
+    "host_lost": "the connection to the host was lost",
+    "idle": "the session was idle for too long",
+    "expired": "the session reached its maximum duration",
+    "revoked": "access to this host was withdrawn",
+    "slow_client": "the terminal stopped reading output",
+    "shutdown": "the bastion is shutting down",
+    "interrupted": "the bastion stopped unexpectedly",
+    "failed": "the session could not start",
+    "record_failed": "the session could not be recorded",
+}
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """What a live session needs from the configuration."""
+
+    notify_watched: bool
+    on_record_failure: str  # terminate | warn
+    watcher_queue_bytes: int
+
+
+class LiveSession:
+    """One live session: the user's door, the upstream, recorder, gate, replay window and watchers."""
+
+    def __init__(self, record: Session, user: User, host: Host, door: FrontDoor, recorder: Recorder, *,
+                 settings: SessionSettings, verdict: Callable[[str, User, Host], Awaitable[Verdict]],
+                 journal: Journal, audit: Audit, on_closed: Callable[["LiveSession", str], None]) -> None:
+        self.record = record
+        self.id = record.id
+        self.user = user
+        self.host = host
+        self.door = door
+        self.recorder = recorder
+        self.settings = settings
+        self._verdict = verdict
+        self._journal = journal
+        self._audit = audit
+        self._on_closed = on_closed
+        self.cols, self.rows = record.cols, record.rows
+        self.gate = CommandGate(self.cols, self.rows, write=self._write_upstream, check=self._check,
+                                on_command=self._command_decided, notice=self.notice)
+        self.replay = ReplayWindow(self.cols, self.rows, self._snapshot)
+        self.watchers: set[Watcher] = set()
+        self.upstream: Upstream | None = None
+        self.started = time.monotonic()
+        self._last_out = self._last_in = self.started
+        self._input: asyncio.Queue[str] = asyncio.Queue(maxsize=1000)
+        self._pump: asyncio.Task | None = None
+        self.bytes_out = 0
+        self.closing = False
+        self.expiry_warned = False
+        self._done: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
+        self._pending = 0
+        self._last_drain = self.started
+        self._paused = False
+        self._resuming = False
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self._flush_scheduled = False
+        self._want_size = (self.cols, self.rows)
+        self._resized_at = 0.0
+        self._resize_timer: asyncio.TimerHandle | None = None
+        self._snapshot_cache: tuple[float, bytes] | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    def __repr__(self) -> str:
+        return f"[session={self.id} user={self.record.username} host={self.record.host_name}]"
+
+    # ---- observables --------------------------------------------------------------------------------
+    @property
+    def username(self) -> str:
+        return self.record.username
+
+    @property
+    def last_activity(self) -> float:
+        """When output last reached the user or input last reached the host (monotonic)."""
+        return max(self._last_out, self._last_in)
+
+    @property
+    def paused(self) -> bool:
+        """Whether the upstream is paused because the user's door lags."""
+        return self._paused
+
+    @property
+    def pending_bytes(self) -> int:
+        """Output handed to the user's door and not yet written."""
+        return self._pending
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds the user's door has had output pending without draining any (0 when it keeps up)."""
+        return now - self._last_drain if self._pending > 0 else 0.0
+
+    @property
+    def watcher_count(self) -> int:
+        return len(self.watchers)
+
+    def elapsed(self) -> float:
+        return round(time.monotonic() - self.started, 3)
+
+    # ---- upstream → user ---------------------------------------------------------------------------------
+    def attach_upstream(self, upstream: Upstream) -> None:
+        """The upstream is connected: input may flow."""
+        self.upstream = upstream
+        self._pump = asyncio.get_running_loop().create_task(self._pump_input())
+
+    def on_output(self, data: bytes) -> None:
+        """Upstream data: coalesced per loop iteration (asyncssh hands over one ≤32 KiB packet per call)."""
+        self._out.append(data)
+        self._out_size += len(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_output)
+        if (self._pending + self._out_size > HIGH_WATER and not self._paused and not self._resuming
+                and self.upstream is not None):
+            self._paused = True
+            self.upstream.pause_reading()
+
+    def _flush_output(self) -> None:
+        """One step for the whole batch: user door, recorder, screen, replay window, watchers."""
+        self._flush_scheduled = False
+        if not self._out:
+            return
+        data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+        self._out.clear()
+        self._out_size = 0
+        self.bytes_out += len(data)
+        self._last_out = time.monotonic()
+        fut = self.door.send_output(data)
+        if fut is not None:
+            if self._pending == 0:
+                self._last_drain = self._last_out
+            self._pending += len(data)
+            fut.add_done_callback(functools.partial(self._sent, len(data)))
+        self.recorder.output(data)
+        self.gate.observe(data)
+        self.replay.output(data)
+        for watcher in self.watchers:
+            watcher.push(data)
+
+    def _sent(self, size: int, fut: "asyncio.Future[Any]") -> None:
+        self._pending -= size
+        self._last_drain = time.monotonic()
+        if not fut.cancelled():
+            fut.exception()  # retrieved: a closed door is handled by its own close path
+        upstream = self.upstream
+        if self._paused and self._pending <= LOW_WATER and upstream is not None and not self.closing:
+            self._paused = False
+            self._resuming = True
+            try:
+                upstream.resume_reading()
+            finally:
+                self._resuming = False
+            if self._pending > HIGH_WATER and not self.closing:  # decided after resume_reading() returned
+                self._paused = True
+                upstream.pause_reading()
+
+    def on_upstream_closed(self, reason: str, note: str = "") -> None:
+        if not self.closing:
+            self._spawn_close(reason, note=note)
+
+    def _spawn_close(self, reason: str, note: str = "") -> None:
+        """Close from a callback: the task is kept by reference until it ends."""
+        task = asyncio.get_running_loop().create_task(self.close(reason, note=note))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- user → upstream ---------------------------------------------------------------------------------
+    def send_input(self, data: str) -> None:
+        """Input from the user's door, queued for the input pump (the gate checks commands on Enter)."""
+        if self.upstream is None or self.closing:
+            self.door.send_control(control("notice", message="not connected yet; input dropped"))
+            return
+        if self._resize_timer is not None:  # a pending resize reaches the host before the keys typed after it
+            self._resize_timer.cancel()
+            self._apply_resize()
+        try:
+            self._input.put_nowait(data)
+        except asyncio.QueueFull:
+            self.door.send_control(control("notice", message="input is arriving faster than the host reads it; dropped"))
+
+    def _write_upstream(self, data: bytes) -> None:
+        if self.upstream is not None and not self.closing:
+            self._last_in = time.monotonic()
+            self.upstream.write(data)
+
+    async def _pump_input(self) -> None:
+        while not self.closing:
+            data = await self._input.get()
+            self.recorder.input(data)
+            try:
+                await self.gate.feed(data)
+            except Exception:  # fail closed and say so: the keys were not sent
+                log.exception("input handling failed %r", self)
+                self.notice("error", "this input could not be checked and was not sent; press Ctrl-C and retype it")
+
+    async def _check(self, command: str) -> Verdict:
+        return await self._verdict(command, self.user, self.host)
+
+    def _command_decided(self, command: str, verdict: Verdict) -> None:
+        """Log, tell watchers and audit a command the gate decided on (never waits for the store)."""
+        blocked, flagged = verdict.action == "deny", verdict.action == "warn"
+        r = self.record
+        self._journal.command(Command(session_id=r.id, user_id=r.user_id, username=r.username, host_id=r.host_id,
+                                      host_name=r.host_name, offset=self.elapsed(), text=command, blocked=blocked,
+                                      flagged=flagged, rule=verdict.rule))
+        if blocked or flagged:
+            self._audit.emit("command.blocked" if blocked else "command.flagged", actor=r.username,
+                             target=r.host_name, ok=not blocked, session=r.id, command=command[:500], rule=verdict.rule)
+        frame = control("command", command=command, blocked=blocked, flagged=flagged)
+        for watcher in self.watchers:
+            watcher.push_control(frame)
+
+    def notice(self, level: str, message: str) -> None:
+        """A notice to the user (and, for warnings and errors, to the watchers)."""
+        frame = control("notice", level=level, message=message)
+        self.door.send_control(frame)
+
+    def resize(self, cols: int, rows: int) -> None:
+        """The user's terminal changed size: coalesced to at most one change per RESIZE_INTERVAL."""
+        if self.closing:
+            return
+        self._want_size = (cols, rows)
+        now = time.monotonic()
+        if self._resize_timer is not None:
+            return
+        wait = self._resized_at + RESIZE_INTERVAL - now
+        if wait <= 0:
+            self._apply_resize()
+        else:
+            self._resize_timer = asyncio.get_running_loop().call_later(wait, self._apply_resize)
+
+    def _apply_resize(self) -> None:
+        self._resize_timer = None
+        cols, rows = self._want_size
+        if (cols, rows) == (self.cols, self.rows) or self.closing:
+            return
+        self._resized_at = time.monotonic()
+        self._flush_output()  # output drawn at the old size goes out (and to the replay) before the resize
+        self.cols, self.rows = cols, rows
+        if self.upstream is not None:
+            self.upstream.resize(cols, rows)
+        self.recorder.resize(cols, rows)
+        self.gate.resize(cols, rows)
+        self.replay.resize(cols, rows)
+        frame = control("resize", cols=cols, rows=rows)
+        for watcher in self.watchers:
+            watcher.push_control(frame)
+
+    # ---- watchers ----------------------------------------------------------------------------------------
+    def _snapshot(self) -> bytes:
+        """The current screen as ANSI; one rendering serves every watcher resyncing at about the same time."""
+        now = time.monotonic()
+        if self._snapshot_cache is None or now - self._snapshot_cache[0] > 0.2:
+            self._snapshot_cache = (now, self.gate.screen.snapshot())
+        return self._snapshot_cache[1]
+
+    def _resync_frames(self) -> list[Item]:
+        return [control("resize", cols=self.cols, rows=self.rows), self._snapshot()]
+
+    def attach_watcher(self, door: FrontDoor, username: str) -> Watcher:
+        """A read-only watcher: it first sees the recent output (or the screen), then live output."""
+        self._flush_output()
+        watcher = Watcher(door, username, self.settings.watcher_queue_bytes, self._resync_frames, self.detach_watcher)
+        frames = self.replay.frames()
+        frames.insert(1, b"\x1bc")  # after the size, a reset: a re-watch (hub reconnect) redraws from scratch
+        watcher.push_initial(frames)
+        self.watchers.add(watcher)
+        share_budget(self.watchers)
+        watcher.start()
+        if self.settings.notify_watched:
+            self.door.send_control(control("notice", message=f"{username} started watching this session"))
+        return watcher
+
+    def detach_watcher(self, watcher: Watcher) -> None:
+        self.watchers.discard(watcher)
+        share_budget(self.watchers)
+        watcher.close()
+
+    def record_failed(self, reason: str) -> None:
+        """The recorder could not write: end the session or go on unrecorded, as configured."""
+        if self.settings.on_record_failure == "terminate":
+            self._spawn_close("record_failed", note=reason)
+        else:
+            self.recorder = NullRecorder()
+            self.notice("warn", f"warning: {reason}; this session is no longer recorded")
+            for watcher in self.watchers:
+                watcher.push_control(control("notice", message=f"warning: {reason}"))
+
+    # ---- the one close path ---------------------------------------------------------------------------
+    async def close(self, reason: str, *, by: str = "", note: str = "") -> Session:
+        """End the session once, whatever ended it; later calls wait for the first to finish."""
+        if self.closing:
+            return await asyncio.shield(self._done)
+        self.closing = True
+        try:
+            record = await self._close(reason, by, note)
+            self._done.set_result(record)
+            return record
+        except BaseException as exc:
+            self._done.set_exception(exc)
+            raise
+
+    async def _close(self, reason: str, by: str, note: str) -> Session:
+        self._flush_output()  # output already read still reaches the user, the recording and watchers
+        if self._resize_timer is not None:
+            self._resize_timer.cancel()
+        text = REASON_TEXT.get(reason, reason)
+        if reason == "kicked":
+            text = f"ended by {by}" + (f": {note}" if note else "")
+        elif note:
+            text = f"{text}: {note}"
+        frame = control("closed", reason=text, code=reason, by=by)
+        self.door.send_control(frame)
+        self.door.hang_up()
+        for watcher in list(self.watchers):
+            watcher.close(frame)
+        self.watchers.clear()
+        if self._pump is not None:
+            self._pump.cancel()
+        if self.upstream is not None:
+            self.upstream.close()
+        self.recorder.marker(f"session ended: {text}")
+        result = None
+        try:
+            result = await self.recorder.close()
+        except Exception:
+            log.exception("closing recording failed %r", self)
+        record = self.record
+        record.live = False
+        record.ended_at = time.time()
+        record.end_reason, record.ended_by, record.reason = reason, by, note
+        record.bytes_out = self.bytes_out
+        if result is not None:
+            record.recording_size, record.recording_sha256, record.recording_chain = result.size, result.sha256, result.chain
+        self._journal.end_session(record)
+        self._audit.emit("session.kicked" if reason == "kicked" else "session.ended", actor=by or record.username,
+                         target=record.host_name, session=self.id, reason=reason, note=note, bytes=self.bytes_out)
+        self._on_closed(self, reason)
+        log.info("session ended (%s) %r", reason, self)
+        return record

@@ -1,0 +1,83 @@
+"""The SSH host connector: an asyncssh PTY session to a host, with pinned host keys."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import asyncssh
+
+from ..errors import BastionError
+from ..hostkeys import HostKeyTrust
+from ..ssh import HostKeyChanged, Target, connect
+from ..store import Host
+from .doors import UpstreamEvents
+
+log = logging.getLogger(__name__)
+
+
+class _Channel(asyncssh.SSHClientSession):
+    """asyncssh callbacks → the session's UpstreamEvents."""
+
+    def __init__(self, events: UpstreamEvents) -> None:
+        self.events = events
+
+    def data_received(self, data: bytes, datatype: Any) -> None:
+        self.events.on_output(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.events.on_upstream_closed("exit" if exc is None else "host_lost")
+
+
+class SSHUpstream:
+    """One interactive shell on an SSH host (implements Upstream)."""
+
+    def __init__(self, conn: asyncssh.SSHClientConnection, chan: asyncssh.SSHClientChannel) -> None:
+        self._conn = conn
+        self._chan = chan
+        self.closed = False
+
+    @classmethod
+    async def open(cls, target: Target, host: Host, username: str, events: UpstreamEvents, *, cols: int, rows: int,
+                   trust: HostKeyTrust, connect_timeout: float, keepalive: int, window: int,
+                   env: dict[str, str]) -> "SSHUpstream":
+        """Connect, pin or check the host key, open the PTY; raise BastionError with a human reason."""
+        try:
+            connected = await connect(target, timeout=connect_timeout, keepalive=keepalive)
+        except HostKeyChanged as exc:
+            await trust.mismatch(host, getattr(exc, "offered_key", ""), username)
+            raise
+        conn = connected.conn
+        try:
+            if connected.newly_seen and connected.offered_key:
+                await trust.pin(host, connected.offered_key, username)
+            chan, _ = await conn.create_session(
+                lambda: _Channel(events), term_type="xterm-256color", term_size=(cols, rows), encoding=None,
+                window=window, env=env or None)
+        except (asyncssh.Error, OSError) as exc:
+            conn.close()
+            raise BastionError(f"{host.name}: the host refused a terminal: {getattr(exc, 'reason', None) or exc}") from None
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, chan)
+
+    def write(self, data: bytes) -> None:
+        if not self.closed:
+            self._chan.write(data)
+
+    def resize(self, cols: int, rows: int) -> None:
+        if not self.closed:
+            self._chan.change_terminal_size(cols, rows)
+
+    def pause_reading(self) -> None:
+        self._chan.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._chan.resume_reading()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._chan.close()
+        self._conn.close()
