@@ -26,6 +26,7 @@ setup(
             "pytest-timeout==2.4.0",
             "nx-27017==0.8.1",
             "playwright==1.65.2",
+            "pillow==13.0.0",
             "websockets==17.4",
             "ansible-core==2.19.14",
             "ansible-runner==2.4.3",

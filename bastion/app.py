@@ -92,10 +92,11 @@ def make_hub(config: Config) -> SessionHub:
 async def open_core(config: Config) -> AsyncIterator[Core]:
     """Open the store and journal and build the core services (what the CLI needs); close in reverse."""
     async with AsyncExitStack() as stack:
+        # the pools are shut down off the loop: waiting for a last fsync must not freeze other tasks
         cpu = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bastion-cpu")
-        stack.callback(cpu.shutdown, wait=True, cancel_futures=True)
+        stack.push_async_callback(asyncio.to_thread, cpu.shutdown, True, cancel_futures=True)
         io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bastion-io")
-        stack.callback(io.shutdown, wait=True)
+        stack.push_async_callback(asyncio.to_thread, io.shutdown, True)
         store = make_store(config)
         await store.open()
         stack.push_async_callback(store.close)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +80,9 @@ _ACTIONS = (
 )
 ACTIONS: dict[str, AuditAction] = {a.name: a for a in _ACTIONS}
 SECRET_KEYS = ("password", "secret", "token", "private_key", "totp", "code")
+# The address of the client whose request is being handled, set by the HTTP handlers for their own task, so that
+# every event written while serving it (an admin's change as much as a login) names who it came from.
+request_client: ContextVar[str] = ContextVar("request_client", default="")
 
 
 class Audit:
@@ -134,7 +138,8 @@ class Audit:
         if spec is None:
             raise ValueError(f"unregistered audit action {action!r}")
         clean = {k: v for k, v in detail.items() if not any(s in k.lower() for s in SECRET_KEYS)}
-        return Event(action=action, code=spec.code, actor=actor, target=target, address=address, ok=ok, detail=clean)
+        return Event(action=action, code=spec.code, actor=actor, target=target,
+                     address=address or request_client.get(), ok=ok, detail=clean)
 
     def emit(self, action: str, **fields: Any) -> Event:
         """Journal an event (never awaits the store; stored exactly once when the store answers)."""

@@ -1,14 +1,11 @@
-"""Command extraction and the command filter, on the session's terminal emulator (pyte).
+"""The session's terminal emulator (pyte) and the command filter.
 
 `ScreenTracker`: pyte fed lazily. Feeding pyte costs CPU on the loop, so output is queued (bounded)
-and fed only when the screen is needed (a monitor joins, Enter is pressed). If more than `max_pending`
+and fed only when the screen is needed (a monitor joins, a snapshot is taken). If more than `max_pending`
 bytes arrive between two looks, the oldest are dropped and the emulator is reset before replaying the
 rest: a screen is redrawn by far fewer bytes than that.
 
-`CommandExtractor`: the prompt is learned when input starts on a fresh line (the text left of the
-cursor); on Enter the command is what the prompt's line(s) show minus the prompt, so editing, tab
-completion, history recall and Ctrl-R give what the shell runs. Nothing is extracted on the alternate
-screen (vim, less, top) or at password prompts.
+Commands are extracted and the filter applied by the command gate (`bastion.gate`).
 
 `CommandFilter`: admin rules (regex or words; deny or warn; scope all/category/host/role; priority).
 """
@@ -48,7 +45,7 @@ def _color(value: str, base: int) -> str | None:
     return None
 
 
-class _Screen(pyte.Screen):
+class TerminalScreen(pyte.Screen):
     """pyte 0.8.2 raises on private SGR (xterm's modifyOtherKeys `CSI > 4 ; 2 m`, sent by vim): ignore it."""
 
     def select_graphic_rendition(self, *attrs: int, private: bool = False, **_: object) -> None:
@@ -61,7 +58,7 @@ class ScreenTracker:
 
     # pyte parses about 1 MB/s: 32 KiB (more than a full-screen repaint) bounds a catch-up to ~35 ms
     def __init__(self, cols: int, rows: int, max_pending: int = 32 * 1024) -> None:
-        self.screen = _Screen(cols, rows)
+        self.screen = TerminalScreen(cols, rows)
         self.stream = pyte.Stream(self.screen)
         self.max_pending = max_pending
         self._pending: list[bytes] = []
@@ -158,76 +155,9 @@ class ScreenTracker:
         return "".join(out).encode("utf-8")
 
 
-ALT_ON = (b"\x1b[?1049h", b"\x1b[?1047h", b"\x1b[?47h")
-ALT_OFF = (b"\x1b[?1049l", b"\x1b[?1047l", b"\x1b[?47l")
 PASSWORD_PROMPT = re.compile(r"(password|passphrase|passcode|\bpin\b|verification code)[^:]*:\s*$", re.I)
 SEARCH_PROMPT = re.compile(r"^\((?:reverse-|failed reverse-|bck-|fwd-)?i-search\)`[^']*': ?(.*)$")
 MAX_COMMAND = 4096
-
-
-class CommandExtractor:
-    """Tracks the screen state that matters for commands: alternate screen, prompt position."""
-
-    def __init__(self, screen: ScreenTracker) -> None:
-        self.screen = screen
-        self.alternate = False
-        self._prompt: tuple[int, int, str] | None = None  # row, column, text left of the cursor
-
-    def observe(self, data: bytes) -> None:
-        """Called with every output chunk (cheap: looks for private-mode switches only)."""
-        if b"\x1b[?" not in data:
-            return
-        last_on = max(data.rfind(seq) for seq in ALT_ON)
-        last_off = max(data.rfind(seq) for seq in ALT_OFF)
-        if last_on > last_off:
-            self.alternate = True
-        elif last_off > last_on:
-            self.alternate = False
-            self._prompt = None
-
-    def before_input_reset(self) -> None:
-        """The screen changed geometry: learn the prompt again at the next key."""
-        self._prompt = None
-
-    def before_input(self) -> None:
-        """A key is about to reach the host: learn the prompt if a new line starts."""
-        if self.alternate or self._prompt is not None:
-            return
-        screen = self.screen.screen
-        self.screen.catch_up()
-        y, x = screen.cursor.y, screen.cursor.x
-        line = self.screen.row(y)
-        self._prompt = (y, x, line[:x])
-
-    def take(self) -> str | None:
-        """On Enter: the command on the prompt's line(s), or None (alternate screen, password prompt, empty)."""
-        prompt, self._prompt = self._prompt, None
-        if self.alternate:
-            return None
-        self.screen.catch_up()
-        screen = self.screen.screen
-        cy = screen.cursor.y
-        if prompt is None:
-            prompt = (cy, 0, "")
-        py, px, ptext = prompt
-        rows = screen.display  # renders every line once (pyte's `display` is computed on each access)
-        search = SEARCH_PROMPT.match(rows[cy].strip())
-        if search:  # Ctrl-R: bash runs the match shown after the search prompt
-            return search.group(1).strip()[:MAX_COMMAND] or None
-        if py > cy or not rows[py].startswith(ptext):
-            # the screen scrolled since the prompt was seen: walk up through wrapped (full-width) rows only
-            y = cy
-            while y > 0 and not rows[y].startswith(ptext) and len(rows[y - 1].rstrip()) >= screen.columns - 1:
-                y -= 1
-            py = y
-        line = rows[py][px:] if ptext and rows[py].startswith(ptext) else rows[py]
-        for y in range(py + 1, cy + 1):
-            line += rows[y]
-        line = line.rstrip()
-        if PASSWORD_PROMPT.search(ptext.rstrip() + " ") or PASSWORD_PROMPT.search(ptext):
-            return None
-        line = line.strip()
-        return line[:MAX_COMMAND] or None
 
 
 def compile_rule(kind: str, pattern: str) -> re.Pattern[str]:
@@ -245,6 +175,8 @@ def compile_rule(kind: str, pattern: str) -> re.Pattern[str]:
 
 @dataclass
 class Verdict:
+    """What the filter decided about one command."""
+
     action: str  # allow | deny | warn
     rule: str = ""
 
@@ -257,6 +189,7 @@ class CommandFilter:
         self._compiled = {r.id: compile_rule(r.kind, r.pattern) for r in self.rules}
 
     def check(self, command: str, user: User, host: Host) -> Verdict:
+        """The first matching rule's verdict (checked on each line and on the whole logical command)."""
         for rule in self.rules:
             if rule.scope == "app" and rule.scope_value != host.app_id:
                 continue

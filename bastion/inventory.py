@@ -1,6 +1,7 @@
 """Inventory: application categories, credentials (vaulted), hosts and grants; who may open what."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from . import validation as v
@@ -12,6 +13,9 @@ from .vault import Vault
 MAX_KEY = 16 * 1024
 # One answer for "does not exist" and "exists but is not granted to you", so probing reveals nothing.
 HOST_NOT_FOUND = "host not found"
+
+
+LOCALE_RE = re.compile(r"^(|[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9-]+)?(@[A-Za-z0-9]+)?)$")
 
 
 class Inventory:
@@ -51,7 +55,7 @@ class Inventory:
         password = v.text(body, "password", required=False, max_len=1024)
         key = v.text(body, "private_key", required=False, max_len=MAX_KEY)
         if bool(password) == bool(key):
-            raise Invalid("give exactly one of password or private_key")
+            raise Invalid("give a password or a private key (one of them, not both)")
         if key:
             self._check_private_key(key)
         cred = Credential(name=name, username=username, kind="private_key" if key else "password")
@@ -79,7 +83,7 @@ class Inventory:
         await self.audit.record("credential.deleted", actor=actor, target=cred.name)
 
     # ---- hosts ----------------------------------------------------------------------------------------
-    HOST_FIELDS = ("name", "address", "port", "app_id", "credential_id", "tags")
+    HOST_FIELDS = ("name", "address", "port", "app_id", "credential_id", "tags", "locale")
 
     async def _host_fields(self, body: dict[str, Any], partial: bool) -> dict[str, Any]:
         v.only_fields(body, self.HOST_FIELDS)
@@ -99,12 +103,16 @@ class Inventory:
             out["credential_id"] = cred_id
         if not partial or "tags" in body:
             out["tags"] = v.tags(body)
+        if "locale" in body:
+            out["locale"] = v.text(body, "locale", required=False, max_len=40, pattern=LOCALE_RE,
+                                   rule="must be a locale name such as C.UTF-8 or en_US.UTF-8 (or empty)")
         return out
 
     async def create_host(self, body: dict[str, Any], actor: str) -> Host:
         host = Host(**await self._host_fields(body, partial=False))
         await self.store.create_host(host)
-        await self.audit.record("host.created", actor=actor, target=host.name, address=host.address, port=host.port)
+        # the event's address is the client's; the host's own address goes in the detail
+        await self.audit.record("host.created", actor=actor, target=host.name, host=f"{host.address}:{host.port}")
         return host
 
     async def get_host(self, host_id: str) -> Host:
@@ -164,7 +172,7 @@ class Inventory:
         app_id = v.text(body, "app_id", required=False)
         host_id = v.text(body, "host_id", required=False)
         if bool(app_id) == bool(host_id):
-            raise Invalid("give exactly one of app_id or host_id")
+            raise Invalid("choose a category or a host (one of them, not both)")
         user = await self.store.get_user(user_id)
         if user is None:
             raise NotFound(f"user {user_id!r} not found")

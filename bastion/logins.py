@@ -1,8 +1,8 @@
 """Recently resolved browser logins, so that live control (ending a session) does not wait on the database.
 
-A login resolved in the last FRESH seconds is used without a store round trip; while the store does not
-answer, a login resolved in the last STALE seconds still counts (until its own expiry). Logging out drops it
-on this node; other nodes stop honouring it within FRESH seconds.
+Every request resolves its login in the store as usual; only when the store does not answer (after its
+timeout) does a login resolved in the last STALE seconds still count, until its own expiry. Logging out or
+disabling the user drops it on this node.
 """
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from collections import OrderedDict
 
 from .store import Login, User
 
-FRESH = 5.0
 STALE = 300.0
 MAX_ENTRIES = 10_000
 

@@ -203,7 +203,8 @@ def validate_params(schema: list[dict[str, Any]], values: Any) -> dict[str, Any]
             if p["type"] == "choice" and value not in p["choices"]:
                 raise Invalid(f"{label} must be one of: {', '.join(p['choices'])}")
             if p.get("pattern") and not re.fullmatch(p["pattern"], value):
-                raise Invalid(f"{label} does not match the required pattern {p['pattern']}")
+                # the module's own help says what is expected; a regular expression says nothing to most users
+                raise Invalid(f"{label}: {p['help']}" if p.get("help") else f"{label} is not in the expected form")
         out[name] = value
     return out
 

@@ -111,11 +111,13 @@ class EnvelopeError(Invalid):
     status = 400
 
 
-def _b64(data: bytes) -> str:
+def b64encode(data: bytes) -> str:
+    """Unpadded base64url, the text form of an envelope's sealed part."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _unb64(text: str) -> bytes:
+def b64decode(text: str) -> bytes:
+    """The inverse of `b64encode` (raises binascii.Error on bad text)."""
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
@@ -133,7 +135,7 @@ def seal(key: bytes, kid: str, payload: dict[str, Any]) -> str:
     nonce = os.urandom(12)
     aad = f"{ENVELOPE_VERSION}.{kid}".encode()
     sealed = ChaCha20Poly1305(key).encrypt(nonce, json.dumps(payload, separators=(",", ":")).encode(), aad)
-    return f"{ENVELOPE_VERSION}.{kid}.{_b64(nonce + sealed)}"
+    return f"{ENVELOPE_VERSION}.{kid}.{b64encode(nonce + sealed)}"
 
 
 def open_envelope(envelope: Any, key_for: Callable[[str], bytes | None], now: float | None = None) -> dict[str, Any]:
@@ -150,7 +152,7 @@ def open_envelope(envelope: Any, key_for: Callable[[str], bytes | None], now: fl
     if key is None:
         raise EnvelopeError(f"unknown key id {kid!r}", code="envelope_unknown_key")
     try:
-        raw = _unb64(body)
+        raw = b64decode(body)
     except (ValueError, TypeError):
         raise EnvelopeError("malformed envelope: data is not base64url", code="envelope_malformed") from None
     if len(raw) < 12 + 16:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from dataclasses import dataclass
 
@@ -102,7 +103,11 @@ async def connect(target: Target, *, timeout: float, keepalive: int = 0) -> Conn
     except (asyncio.TimeoutError, TimeoutError):
         raise HostUnreachable(f"{target.name}: no answer from {target.address}:{target.port} within {timeout:g} s") from None
     except (OSError, socket.gaierror) as exc:
-        why = exc.strerror or type(exc).__name__
+        # asyncio's strerror is "Connect call failed ('127.0.0.1', 22)" (a Python repr): say it from the errno
+        if isinstance(exc, socket.gaierror):
+            why = exc.strerror or "the name does not resolve"
+        else:
+            why = os.strerror(exc.errno).lower() if exc.errno else "the connection failed"
         raise HostUnreachable(f"{target.name}: cannot connect to {target.address}:{target.port}: {why}") from None
     except asyncssh.Error as exc:
         raise HostUnreachable(f"{target.name}: SSH failed: {exc.reason}") from None

@@ -40,6 +40,11 @@ def only_fields(body: dict[str, Any], allowed: Iterable[str]) -> None:
         raise Invalid(f"unknown field {extra[0]!r}")
 
 
+def characters(n: int) -> str:
+    """'1 character', '64 characters'."""
+    return f"{n} character{'' if n == 1 else 's'}"
+
+
 def text(body: dict[str, Any], name: str, *, required: bool = True, max_len: int = 64, min_len: int = 0,
          pattern: re.Pattern[str] | None = None, rule: str = "", default: str = "") -> str:
     """A string field: present (if required), a string, within length, matching pattern."""
@@ -53,9 +58,9 @@ def text(body: dict[str, Any], name: str, *, required: bool = True, max_len: int
     if "\x00" in value:
         raise Invalid(f"{name} must not contain NUL bytes")
     if len(value) > max_len:
-        raise Invalid(f"{name} must be at most {max_len} characters")
+        raise Invalid(f"{name} must be at most {characters(max_len)}")
     if len(value) < min_len or (required and not value.strip()):
-        raise Invalid(f"{name} must be at least {max(min_len, 1)} characters")
+        raise Invalid(f"{name} must not be empty" if min_len <= 1 else f"{name} must be at least {characters(min_len)}")
     if pattern is not None and value and not pattern.match(value):
         raise Invalid(f"{name} {rule or 'has characters that are not allowed'}")
     return value

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import io
 
 import segno
 
@@ -101,8 +102,10 @@ class TotpHandler(APIHandler):
     async def post(self) -> None:
         """Begin enrolment: a fresh secret, its otpauth URI and a QR code (SVG data URI)."""
         secret, uri = await self.auth.begin_totp(self.principal.user)
-        svg = segno.make(uri, error="m").svg_inline(scale=4, border=2)
-        qr = "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
+        # a standalone SVG document (with its xmlns): an <img> shows nothing for segno's inline-HTML flavour
+        svg = io.BytesIO()
+        segno.make(uri, error="m").save(svg, kind="svg", scale=4, border=2, xmldecl=False)
+        qr = "data:image/svg+xml;base64," + base64.b64encode(svg.getvalue()).decode()
         self.send({"secret": secret, "uri": uri, "qr": qr})
 
     @authenticated

@@ -6,15 +6,17 @@ import inspect
 import ipaddress
 import json
 import logging
+import secrets
 from typing import Any, Awaitable, Callable
 from urllib.parse import quote
 
 import tornado.web
 from tornado.websocket import WebSocketHandler
 
+from bastion.audit import request_client
 from bastion.auth import AuthService, Principal
 from bastion.errors import BastionError, Forbidden, NotFound, Unauthenticated, Unavailable
-from bastion.logins import FRESH, STALE
+from bastion.logins import STALE
 from bastion.services import Services
 from bastion.validation import parse_json_object, record_id
 
@@ -23,6 +25,14 @@ LOGIN_COOKIE = "bastion_login"
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
        "frame-ancestors 'none'; form-action 'self'")
+# xterm.js 6 (terminal and watch pages only) styles itself at run time: its DOM renderer and scrollbar create
+# <style> elements whose text depends on the theme and the measured cell size (so no hash fits), and it colours
+# truecolor cells and contrast-adjusted text through style="..." attributes (without them truecolor cells are
+# drawn in the background colour; tests/test_browser_render.py). Those pages therefore allow <style> elements
+# carrying this response's nonce (static/terminal.js stamps it on the elements xterm.js creates) and style
+# attributes. Attributes cannot hold selectors, @import or @font-face, so they cannot read the page; every
+# other page keeps plain style-src 'self', and no page allows inline script.
+XTERM_STYLE_SRC = "style-src 'self'; style-src-elem 'self' 'nonce-{nonce}'; style-src-attr 'unsafe-inline'"
 
 
 # ---- access decorators -----------------------------------------------------------------------
@@ -183,19 +193,17 @@ class BaseMixin:
             return
         login_id = raw.decode("ascii", "replace")
         recent = self.services.recent_logins
-        resolved = recent.get(login_id, max_age=FRESH)
-        if resolved is None:
-            try:
-                resolved = await self.auth.resolve_login(login_id)
-            except Unavailable:  # the database is away: a login seen recently still counts (live control)
-                resolved = recent.get(login_id, max_age=STALE)
-                if resolved is None:
-                    raise
-            else:
-                if resolved is None:
-                    recent.forget(login_id)
-                    return
-                recent.remember(login_id, *resolved)
+        try:
+            resolved = await self.auth.resolve_login(login_id)
+        except Unavailable:  # the database is away: a login seen recently still counts (live control)
+            resolved = recent.get(login_id, max_age=STALE)
+            if resolved is None:
+                raise
+        else:
+            if resolved is None:
+                recent.forget(login_id)
+                return
+            recent.remember(login_id, *resolved)
         user, login = resolved
         if login.stage == "full":
             self.principal = Principal(user=user, via="cookie", login=login)
@@ -222,9 +230,15 @@ class BaseHandler(BaseMixin, tornado.web.RequestHandler):
     """Every HTTP handler: security headers, principal, errors as {"error": ...} or an error page."""
 
     csp = CSP
+    xterm_styles = False  # True on pages running xterm.js: see XTERM_STYLE_SRC
+    style_nonce = ""
 
     def set_default_headers(self) -> None:
-        self.set_header("Content-Security-Policy", self.csp)
+        policy = self.csp
+        if self.xterm_styles:
+            self.style_nonce = secrets.token_urlsafe(18)
+            policy = policy.replace("style-src 'self'", XTERM_STYLE_SRC.format(nonce=self.style_nonce))
+        self.set_header("Content-Security-Policy", policy)
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("X-Frame-Options", "DENY")
         self.set_header("Referrer-Policy", "same-origin")
@@ -241,6 +255,7 @@ class BaseHandler(BaseMixin, tornado.web.RequestHandler):
             raise Forbidden("missing or wrong XSRF token (send the _xsrf cookie's value in X-XSRFToken)") from None
 
     async def prepare(self) -> None:
+        request_client.set(self.client_address)  # audit events of this request name its client
         if self.request.method == "GET" and not self.request.path.startswith("/api/"):
             self.xsrf_token  # noqa: B018 - pages always carry the _xsrf cookie their forms send back
         await self.resolve_principal()
@@ -288,7 +303,7 @@ class BaseHandler(BaseMixin, tornado.web.RequestHandler):
         env = self.services.templates
         return env.get_template(template).render(
             principal=self.principal, xsrf_form_html=self.xsrf_form_html, static_url=self.static_url,
-            request_path=self.request.path, **context)
+            request_path=self.request.path, style_nonce=self.style_nonce, **context)
 
     def page(self, template: str, **context: Any) -> None:
         self.finish(self.render_page(template, **context))

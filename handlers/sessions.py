@@ -115,6 +115,8 @@ class RecordingHandler(SessionsMixin, APIHandler):
 
 
 class TerminalPage(BaseHandler):
+    xterm_styles = True
+
     @authenticated
     async def get(self, host_id: str) -> None:
         host = await self.inventory.openable_host(self.principal.user, host_id, address=self.client_address)
@@ -129,6 +131,8 @@ class SessionsPage(BaseHandler):
 
 
 class WatchPage(BaseHandler):
+    xterm_styles = True
+
     @role("auditor", "admin")
     async def get(self, session_id: str) -> None:
         record = await self.load_session(session_id)

@@ -25,6 +25,32 @@ const Bastion = (() => {
     return data;
   }
 
+  // One date format on every page, the one the server renders (YYYY-MM-DD HH:MM:SS, local time); "—" for none.
+  function fmtTime(t) {
+    if (!t) return "—";
+    const d = new Date(t * 1000);
+    const p = (n) => String(n).padStart(2, "0");
+    return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+  }
+
+  // An API error in the words of the form that caused it: the field name it starts with ("private_key",
+  // "app_id") becomes the text of that field's label ("private key", "Category"); "sys_param_1 (Lines)" becomes "Lines".
+  function formMessage(form, message) {
+    message = message.replace(/\bsys_param_\d+ \(([^)]*)\)/g, "$1");
+    for (const el of form.querySelectorAll("[name]")) {
+      const label = el.closest("label");
+      const words = label && label.firstChild && label.firstChild.nodeType === Node.TEXT_NODE
+        ? label.firstChild.textContent.trim().replace(/^or /, "") : "";
+      if (!words || words === el.name) continue;
+      // messages start with the field they are about ("app_id is required"); only that word is replaced
+      if (message.startsWith(el.name) && !/\w/.test(message.charAt(el.name.length))) {
+        message = words + message.slice(el.name.length);
+        break;
+      }
+    }
+    return message.charAt(0).toUpperCase() + message.slice(1);
+  }
+
   // A table cell holding text (never HTML).
   function cell(tr, text, cls) {
     const td = document.createElement("td");
@@ -97,18 +123,49 @@ const Bastion = (() => {
             out.hidden = false;
             out.textContent = `Copy this now; it will not be shown again: ${data[form.dataset.show]}`;
             form.reset();
+            if (form.dataset.list) await refreshTokens(document.getElementById(form.dataset.list));
           } else if (form.dataset.redirect) {
             window.location.assign(form.dataset.redirect);
           } else {
             window.location.reload();
           }
         } catch (err) {
-          if (errorEl) errorEl.textContent = err.message; else toast(err.message, true);
+          if (errorEl) errorEl.textContent = formMessage(form, err.message); else toast(formMessage(form, err.message), true);
         } finally {
           if (button) button.disabled = false;
         }
       });
     }
+    bindButtons(root);
+  }
+
+  // The account page's token list, redrawn after a token is created (the page keeps the new secret on show).
+  async function refreshTokens(body) {
+    const data = await api("GET", "/api/tokens");
+    body.replaceChildren();
+    for (const t of data.items) {
+      const tr = document.createElement("tr");
+      tr.dataset.tokenId = t.id;
+      cell(tr, t.name);
+      cell(tr, t.id, "mono");
+      cell(tr, (t.scopes || []).join(", "));
+      cell(tr, fmtTime(t.created_at));
+      cell(tr, fmtTime(t.expires_at));
+      cell(tr, t.last_used_at ? fmtTime(t.last_used_at) : "never", "token-last-used");
+      const btn = document.createElement("button");
+      btn.type = "button";
+      btn.className = "danger small";
+      btn.textContent = "Revoke";
+      btn.dataset.api = `/api/tokens/${encodeURIComponent(t.id)}`;
+      btn.dataset.method = "DELETE";
+      btn.dataset.confirm = "Revoke this token?";
+      cell(tr, "", "actions").appendChild(btn);
+      body.appendChild(tr);
+    }
+    bindButtons(body);
+  }
+
+  function bindButtons(root) {
     for (const btn of root.querySelectorAll("button[data-api]")) {
       btn.addEventListener("click", async () => {
         if (btn.dataset.confirm && !window.confirm(btn.dataset.confirm)) return;
@@ -170,7 +227,25 @@ const Bastion = (() => {
     });
   }
 
+  function initNav() {
+    // Narrow screens: the navigation and account links fold behind a Menu button (static/app.css).
+    const toggle = document.getElementById("nav-toggle");
+    if (!toggle) return;
+    toggle.addEventListener("click", () => {
+      const open = toggle.closest(".topbar").classList.toggle("open");
+      toggle.setAttribute("aria-expanded", String(open));
+    });
+  }
+
   function init() {
+    initNav();
+    // dates the server rendered: in the reader's time zone, like the dates the scripts draw
+    for (const el of document.querySelectorAll("time[data-ts]")) {
+      const t = Number(el.dataset.ts);
+      if (!t) continue;
+      el.textContent = fmtTime(t);
+      el.dateTime = new Date(t * 1000).toISOString();
+    }
     const logout = document.getElementById("logout");
     if (logout) {
       logout.addEventListener("click", async () => {
@@ -182,7 +257,7 @@ const Bastion = (() => {
     initAccount();
   }
 
-  return { api, toast, init, xsrfToken, cell, pager };
+  return { api, toast, init, xsrfToken, cell, pager, fmtTime, formMessage };
 })();
 
 document.addEventListener("DOMContentLoaded", Bastion.init);

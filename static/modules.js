@@ -82,7 +82,7 @@
       const run = await Bastion.api("POST", `/api/modules/${encodeURIComponent(selected.id)}/runs`, { host_ids: hostIds, params });
       window.location.assign(`/runs/${encodeURIComponent(run.run_id)}`);
     } catch (err) {
-      errorEl.textContent = err.message;
+      errorEl.textContent = Bastion.formMessage(form, err.message);
       runButton.disabled = false;
     }
   });

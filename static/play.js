@@ -81,5 +81,9 @@
     if (pendingSeek) setTimeout(() => seek(pendingSeek), 300);
   }
   loadCommands();
-  verify();
+  if (root.dataset.available === "1") verify();
+  else { // no recording file (never written, or deleted by retention): nothing to verify, and no failing request
+    verifyEl.textContent = "no recording";
+    verifyEl.className = "badge warn";
+  }
 })();

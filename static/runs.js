@@ -15,7 +15,7 @@
     if (!data.items.length) { const tr = document.createElement("tr"); cell(tr, "No runs.", "muted").colSpan = 6; body.appendChild(tr); }
     for (const r of data.items) {
       const tr = document.createElement("tr");
-      cell(tr, new Date(r.created_at * 1000).toLocaleString(), "nowrap");
+      cell(tr, Bastion.fmtTime(r.created_at), "nowrap");
       cell(tr, `${r.module_id} ${r.module_name}`, "strong");
       cell(tr, r.username);
       cell(tr, r.host_names.join(", "));

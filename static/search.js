@@ -28,7 +28,7 @@
     for (const c of data.items) {
       const tr = document.createElement("tr");
       tr.className = "hit";
-      cell(tr, new Date(c.ts * 1000).toLocaleString(), "nowrap");
+      cell(tr, Bastion.fmtTime(c.ts), "nowrap");
       cell(tr, c.username, "strong");
       cell(tr, c.host_name);
       cell(tr, c.text, "command");

@@ -7,9 +7,15 @@
   const pager = document.getElementById("ended-pager");
   const filters = document.getElementById("filters");
   const PAGE = 25;
+  // How an end reason looks: a normal end is good, a forced or broken one is bad, anything else a warning.
+  const REASON_BADGE = {
+    exit: "good", closed: "good",
+    kicked: "bad", failed: "bad", record_failed: "bad",
+    host_lost: "warn", idle: "warn", shutdown: "warn", interrupted: "warn",
+  };
   let offset = 0;
 
-  const fmtTime = (t) => (t ? new Date(t * 1000).toLocaleString() : "—");
+  const fmtTime = Bastion.fmtTime;
   function fmtDuration(s) {
     s = Math.max(0, Math.round(s));
     const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
@@ -52,30 +58,38 @@
     let data;
     try { data = await Bastion.api("GET", "/api/sessions?live=1&limit=200"); } catch (err) { return; }
     document.getElementById("live-count").textContent = `${data.total} live`;
-    document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+    document.getElementById("updated").textContent = `updated ${Bastion.fmtTime(Date.now() / 1000).slice(11)}`;
     if (!data.items.length) { empty(liveBody, 8, "No live sessions."); return; }
-    liveBody.replaceChildren();
+    // Rows are kept and updated in place, so an End button does not move or vanish under a click.
     const now = Date.now() / 1000;
-    for (const s of data.items) {
-      const tr = document.createElement("tr");
-      tr.dataset.sessionId = s.id;
-      cell(tr, s.username, "strong");
-      cell(tr, s.host_name);
-      cell(tr, fmtTime(s.started_at), "nowrap");
-      cell(tr, fmtDuration(now - s.started_at));
-      cell(tr, fmtBytes(s.bytes_out));
-      cell(tr, s.watchers == null ? "—" : String(s.watchers));
-      cell(tr, s.node, "mono small");
-      const actions = cell(tr, "", "actions");
-      link(actions, "Watch", `/watch/${encodeURIComponent(s.id)}`);
-      const end = document.createElement("button");
-      end.type = "button";
-      end.className = "small danger";
-      end.textContent = "End";
-      end.addEventListener("click", () => kill(s.id, s.username));
-      actions.appendChild(end);
-      liveBody.appendChild(tr);
-    }
+    const keep = new Set(data.items.map((s) => s.id));
+    for (const tr of [...liveBody.children]) if (!keep.has(tr.dataset.sessionId)) tr.remove();
+    data.items.forEach((s, index) => {
+      let tr = liveBody.querySelector(`tr[data-session-id="${CSS.escape(s.id)}"]`);
+      if (!tr) {
+        tr = document.createElement("tr");
+        tr.dataset.sessionId = s.id;
+        cell(tr, s.username, "strong");
+        cell(tr, s.host_name, "host");
+        cell(tr, fmtTime(s.started_at), "nowrap");
+        cell(tr, "", "duration");
+        cell(tr, "", "bytes");
+        cell(tr, "", "watchers");
+        cell(tr, s.node, "mono small");
+        const actions = cell(tr, "", "actions");
+        link(actions, "Watch", `/watch/${encodeURIComponent(s.id)}`);
+        const end = document.createElement("button");
+        end.type = "button";
+        end.className = "small danger";
+        end.textContent = "End";
+        end.addEventListener("click", () => kill(s.id, s.username));
+        actions.appendChild(end);
+      }
+      tr.querySelector(".duration").textContent = fmtDuration(now - s.started_at);
+      tr.querySelector(".bytes").textContent = fmtBytes(s.bytes_out);
+      tr.querySelector(".watchers").textContent = s.watchers == null ? "—" : String(s.watchers);
+      if (liveBody.children[index] !== tr) liveBody.insertBefore(tr, liveBody.children[index] || null);
+    });
   }
 
   function filterQuery() {
@@ -97,13 +111,13 @@
         const tr = document.createElement("tr");
         tr.dataset.sessionId = s.id;
         cell(tr, s.username, "strong");
-        cell(tr, s.host_name);
+        cell(tr, s.host_name, "host");
         cell(tr, fmtTime(s.started_at), "nowrap");
         cell(tr, fmtDuration((s.ended_at || s.started_at) - s.started_at));
         cell(tr, fmtBytes(s.bytes_out));
         const reason = cell(tr, "");
         const badge = document.createElement("span");
-        badge.className = "badge " + (s.end_reason === "kicked" ? "bad" : s.end_reason === "interrupted" ? "warn" : "good");
+        badge.className = "badge " + (REASON_BADGE[s.end_reason] || "warn");
         badge.textContent = s.end_reason;
         reason.appendChild(badge);
         if (s.reason) reason.appendChild(document.createTextNode(" " + s.reason));
@@ -120,7 +134,7 @@
   }
 
   filters.addEventListener("submit", (ev) => { ev.preventDefault(); offset = 0; loadEnded(); });
-  let liveIds = "";
+  let liveIds = null; // null: the ended list has not been loaded yet (also when nothing is live)
   async function tick() {
     await refreshLive();
     const ids = [...liveBody.querySelectorAll("tr[data-session-id]")].map((tr) => tr.dataset.sessionId).join(",");

@@ -3,6 +3,19 @@
 "use strict";
 
 (() => {
+  // xterm.js creates <style> elements for its theme, cell size and scrollbar. The page's CSP admits only
+  // <style> elements carrying this response's nonce, and a nonce counts only if present before the element is
+  // inserted, so stamp it when the element is created (see XTERM_STYLE_SRC in handlers/base.py).
+  const nonceMeta = document.querySelector('meta[name="xterm-style-nonce"]');
+  const styleNonce = nonceMeta ? nonceMeta.content : "";
+  if (styleNonce) {
+    const createElement = document.createElement;
+    document.createElement = function (tagName, options) {
+      const node = createElement.call(this, tagName, options);
+      if (String(tagName).toLowerCase() === "style") node.setAttribute("nonce", styleNonce);
+      return node;
+    };
+  }
   const el = document.getElementById("terminal");
   const watching = document.body.dataset.page === "watch";
   const statusEl = document.getElementById("status");
@@ -27,6 +40,11 @@
   }
   term.open(el);
   if (fit) fit.fit();
+  if (watching) {
+    // xterm.js draws no cursor until the terminal was focused once; a watcher must see where the user's cursor is
+    term.focus();
+    term.blur();
+  }
   let ended = false;
 
   function setStatus(text, cls) {
@@ -46,6 +64,8 @@
     showBanner(`Session ended: ${reason}`, false);
     term.options.disableStdin = true;
     term.options.cursorBlink = false;
+    const endBtn = document.getElementById("end-session");
+    if (endBtn) endBtn.hidden = true; // nothing left to end
   }
 
   if (watching && el.dataset.live !== "1") {
@@ -88,8 +108,34 @@
 
   function send(obj) { if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj)); }
 
+  // A large paste arrives as one onData call; send it as input frames of at most MAX_FRAME bytes (UTF-8 of the
+  // JSON frame), split between code points, so no single frame is huge. Order is kept by the socket.
+  const MAX_FRAME = 4096;
+  const FRAME_OVERHEAD = JSON.stringify({ type: "input", data: "" }).length;
+  function frameBytes(cp) { // bytes of one code point inside the JSON frame (escapes counted at their longest)
+    if (cp < 0x20 || (cp >= 0xd800 && cp <= 0xdfff)) return 6;
+    if (cp === 0x22 || cp === 0x5c) return 2;
+    return cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+  }
+  function sendInput(data) {
+    if (data.length * 6 + FRAME_OVERHEAD <= MAX_FRAME) { send({ type: "input", data }); return; }
+    let chunk = "";
+    let size = FRAME_OVERHEAD;
+    for (const ch of data) { // iterates code points, never splitting a surrogate pair
+      const cost = frameBytes(ch.codePointAt(0));
+      if (size + cost > MAX_FRAME) {
+        send({ type: "input", data: chunk });
+        chunk = "";
+        size = FRAME_OVERHEAD;
+      }
+      chunk += ch;
+      size += cost;
+    }
+    if (chunk) send({ type: "input", data: chunk });
+  }
+
   if (!watching) {
-    term.onData((data) => send({ type: "input", data }));
+    term.onData(sendInput);
     term.onResize(({ cols, rows }) => send({ type: "resize", cols, rows }));
     let timer = null;
     window.addEventListener("resize", () => {
@@ -104,7 +150,8 @@
         return false;
       }
       if (e.code === "KeyV") {
-        if (navigator.clipboard) navigator.clipboard.readText().then((t) => term.paste(t)).catch(() => {});
+        // Not a key for the host: the browser then fires its own paste event, which xterm.js handles once
+        // (bracketing it when the host asked for bracketed paste). Reading the clipboard here as well pasted twice.
         return false;
       }
       return true;
@@ -112,7 +159,7 @@
     term.focus();
   } else {
     const endBtn = document.getElementById("end-session");
-    endBtn.addEventListener("click", async () => {
+    if (endBtn) endBtn.addEventListener("click", async () => {
       const reason = window.prompt("Reason for ending this session (shown to the user):", "ended by security team");
       if (!reason) return;
       try {

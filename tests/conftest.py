@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,40 +23,12 @@ from bastion.config import Config, load_config, with_secret
 from bastion.services import Services
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import scenario  # noqa: E402
 from client import Client  # noqa: E402
+from procs import VENV_BIN, free_port, start_nx, stop_process, wait_port, wait_ready  # noqa: E402,F401
+from waiting import wait_until  # noqa: E402
 
 ADMIN_PASSWORD = "admin-password-1"
-VENV_BIN = Path(sys.executable).parent
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def wait_port(host: str, port: int, timeout: float = 15.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening on {host}:{port}")
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout}s")
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    """End a process we started, by its PID."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 # ---- MongoDB wire server -------------------------------------------------------------------------
@@ -69,13 +39,9 @@ def mongo_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if real:
         yield real.rstrip("/")
         return
-    data = tmp_path_factory.mktemp("nx27017")
     port = free_port()
-    proc = subprocess.Popen([str(VENV_BIN / "nx-27017"), "--data-dir", str(data), "--host", "127.0.0.1", "--port", str(port),
-                             "--log-file", str(data / "nx.log"), "--pid-file", str(data / "nx.pid")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_nx(tmp_path_factory.mktemp("nx27017"), port)
     try:
-        wait_port("127.0.0.1", port, proc=proc)
         yield f"mongodb://127.0.0.1:{port}"
     finally:
         stop_process(proc)
@@ -194,23 +160,9 @@ async def make_bastion(tmp_path: Path) -> AsyncIterator[Any]:
             await app.stop()
 
 
-async def seed_inventory(app: BastionApp, admin: Client, *, address: str = "127.0.0.1", port: int = 22,
-                         username: str = "root", password: str | None = None, private_key: str | None = None,
-                         name: str = "web1") -> dict[str, Any]:
-    """Create a category, a credential and a host through the API; return their ids."""
-    cat = await admin.post("/api/apps", {"name": f"cat-{name}"})
-    assert cat.status == 201, cat
-    cred_body: dict[str, Any] = {"name": f"cred-{name}", "username": username}
-    if private_key:
-        cred_body["private_key"] = private_key
-    else:
-        cred_body["password"] = password or "secret-password"
-    cred = await admin.post("/api/credentials", cred_body)
-    assert cred.status == 201, cred
-    host = await admin.post("/api/hosts", {"name": name, "address": address, "port": port,
-                                           "app_id": cat.json["id"], "credential_id": cred.json["id"]})
-    assert host.status == 201, host
-    return {"app_id": cat.json["id"], "credential_id": cred.json["id"], "host_id": host.json["id"]}
+async def seed_inventory(app: BastionApp, admin: Client, **kw: Any) -> dict[str, Any]:
+    """Create a category, a credential and a host through the API; return their ids (see scenario.py)."""
+    return await scenario.seed_inventory(admin, **kw)
 
 
 # ---- Chromium ----------------------------------------------------------------------------------------
@@ -230,6 +182,19 @@ async def browser() -> AsyncIterator[Any]:
             yield b
         finally:
             await b.close()
+
+
+@pytest.fixture
+async def pages(browser: Any, tmp_path: Path) -> AsyncIterator[Any]:
+    """Guarded browser contexts (tests/browser.py): the test fails on any console error, CSP violation or
+    failed request seen in them."""
+    from browser import Pages
+    opened = Pages(browser, tmp_path)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+    opened.guard.check()
 
 
 def have(cmd: str) -> bool:
@@ -258,3 +223,23 @@ def own_sshd(tmp_path: Path) -> Iterator[SSHServer]:
         yield server
     finally:
         server.stop()
+
+
+# ---- shared scenario steps for the in-process app ----------------------------------------------------
+async def granted_host(app: BastionApp, sshd: SSHServer, username: str = "alice", name: str = "web1",
+                       roles: list[str] | None = None) -> tuple[Client, Client, dict[str, Any]]:
+    """A host on `sshd` granted to `username` (created if needed): (admin client, user client, ids)."""
+    admin = await app.admin()
+    ids = await scenario.seed_sshd(admin, sshd, name)
+    user = await app.user(username, roles=roles)
+    uid = (await app.services.store.get_user_by_name(username)).id
+    await scenario.grant(admin, uid, host_id=ids["host_id"])
+    return admin, user, ids
+
+
+async def wait_ended(app: BastionApp, session_id: str, timeout: float = 10) -> Any:
+    """Poll the store until a session is no longer live; return its record."""
+    async def ended() -> Any:
+        record = await app.services.store.get_session(session_id)
+        return record if record and not record.live else None
+    return await wait_until(ended, timeout, what=f"session {session_id} ending")

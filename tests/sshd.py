@@ -9,21 +9,16 @@ import getpass
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from procs import free_port, wait_port
+
 SSHD = "/usr/sbin/sshd"
 PASSWORD_USER = "bastiontest"
 PASSWORD = "Bt-test-password-9"
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def ensure_password_user() -> bool:
@@ -84,6 +79,10 @@ LogLevel ERROR
 PrintMotd no
 PrintLastLog no
 Subsystem sftp internal-sftp
+AcceptEnv LANG LC_*
+# This machine's root ~/.bashrc runs `pyenv init`, whose rehash waits up to 60 s on a lock file that a shell
+# killed mid-rehash (tests kill sessions) leaves behind: test logins give up on it after a second instead.
+SetEnv PYENV_REHASH_TIMEOUT=1
 {self.extra_config}
 """)
         return conf
@@ -94,18 +93,11 @@ Subsystem sftp internal-sftp
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(conf)], stdout=log, stderr=log)
         deadline = time.monotonic() + 15
-        pending = list(self.endpoints)
-        while pending and time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sshd exited: {self.log_path.read_text()[-2000:]}")
-            addr, port = pending[0]
-            try:
-                with socket.create_connection((addr, port), timeout=0.5):
-                    pending.pop(0)
-            except OSError:
-                time.sleep(0.05)
-        if pending:
-            raise RuntimeError(f"sshd does not listen on {pending}")
+        try:
+            for addr, port in self.endpoints:
+                wait_port(addr, port, timeout=max(0.1, deadline - time.monotonic()), proc=self.proc)
+        except RuntimeError as err:
+            raise RuntimeError(f"sshd does not listen: {err}; log: {self.log_path.read_text()[-2000:]}") from None
         return self
 
     def stop(self) -> None:
@@ -164,6 +156,6 @@ def make_sshd(root: Path, addresses: list[str] | None = None, ports_per_address:
     client = root / "client_key"
     _keygen(client)
     (root / "authorized_keys").write_text((root / "client_key.pub").read_text())
-    endpoints = [(a, _free_port(a)) for a in (addresses or ["127.0.0.1"]) for _ in range(ports_per_address)]
+    endpoints = [(a, free_port(a)) for a in (addresses or ["127.0.0.1"]) for _ in range(ports_per_address)]
     return SSHServer(root=root, endpoints=endpoints, client_key=client.read_text(), username=getpass.getuser(),
                      host_key_path=host_key)

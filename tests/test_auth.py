@@ -41,6 +41,25 @@ async def test_secure_cookie_over_tls_from_trusted_proxy(make_bastion) -> None:
     assert "Secure" in cookie
 
 
+def _login_cookie(resp) -> str:
+    return next(h for h in resp.headers.get_list("Set-Cookie") if h.startswith("bastion_login="))
+
+
+async def test_cookie_secure_always_even_over_plain_http(make_bastion) -> None:
+    app = await make_bastion(server_cookie_secure="always")
+    resp = await app.client().post("/api/login", {"username": "admin", "password": ADMIN_PASSWORD})
+    assert resp.status == 200, resp
+    assert "Secure" in _login_cookie(resp)
+
+
+async def test_cookie_secure_never_even_over_tls(make_bastion) -> None:
+    app = await make_bastion(server_cookie_secure="never", server_trusted_proxies="127.0.0.1")
+    resp = await app.client().post("/api/login", {"username": "admin", "password": ADMIN_PASSWORD},
+                                   headers={"X-Forwarded-Proto": "https"})
+    assert resp.status == 200, resp
+    assert "Secure" not in _login_cookie(resp)
+
+
 async def test_wrong_password_and_unknown_user_look_the_same(bastion: BastionApp) -> None:
     c = bastion.client()
     a = await c.post("/api/login", {"username": "admin", "password": "nope-nope-nope"})
@@ -64,9 +83,10 @@ async def test_xsrf_required_on_state_changes(bastion: BastionApp) -> None:
 async def test_expired_and_forged_cookies(bastion: BastionApp) -> None:
     c = await bastion.admin()
     # expire every login server-side
-    from bastion.store import Query
-    for doc in await bastion.services.store._find("logins", Query()):
-        login = await bastion.services.store.get_login(doc["id"])
+    admin_id = (await bastion.services.store.get_user_by_name("admin")).id
+    logins = await bastion.services.store.logins_of_user(admin_id)
+    assert logins
+    for login in logins:
         login.expires_at = time.time() - 1
         await bastion.services.store.save(login)
     resp = await c.get("/api/me")
@@ -90,7 +110,8 @@ async def test_lockout_per_account_visible_to_admin(make_bastion) -> None:
     assert [u["locked"] for u in users if u["username"] == "victim"] == [True]
     locks = (await admin.get("/api/locks")).json["items"]
     assert "user:victim" in [lock["key"] for lock in locks]
-    assert (await app.services.store.list_events(action="login.locked")).total >= 1
+    locked = await app.services.store.list_events(action="login.locked")
+    assert sorted(e.target for e in locked.items) == ["ip:127.0.0.1", "user:victim"]
     assert (await admin.delete("/api/locks/user%3Avictim")).status == 200
     assert (await admin.delete("/api/locks/user%3Avictim")).status == 404
     assert (await c.post("/api/login", {"username": "victim", "password": "victim-password-1"})).status == 200

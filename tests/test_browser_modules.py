@@ -6,18 +6,16 @@ import asyncio
 from pathlib import Path
 
 from conftest import BastionApp
-from test_browser_terminal import login
+from browser import login
 from test_modules import hosts_sshd, setup, write_module  # noqa: F401 - fixture
 
 OS_NAME = Path("/etc/os-release").read_text().split('PRETTY_NAME="')[1].split('"')[0]
 
 
-async def test_run_module_in_browser(bastion: BastionApp, hosts_sshd, browser, tmp_path: Path) -> None:  # noqa: F811
+async def test_run_module_in_browser(bastion: BastionApp, hosts_sshd, pages, tmp_path: Path) -> None:  # noqa: F811
     env = await setup(bastion, hosts_sshd)
-    ctx = await browser.new_context(viewport={"width": 1400, "height": 900})
+    ctx = await pages.context(1400, 900)
     page = await ctx.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
     await login(page, bastion.base_url, "alice", "user-password-1")
     await page.goto(bastion.base_url + "/modules")
     await page.select_option("#category-filter", label="fleet")
@@ -36,7 +34,7 @@ async def test_run_module_in_browser(bastion: BastionApp, hosts_sshd, browser, t
     assert await page.text_content("#count") == "4 / 4 hosts"
     await page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
 
-    admin_ctx = await browser.new_context(viewport={"width": 1400, "height": 900})
+    admin_ctx = await pages.context(1400, 900)
     admin = await admin_ctx.new_page()
     await login(admin, bastion.base_url, "admin", "admin-password-1")
     await admin.goto(bastion.base_url + "/modules")
@@ -52,6 +50,3 @@ async def test_run_module_in_browser(bastion: BastionApp, hosts_sshd, browser, t
         if await admin.locator(".module-pick[data-module-id='1010']").count():
             break
     assert "Uptime (dropped in)" in await admin.inner_text(".module-pick[data-module-id='1010']")
-    assert not errors, errors
-    await ctx.close()
-    await admin_ctx.close()

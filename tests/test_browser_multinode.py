@@ -6,11 +6,11 @@ from pathlib import Path
 
 from client import Client
 from conftest import ADMIN_PASSWORD
-from test_browser_terminal import login, wait_screen
+from browser import login, wait_screen
 from test_multinode import Cluster, cluster  # noqa: F401 - fixture
 
 
-async def test_auditor_on_b_ends_session_on_a(cluster: Cluster, sshd, browser, tmp_path: Path) -> None:  # noqa: F811
+async def test_auditor_on_b_ends_session_on_a(cluster: Cluster, sshd, pages, tmp_path: Path) -> None:  # noqa: F811
     admin = Client(cluster.a.url)
     await admin.login("admin", ADMIN_PASSWORD)
     cat = (await admin.post("/api/apps", {"name": "c"})).json["id"]
@@ -20,7 +20,7 @@ async def test_auditor_on_b_ends_session_on_a(cluster: Cluster, sshd, browser, t
     users = {u["username"]: u["id"] for u in (await admin.get("/api/users")).json["items"]}
     await admin.post("/api/grants", {"user_id": users["alice"], "host_id": host})
 
-    uctx = await browser.new_context(viewport={"width": 1100, "height": 700})
+    uctx = await pages.context(1100, 700)
     upage = await uctx.new_page()
     await login(upage, cluster.a.url, "alice", "user-password-1")
     await upage.goto(f"{cluster.a.url}/terminal/{host}")
@@ -29,7 +29,7 @@ async def test_auditor_on_b_ends_session_on_a(cluster: Cluster, sshd, browser, t
     await upage.keyboard.type("echo typed''-on-a\n")
     await wait_screen(upage, "typed-on-a")
 
-    actx = await browser.new_context(viewport={"width": 1300, "height": 800})
+    actx = await pages.context(1300, 800)
     auditor = await actx.new_page()
     await login(auditor, cluster.b.url, "audrey", "auditor-password-1")
     await auditor.goto(cluster.b.url + "/sessions")
@@ -54,5 +54,3 @@ async def test_auditor_on_b_ends_session_on_a(cluster: Cluster, sshd, browser, t
     text = await ended.first.inner_text()
     assert "kicked" in text and "audrey" in text and "node-a" in text
     await auditor.screenshot(path=str(tmp_path / "sessions-b.png"), full_page=True)
-    await uctx.close()
-    await actx.close()

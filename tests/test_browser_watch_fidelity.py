@@ -41,13 +41,13 @@ async def open_watch(bastion: BastionApp, ctx, session_id: str):
     return page
 
 
-async def test_late_watcher_sees_the_users_screen(bastion: BastionApp, sshd, browser, tmp_path: Path) -> None:
+async def test_late_watcher_sees_the_users_screen(bastion: BastionApp, sshd, pages, tmp_path: Path) -> None:
     admin, user, ids = await granted_host(bastion, sshd)
     notes = tmp_path / "notes.txt"
     notes.write_text("".join(f"note line {i} with some words to wrap around\n" for i in range(200)))
     await bastion.services.auth.create_user("audrey", "auditor-password-1", ["auditor"], actor="test")
-    user_ctx = await browser.new_context(viewport={"width": 1100, "height": 700})
-    aud_ctx = await browser.new_context(viewport={"width": 1400, "height": 900})
+    user_ctx = await pages.context(1100, 700)  # guarded: console errors, CSP violations, failed requests fail it
+    aud_ctx = await pages.context(1400, 900)
     upage = await user_ctx.new_page()
     await login(upage, bastion.base_url, "alice", "user-password-1")
     await upage.goto(f"{bastion.base_url}/terminal/{ids['host_id']}")
@@ -95,5 +95,3 @@ async def test_late_watcher_sees_the_users_screen(bastion: BastionApp, sshd, bro
     await same_screen(upage, late)
     await top_late.screenshot(path=str(tmp_path / "watch-top.png"))
     await upage.keyboard.type("q")
-    await user_ctx.close()
-    await aud_ctx.close()

@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 
 from client import Client
-from conftest import free_port, stop_process, wait_port
+from conftest import free_port, stop_process, wait_port, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 THRESHOLD = 3  # failed logins before a lock (the default 5 only makes the test longer)
@@ -69,7 +69,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=serve_env, cwd=tmp_path,
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        wait_port("127.0.0.1", port, timeout=60, proc=proc)
+        wait_ready(port, timeout=60, proc=proc)
         yield Served(env, f"http://127.0.0.1:{port}", password.group(1))
     finally:
         stop_process(proc)
@@ -234,3 +234,17 @@ def test_quick_start_is_two_commands_and_run_installs_only_serving() -> None:
     test_plan = subprocess.run(["make", "-n", "-B", "test"], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
     assert "pip install --quiet -e .\n" in run_plan and "[test]" not in run_plan and "bin/bastion serve" in run_plan
     assert "pip install --quiet -e '.[test]'" in test_plan and "-m pytest" in test_plan
+
+
+def test_port_in_use_is_one_line_and_creates_nothing(tmp_path: Path) -> None:
+    """A taken port stops `serve` with one line and exit code 2, before a database or an admin is created."""
+    import socket
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {**base_env(tmp_path), "BASTION_SERVER_PORT": str(taken.getsockname()[1])}
+        out = bastion(env, "serve")
+    line = one_line_error(out)
+    assert "cannot listen on 127.0.0.1:" in line and "in use" in line.lower()
+    assert "password" not in out.stdout + out.stderr  # no first-start admin was made
+    assert not (tmp_path / "data" / "bastion.db").exists()

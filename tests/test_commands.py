@@ -63,13 +63,13 @@ async def test_extracted_commands_equal_bash_history(bastion: BastionApp, sshd, 
     await term.send("echo fin''al\r")
     await term.expect("final")
     await asyncio.sleep(0.5)
-    # bash keeps the space tab completion appends after a file name; the screen cannot show trailing blanks
-    history = [line.rstrip() for line in hist.read_text().splitlines() if line.strip()]
+    # exact, including the space tab completion appends after a file name (bash keeps it)
+    history = [line for line in hist.read_text().splitlines() if line]
     extracted = await commands_of(bastion, term.session_id)
     assert extracted[0].startswith("export HISTFILE=")
     assert extracted[1:] == history, (extracted, history)
     assert history[:4] == ["echo abxy", "echo hello world", "echo after-ctrl-u", "echo one three"]
-    assert history[4] == f"ls {files}/uniquefilename123.txt"
+    assert history[4] == f"ls {files}/uniquefilename123.txt "
     assert history[5] == history[4] and history[6] == "echo hello world"
     assert history[7:10] == ["echo p1", "echo p2", "echo p3"]
     term.close()
@@ -190,7 +190,7 @@ async def test_retention_purge(bastion: BastionApp, sshd, tmp_path: Path) -> Non
     ({"name": "r", "pattern": "x", "kind": "glob"}, "kind must be regex or words"),
     ({"name": "r", "pattern": "x", "scope": "role", "scope_value": "root"}, "scope_value must be a role"),
     ({"name": "r", "pattern": "x", "scope": "host", "scope_value": "nope"}, "host not found"),
-    ({"name": "r", "pattern": "", "kind": "words"}, "pattern must be at least 1"),
+    ({"name": "r", "pattern": "", "kind": "words"}, "pattern must not be empty"),
     ({"name": "r", "pattern": "a" * 1001}, "at most 1000"),
 ])
 async def test_rule_validation(bastion: BastionApp, body: dict, fragment: str) -> None:
@@ -198,3 +198,206 @@ async def test_rule_validation(bastion: BastionApp, body: dict, fragment: str) -
     resp = await admin.post("/api/command-rules", body)
     assert resp.status in (400, 404) and fragment in resp.json["error"], resp
     assert await bastion.services.store.list_rules() == []
+
+
+# ---- the filter decides on what will run (the host's file system is the judge) ---------------------------
+PASTE = "\x1b[200~{}\x1b[201~"
+
+
+async def _deny_rm(admin) -> None:
+    rule = await admin.post("/api/command-rules", {"name": "no-rm-rf", "kind": "regex", "pattern": r"^rm\s+-rf",
+                                                   "action": "deny"})
+    assert rule.status == 201, rule
+
+
+async def _settled(term: TerminalClient) -> None:
+    """Everything sent before has been read and run by the shell: a sentinel comes back."""
+    mark = len(term.output)
+    await term.send("echo SENT''INEL\r")
+    await term.expect("SENTINEL", start=mark)
+
+
+def _refusals(term: TerminalClient) -> list[str]:
+    return [c["message"] for c in term.controls if c["type"] == "notice" and c.get("level") == "error"]
+
+
+async def wait_until(predicate, timeout: float = 10.0, what: str = "condition"):
+    """Poll predicate until it holds (no fixed sleeps as synchronisation)."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout}s")
+        await asyncio.sleep(0.02)
+    return value
+
+
+async def _blocked(app: BastionApp, session_id: str) -> list[str]:
+    """The refused commands stored for the session (stored in the background: polled)."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = [c.text for c in await app.services.store.commands_of_session(session_id) if c.blocked]
+        if found or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("bracketed", [True, False], ids=["bracketed-paste", "typed-lines"])
+async def test_denied_line_of_a_paste_and_what_follows_never_run(bastion: BastionApp, sshd, tmp_path: Path,
+                                                                 bracketed: bool) -> None:
+    admin, user, ids, term, hist = await shell(bastion, sshd, tmp_path)
+    await _deny_rm(admin)
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    before, after = tmp_path / "before", tmp_path / "after"
+    lines = f"touch {before}\rrm -rf {keep}\rtouch {after}\r"
+    await term.send(PASTE.format(lines) + "\r" if bracketed else lines)
+    await _settled(term)
+    assert keep.is_dir() and not after.exists()
+    # a bracketed paste is checked as a whole before any of it reaches the host: nothing of it runs;
+    # typed (unbracketed) lines run up to the refused one
+    assert before.exists() is (not bracketed)
+    assert any(f"rm -rf {keep}" in m for m in _refusals(term)), term.controls
+    assert f"rm -rf {keep}" in await _blocked(bastion, term.session_id)
+    assert "rm -rf" not in hist.read_text()
+    term.close()
+
+
+async def test_paste_ending_in_a_denied_fragment_is_refused(bastion: BastionApp, sshd, tmp_path: Path) -> None:
+    admin, user, ids, term, hist = await shell(bastion, sshd, tmp_path)
+    await _deny_rm(admin)
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    first = tmp_path / "first"
+    await term.send(PASTE.format(f"touch {first}\rrm -rf {keep}"))
+    await term.send("\r")
+    await _settled(term)
+    assert keep.is_dir() and not first.exists()
+    assert any("rm -rf" in m for m in _refusals(term))
+    term.close()
+
+
+@pytest.mark.parametrize("steps", [
+    ["r\\\r", "m -rf {keep}\r"],                                        # backslash continuation
+    ["rm -rf \\\r", "{keep}\r"],
+    ["for i in 1\r", "do\r", "rm -rf {keep}\r", "done\r"],              # PS2 construct
+    ["if true; then\r", "rm -rf {keep}; fi\r"],
+], ids=["split-word", "split-args", "for-loop", "if-then"])
+async def test_continuations_are_checked_as_bash_will_run_them(bastion: BastionApp, sshd, tmp_path: Path,
+                                                                steps: list[str]) -> None:
+    admin, user, ids, term, hist = await shell(bastion, sshd, tmp_path)
+    await _deny_rm(admin)
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    for step in steps:
+        mark = len(term.output)
+        await term.send(step.replace("{keep}", str(keep)))
+        # the shell reads its next line (PS1 or PS2), or the line was refused (then the rest is not sent)
+        await wait_until(lambda: _refusals(term) or b"\x1b[?2004h" in term.output[mark:], what="next prompt")
+        if _refusals(term):
+            break
+    await _settled(term)
+    assert keep.is_dir()
+    assert any("rm -rf" in m for m in _refusals(term)), term.controls
+    assert any("rm -rf" in b for b in await _blocked(bastion, term.session_id))
+    term.close()
+
+
+@pytest.mark.parametrize("cancel", ["\x03", "\x15"], ids=["ctrl-c", "ctrl-u"])
+async def test_cancelled_line_never_reaches_the_filter_again(bastion: BastionApp, sshd, tmp_path: Path,
+                                                             cancel: str) -> None:
+    admin, user, ids, term, hist = await shell(bastion, sshd, tmp_path)
+    await _deny_rm(admin)
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    await term.send(f"rm -rf {keep}")
+    await term.expect(str(keep))
+    await term.send(cancel)
+    await term.send("echo harm''less\r")
+    await term.expect("harmless")
+    await _settled(term)
+    assert keep.is_dir()
+    assert _refusals(term) == []
+    async def stored_all():
+        cmds = await bastion.services.store.commands_of_session(term.session_id)
+        return cmds if cmds and cmds[-1].text == "echo SENT''INEL" else None
+    stored = None
+    deadline = time.monotonic() + 10
+    while stored is None and time.monotonic() < deadline:
+        stored = await stored_all()
+        await asyncio.sleep(0.02)
+    assert stored is not None
+    assert [c.text for c in stored][1:] == ["echo harm''less", "echo SENT''INEL"]
+    assert not any(c.blocked for c in stored)
+    term.close()
+
+
+# ---- the gate's models in isolation (the table in test_extraction.py checks them against bash) ------------
+from bastion.gate import HistoryExpansionFailed, LineModel, expand_history, tokenize  # noqa: E402
+from bastion.shellsyntax import analyze, join  # noqa: E402
+
+
+def _joined(lines: list[str]) -> tuple[str, bool]:
+    entry, done = "", []
+    for line in lines:
+        entry = join(entry, analyze(done), line) if done else line
+        done.append(line)
+    return entry, analyze(done).complete
+
+
+@pytest.mark.parametrize("lines, entry, complete", [
+    (["echo a \\", "b"], "echo a b", True),
+    (["r\\", "m -rf x"], "rm -rf x", True),
+    (["for i in 1 2", "do", "echo $i", "done"], "for i in 1 2; do echo $i; done", True),
+    (["cat <<EOF", "hi", "EOF"], "cat <<EOF\nhi\nEOF\n", True),
+    (["echo 'a", "b'"], "echo 'a\nb'", True),
+    (["ls |", "wc -l"], "ls | wc -l", True),
+    (["f() {", "echo x", "}"], "f() { echo x; }", True),
+    (["for i in 1 2"], "for i in 1 2", False),
+    (["cat <<EOF", "still open"], "cat <<EOF\nstill open\n", False),
+    (["echo done; echo fi"], "echo done; echo fi", True),
+    (["echo 'unclosed"], "echo 'unclosed", False),
+    (["echo $(date", ")"], "echo $(date\n)", True),
+])
+def test_continuations_join_like_bash(lines: list[str], entry: str, complete: bool) -> None:
+    assert _joined(lines) == (entry, complete)
+
+
+@pytest.mark.parametrize("line, history, expanded", [
+    ("!!", ["echo one"], "echo one"),
+    ("echo !$", ["echo x y"], "echo y"),
+    ("echo !^ !*", ["cmd a b"], "echo a a b"),
+    ("!-2", ["first", "second"], "first"),
+    ("!ec", ["echo a", "ls"], "echo a"),
+    ("^one^two", ["echo one"], "echo two"),
+    ("echo '!!'", ["x"], "echo '!!'"),          # no expansion inside single quotes
+    ("echo \\!!", ["x"], "echo \\!!"),          # nor after a backslash
+    ("echo hi!", ["x"], "echo hi!"),             # ! at the end stays
+    ("echo a != b", ["x"], "echo a != b"),       # ! before a blank or = stays
+])
+def test_history_expansion(line: str, history: list[str], expanded: str) -> None:
+    assert expand_history(line, history) == expanded
+
+
+@pytest.mark.parametrize("line, history", [("!nomatch", ["echo a"]), ("!-5", ["a"]), ("^zz^y", ["echo a"])])
+def test_history_expansion_failures(line: str, history: list[str]) -> None:
+    with pytest.raises(HistoryExpansionFailed):
+        expand_history(line, history)
+
+
+@pytest.mark.parametrize("keys, text, opaque", [
+    ("echo abcd\x7f\x7fxy", "echo abxy", False),
+    ("echo one two\x17three", "echo one three", False),
+    ("echo keep drop" + "\x1b[D" * 5 + "\x0b", "echo keep", False),
+    ("cho\x01e", "echo", False),
+    ("echo aaa bbb\x1bb\x1bbX\x1bfY", "echo XaaaY bbb", False),
+    ("echo foo-bar\x1b\x7fbaz", "echo foo-baz", False),
+    ("echo ab\x1b[D\x1b[3~", "echo a", False),
+    ("ls /tm\t", "ls /tm", True),                 # completion: only the shell knows
+    ("\x1b[A", "", True),                          # history recall
+    ("\x12echo", "echo", True),                    # Ctrl-R
+])
+def test_line_model(keys: str, text: str, opaque: bool) -> None:
+    line = LineModel()
+    for key in tokenize(keys):
+        line.key(key)
+    assert (line.text, line.opaque) == (text, opaque)

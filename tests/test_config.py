@@ -210,8 +210,8 @@ def test_redact_url_hides_password() -> None:
 
 
 @pytest.mark.parametrize("args", [[], ["serve"], ["init"], ["user"], ["user", "add"], ["user", "passwd"],
-                                  ["user", "disable"], ["user", "unlock"], ["user", "list"], ["locks"],
-                                  ["locks", "clear"]])
+                                  ["user", "disable"], ["user", "enable"], ["user", "unlock"], ["user", "list"],
+                                  ["locks"], ["locks", "clear"], ["play"], ["verify"], ["purge"], ["run"]])
 def test_cli_help(args: list[str]) -> None:
     out = subprocess.run([sys.executable, "-m", "bastion", *args, "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -232,6 +232,12 @@ def test_cli_user_management(tmp_path: Path) -> None:
     out = run("user", "add", "dave", "--password-stdin", stdin="short\n")
     assert out.returncode == 2 and "at least 10 characters" in out.stderr
     assert run("user", "disable", "carol").returncode == 0
+    state = lambda: {line.split()[0]: line.split()[-1] for line in run("user", "list").stdout.splitlines()[1:]}  # noqa: E731
     listing = run("user", "list").stdout
-    assert "carol" in listing and "auditor" in listing and "disabled" in listing
+    assert "carol" in listing and "auditor" in listing
+    assert state() == {"admin": "active", "carol": "disabled"}
+    out = run("user", "enable", "carol")
+    assert out.returncode == 0 and "user carol enabled" in out.stdout, out
+    assert state() == {"admin": "active", "carol": "active"}
+    assert run("user", "enable", "nobody").returncode == 2
     assert run("user", "passwd", "nobody", "--password-stdin", stdin="x" * 12 + "\n").returncode == 2

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import VENV_BIN, free_port, mongo_db_url, start_bastion, make_config, stop_process, wait_port
+from conftest import make_config, mongo_db_url, start_bastion
+from procs import free_port, start_nx, stop_process
+from waiting import wait_until
 
 
 def test_unreachable_database_stops_startup_with_one_line(tmp_path: Path) -> None:
@@ -23,21 +25,13 @@ def test_unreachable_database_stops_startup_with_one_line(tmp_path: Path) -> Non
     assert "hunter2" not in out.stderr + out.stdout
 
 
-def _start_nx(data: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([str(VENV_BIN / "nx-27017"), "--data-dir", str(data), "--host", "127.0.0.1", "--port", str(port),
-                             "--log-file", str(data / "nx.log"), "--pid-file", str(data / "nx.pid")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port("127.0.0.1", port, proc=proc)
-    return proc
-
-
 async def test_database_gone_mid_request_gives_503_then_recovers(tmp_path: Path) -> None:
     if os.environ.get("BASTION_TEST_MONGODB_URI"):
         pytest.skip("needs a MongoDB-wire server this test can stop and restart (nx-27017)")
     data = tmp_path / "nx"
     data.mkdir()
     port = free_port()
-    nx = _start_nx(data, port)
+    nx = start_nx(data, port)
     app = await start_bastion(make_config(tmp_path, database_url=mongo_db_url(f"mongodb://127.0.0.1:{port}"),
                                           database_timeout="1"))
     try:
@@ -48,13 +42,11 @@ async def test_database_gone_mid_request_gives_503_then_recovers(tmp_path: Path)
         assert resp.status == 503 and resp.json == {"error": "the database is not answering; try again shortly"}
         resp = await admin.post("/api/apps", {"name": "during"})
         assert resp.status == 503
-        nx = _start_nx(data, port)
-        resp = await admin.get("/api/apps")
-        for _ in range(20):
-            if resp.status == 200:
-                break
+        nx = start_nx(data, port)
+        async def answering():
             resp = await admin.get("/api/apps")
-        assert resp.status == 200, resp
+            return resp if resp.status == 200 else None
+        resp = await wait_until(answering, 30, what="the API answering again")
         assert [a["name"] for a in resp.json["items"]] == ["before"]
     finally:
         await app.stop()

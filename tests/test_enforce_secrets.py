@@ -7,34 +7,14 @@ import os
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from bastion.executor import worker_environment
 from client import TerminalClient
-from conftest import BastionApp, free_port, seed_inventory, stop_process, wait_port
+from conftest import BastionApp, free_port, seed_inventory, stop_process, wait_port, wait_ready, wait_ready
 from test_modules import setup as setup_modules, wait_run, write_module
-
-
-def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    """Wait until `bastion serve` answers HTTP (it binds its port before it opens the store)."""
-    import urllib.error
-    import urllib.request
-    wait_port("127.0.0.1", port, proc=proc)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"bastion serve exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=5) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.1)  # polling interval of this wait_until loop
-    raise RuntimeError("bastion serve did not answer HTTP")
 
 SECRET_A = "first-secret-0123456789abcdef"
 SECRET_B = "other-secret-0123456789abcdef"
@@ -66,14 +46,15 @@ def test_private_files_and_canary_with_real_serve_processes(tmp_path: Path) -> N
         first = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=_serve_env(tmp_path, SECRET_A, port),
                                  stdout=log, stderr=log)
         try:
-            wait_ready(port, first)
-            assert _umask_of(first.pid) == 0o077
+            wait_ready(port, proc=first)  # the port is bound before the database is opened
             var = tmp_path / "var"
+            assert _umask_of(first.pid) == 0o077
             assert mode(var) == 0o700
-            files = {p.name: mode(p) for p in var.iterdir()}
+            files = {p.name: mode(p) for p in var.iterdir() if p.is_file()}
+            dirs = {p.name: mode(p) for p in var.iterdir() if p.is_dir()}
             assert {"bastion.db", "bastion.db-wal", "bastion.db-shm"} <= set(files), files
-            wanted = {p.name: 0o700 if p.is_dir() else 0o600 for p in var.iterdir()}
-            assert files == wanted, {k: oct(m) for k, m in files.items()}
+            assert all(m == 0o600 for m in files.values()), {k: oct(m) for k, m in files.items()}
+            assert dirs == {"journal": 0o700}, dirs
         finally:
             stop_process(first)
             log.close()
@@ -92,7 +73,7 @@ def test_private_files_and_canary_with_real_serve_processes(tmp_path: Path) -> N
         again = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=_serve_env(tmp_path, SECRET_A, port),
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_ready(port, again)
+            wait_ready(port, proc=again)
         finally:
             stop_process(again)
     finally:
@@ -114,7 +95,7 @@ def test_loose_files_of_an_older_install_are_tightened(tmp_path: Path) -> None:
         proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=_serve_env(tmp_path, SECRET_A, port),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_ready(port, proc)
+            wait_ready(port, proc=proc)
             for name in ("bastion.db", "bastion.db-wal", "bastion.db-shm"):
                 assert mode(var / name) == 0o600, name
         finally:

@@ -66,17 +66,17 @@ async def test_burst_of_opens_never_exceeds_the_limit(make_bastion, sshd) -> Non
 
 
 async def test_maximum_duration_warns_then_expires(make_bastion, sshd) -> None:
-    app = await make_bastion(terminal_max_session_duration="62")  # the warning comes 60 s before the end
+    app = await make_bastion(terminal_max_session_duration="6")  # warned a minute before the end (half of 6 s here)
     _, user, ids = await granted_host(app, sshd)
     term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
     await ready_shell(term)
     await until(lambda: any("maximum duration" in c.get("message", "") for c in term.controls), 15,
                 "the warning a minute before the end")
     # keystrokes do not extend a maximum duration: type while waiting for the end
-    closed_task = asyncio.ensure_future(term.control("closed", timeout=90))
+    closed_task = asyncio.ensure_future(term.control("closed", timeout=30))
     while not closed_task.done():
         await term.send("\x07")
-        await asyncio.sleep(2)
+        await asyncio.sleep(0.5)  # the adversary: a keystroke every half second
     closed = closed_task.result()
     assert closed["code"] == "expired" and "maximum duration" in closed["reason"]
     record = await wait_ended(app, term.session_id)
@@ -254,3 +254,22 @@ async def test_journal_file_is_private(bastion: BastionApp) -> None:
     bastion.services.audit.emit("monitor.left", actor="x", session="y")
     await bastion.settle()
     assert (journal_dir / f"{bastion.config.node_id}.jsonl").stat().st_mode & 0o077 == 0
+
+
+async def test_locale_reaches_the_host_with_a_per_host_override(bastion: BastionApp, sshd) -> None:
+    admin, user, ids = await granted_host(bastion, sshd)
+    term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
+    await ready_shell(term)
+    await term.send("echo LANG''=$LANG\r")
+    await term.expect("LANG=C.UTF-8")  # the default, as SSH environment (the host AcceptEnv's it)
+    await term.send("printf 'caf\\303\\251\\n' | wc -m\r")  # one character per UTF-8 letter
+    await term.expect("\r5\r\n")  # 4 letters and a newline: the é counts once
+    term.close()
+    assert (await admin.patch(f"/api/hosts/{ids['host_id']}", {"locale": "POSIX"})).status == 200
+    bad = await admin.patch(f"/api/hosts/{ids['host_id']}", {"locale": "en_US; rm -rf /"})
+    assert bad.status == 400 and "locale" in bad.json["error"]
+    term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
+    await ready_shell(term)
+    await term.send("echo LANG''=$LANG\r")
+    await term.expect("LANG=POSIX")
+    term.close()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import time
 from pathlib import Path
@@ -10,7 +11,9 @@ import pytest
 
 from bastion import protocol
 from conftest import BastionApp
+from scenario import grant, seed_sshd
 from sshd import make_sshd
+from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,28 +34,23 @@ async def setup(app: BastionApp, sshd, modules: tuple[str, ...] = ("1001", "1002
         shutil.copy(ROOT / "modules" / f"Mid_{mid}.py", folder)
     await app.services.registry.refresh()
     admin = await app.admin()
-    cat = (await admin.post("/api/apps", {"name": "fleet"})).json["id"]
-    cred = (await admin.post("/api/credentials", {"name": "fleet-key", "username": sshd.username,
-                                                  "private_key": sshd.client_key})).json["id"]
-    host_ids = []
-    for i, (addr, port) in enumerate(sshd.endpoints):
-        host = await admin.post("/api/hosts", {"name": f"node{i}", "address": addr, "port": port, "app_id": cat,
-                                               "credential_id": cred})
-        host_ids.append(host.json["id"])
+    ids = await seed_sshd(admin, sshd, "node", all_endpoints=True, category="fleet")
     user = await app.user("alice")
     uid = (await app.services.store.get_user_by_name("alice")).id
-    await admin.post("/api/grants", {"user_id": uid, "app_id": cat})
-    return {"admin": admin, "user": user, "hosts": host_ids, "cat": cat, "folder": folder, "uid": uid}
+    await grant(admin, uid, app_id=ids["app_id"])
+    return {"admin": admin, "user": user, "hosts": ids["host_ids"], "cat": ids["app_id"], "folder": folder, "uid": uid}
 
 
 async def wait_run(client, run_id: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Poll the API until a run has finished; return it."""
+    async def finished() -> dict | None:
         run = (await client.get(f"/api/runs/{run_id}")).json
-        if run["status"] in ("ok", "partial", "failed", "timeout"):
-            return run
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"run {run_id} did not finish")
+        return run if run["status"] in ("ok", "partial", "failed", "timeout") else None
+    return await wait_until(finished, timeout, interval=0.1, what=f"run {run_id} finishing")
+
+
+async def modules_by_id(client) -> dict:
+    return {m["id"]: m for m in (await client.get("/api/modules")).json["items"]}
 
 
 def write_module(folder: Path, mid: str, body: str, *, timeout: int = 10, params: str = "[]", name: str = "Test") -> None:
@@ -74,7 +72,7 @@ class Modulehandle(bastion.Modulehandle):
 async def test_system_version_on_four_hosts(bastion: BastionApp, hosts_sshd) -> None:
     env = await setup(bastion, hosts_sshd)
     listing = (await env["user"].get("/api/modules")).json["items"]
-    assert {m["id"] for m in listing} >= {"1001", "1002", "1003"}
+    assert {m["id"] for m in listing} == {"1001", "1002", "1003"}
     resp = await env["user"].post("/api/modules/1003/runs", {"host_ids": env["hosts"], "params": {}})
     assert resp.status == 201, resp
     run = await wait_run(env["user"], resp.json["run_id"])
@@ -89,13 +87,19 @@ async def test_system_version_on_four_hosts(bastion: BastionApp, hosts_sshd) -> 
     assert (await bastion.services.store.list_events(action="module.run_started")).total == 1
 
 
-@pytest.mark.parametrize("bad_id, status", [
-    ("1001;__import__('os')", 400), ("..%2Fx", 400), ("Mid_1001", 400), ("１００１", 400), ("9999", 404), ("", 404),
+@pytest.mark.parametrize("bad_id, status, fragment", [
+    ("1001;__import__('os')", 400, "module id must be 1-9 ASCII digits"),
+    ("..%2Fx", 400, "module id must be 1-9 ASCII digits"),
+    ("Mid_1001", 400, "module id must be 1-9 ASCII digits"),
+    ("１００１", 400, "module id must be 1-9 ASCII digits"),
+    ("9999", 404, "not found"),
+    ("", 404, ""),  # no route matches an empty id
 ])
-async def test_bad_module_ids(bastion: BastionApp, hosts_sshd, bad_id: str, status: int, tmp_path: Path) -> None:
+async def test_bad_module_ids(bastion: BastionApp, hosts_sshd, bad_id: str, status: int, fragment: str) -> None:
     env = await setup(bastion, hosts_sshd)
     resp = await env["user"].post(f"/api/modules/{bad_id}/runs", {"host_ids": env["hosts"][:1], "params": {}})
-    assert resp.status in (status, 404), resp
+    assert resp.status == status, resp
+    assert fragment in resp.json["error"], resp
     assert (await bastion.services.store.list_runs()).total == 0
 
 
@@ -173,8 +177,8 @@ async def test_faulty_modules_and_bastion_stays_up(bastion: BastionApp, hosts_ss
     assert flood["status"] == "ok"
     out = flood["results"]["node0"]["stdout"]
     assert len(out) < 1_100_000 and out.endswith(f"[truncated {3_000_000 - 1048576} bytes]")
-    await asyncio.sleep(0.5)
-    broken = {m["id"]: m for m in (await env["admin"].get("/api/modules")).json["items"]}["1034"]
+    items = await wait_until(lambda: _has(env["admin"], "1034"), what="the broken module listed")
+    broken = items["1034"]
     assert broken["state"] == "broken" and "syntax error on line 4" in broken["error"]
     # the executor freed its slots and everything else still works
     assert bastion.services.executor.running() == 0
@@ -191,30 +195,27 @@ async def test_hot_reload_add_change_remove(bastion: BastionApp, hosts_sshd) -> 
     folder = env["folder"]
     write_module(folder, "1010", '''    def run(self):
         return {}''', name="Dropped in")
-    for _ in range(50):
-        items = {m["id"]: m for m in (await env["user"].get("/api/modules")).json["items"]}
-        if "1010" in items:
-            break
-        await asyncio.sleep(0.1)
+    items = await wait_until(lambda: _has(env["user"], "1010"), what="the new module listed")
     assert items["1010"]["name"] == "Dropped in" and items["1010"]["state"] == "enabled"
     write_module(folder, "1010", '''    def run(self):
         return {}''', name="Renamed")
-    for _ in range(50):
-        items = {m["id"]: m for m in (await env["user"].get("/api/modules")).json["items"]}
-        if items["1010"]["name"] == "Renamed":
-            break
-        await asyncio.sleep(0.1)
-    assert items["1010"]["name"] == "Renamed"
+
+    async def renamed() -> bool:
+        return (await modules_by_id(env["user"]))["1010"]["name"] == "Renamed"
+    await wait_until(renamed, what="the changed module listed")
     (folder / "Mid_1010.py").unlink()
-    for _ in range(50):
-        items = {m["id"]: m for m in (await env["user"].get("/api/modules")).json["items"]}
-        if "1010" not in items:
-            break
-        await asyncio.sleep(0.1)
-    assert "1010" not in items
+
+    async def gone() -> bool:
+        return "1010" not in await modules_by_id(env["user"])
+    await wait_until(gone, what="the deleted module gone")
     reserved = await env["admin"].post("/api/modules/reserve")
     assert reserved.status == 201 and reserved.json["id"] == "1001" and "class Modulehandle(bastion.Modulehandle)" in reserved.json["template"]
     assert (await env["admin"].post("/api/modules/reserve")).json["id"] == "1002"  # the first is held
+
+
+async def _has(client, module_id: str) -> dict | None:
+    items = await modules_by_id(client)
+    return items if module_id in items else None
 
 
 def _token_client(app: BastionApp, token: str):
@@ -232,12 +233,12 @@ async def test_envelopes_flips_replay_stale_unknown_key(bastion: BastionApp, hos
     envelope = protocol.seal(key, kid, payload)
     # every single-byte flip of the sealed data is refused and nothing runs
     prefix, _, body = envelope.rpartition(".")
-    raw = protocol._unb64(body)
+    raw = protocol.b64decode(body)
     codes = set()
     for i in range(len(raw)):
         flipped = bytearray(raw)
         flipped[i] ^= 0x01
-        resp = await script.post("/api/commands", {"envelope": f"{prefix}.{protocol._b64(bytes(flipped))}"})
+        resp = await script.post("/api/commands", {"envelope": f"{prefix}.{protocol.b64encode(bytes(flipped))}"})
         assert resp.status == 400, resp
         codes.add(resp.json["error"])
     assert codes == {"envelope failed authentication (bad tag): it was altered or sealed with another key"}
@@ -256,9 +257,11 @@ async def test_envelopes_flips_replay_stale_unknown_key(bastion: BastionApp, hos
     unknown = protocol.seal(b"k" * 32, "tok:nonexistent", protocol.new_payload("1003", env["hosts"][:1], {}, "alice"))
     resp = await script.post("/api/commands", {"envelope": unknown})
     assert resp.status == 400 and "unknown key id" in resp.json["error"]
-    for junk in ("", "nonsense", 5, "bst1.server.!!!!", "bst9.server.AAAA"):
+    for junk, expected in (("", "malformed"), ("nonsense", "malformed"), (5, "malformed"),
+                           ("bst1.server.!!!!", "malformed"), ("bst9.server.AAAA", "unsupported")):
         resp = await script.post("/api/commands", {"envelope": junk})
-        assert resp.status == 400 and ("malformed" in resp.json["error"] or "unsupported" in resp.json["error"]), junk
+        assert resp.status == 400, junk
+        assert expected in resp.json["error"], (junk, resp.json)
     # someone else's token key cannot seal for alice
     other = await bastion.user("bob")
     other_token = (await other.post("/api/tokens", {"name": "b"})).json["token"]
@@ -306,6 +309,13 @@ async def test_filter_rules_check_module_parameters(bastion: BastionApp, hosts_s
     await env["admin"].post("/api/command-rules", {"name": "no-rm", "kind": "words", "pattern": "rm", "action": "deny"})
     resp = await env["user"].post("/api/modules/1021/runs", {"host_ids": env["hosts"][:1], "params": {"sys_param_1": "rm -rf /"}})
     assert resp.status == 403 and "command filter (no-rm)" in resp.json["error"]
+    assert (await bastion.services.store.list_runs()).total == 0  # refused before any run exists
+    refused = await bastion.services.store.list_events(action="module.run_refused")
+    assert refused.total == 1 and refused.items[0].actor == "alice"
+    # a harmless value with the same module does run: the refusal was the filter's, not the module's
+    ok = await env["user"].post("/api/modules/1021/runs", {"host_ids": env["hosts"][:1], "params": {"sys_param_1": "fine"}})
+    assert ok.status == 201, ok
+    assert (await wait_run(env["user"], ok.json["run_id"]))["results"]["node0"]["stdout"].strip() == "fine"
 
 
 async def test_ansible_platform_disk_usage_and_literal_params(bastion: BastionApp, hosts_sshd) -> None:
@@ -343,6 +353,8 @@ async def test_ansible_refuses_changed_host_key(bastion: BastionApp, hosts_sshd)
     resp = await env["user"].post("/api/modules/1004/runs", {"host_ids": [host.id], "params": {}})
     run = await wait_run(env["user"], resp.json["run_id"], timeout=120)
     assert run["status"] == "failed" and not run["results"]["node0"]["ok"]
+    # the cause is the pinned key, not anything else that can fail a run
+    assert "Host key verification failed" in run["results"]["node0"]["stderr"], run["results"]["node0"]
 
 
 async def test_cli_run(bastion: BastionApp, hosts_sshd) -> None:
@@ -365,3 +377,78 @@ async def test_cli_run(bastion: BastionApp, hosts_sshd) -> None:
     assert proc.returncode == 2 and b"sys_param_1 (Lines) must be an integer" in err
     runs = (await env["user"].get("/api/runs")).json["items"]
     assert [r["via"] for r in runs] == ["cli"]
+
+
+async def test_secret_parameters_are_masked_in_run_records(bastion: BastionApp, hosts_sshd) -> None:
+    env = await setup(bastion, hosts_sshd, modules=())
+    secret = "S3cret-value-for-the-host"
+    # the host itself checks the value (test(1) exits 0 only when it matches), so nothing prints it
+    write_module(env["folder"], "1023", f'''    async def run(self):
+        return await self.ssh(["test", self.params["sys_param_1"], "=", "{secret}"])''',
+                 params='[{"name": "sys_param_1", "label": "Token", "type": "secret", "required": True}]')
+    await bastion.services.registry.refresh()
+    resp = await env["user"].post("/api/modules/1023/runs", {"host_ids": env["hosts"][:1], "params": {"sys_param_1": secret}})
+    assert resp.status == 201, resp
+    run = await wait_run(env["user"], resp.json["run_id"])
+    assert run["status"] == "ok" and run["results"]["node0"]["rc"] == 0, run  # the real value reached the host
+    assert run["params"] == {"sys_param_1": "********"}
+    for client in (env["user"], env["admin"]):
+        for path in (f"/api/runs/{run['id']}", "/api/runs"):
+            body = (await client.get(path)).body
+            assert secret.encode() not in body, path
+    stored = await bastion.services.store.get_run(run["id"])
+    assert secret not in json.dumps(stored.to_doc())
+    events = await bastion.services.store.list_events(limit=500)
+    assert all(secret not in json.dumps(e.to_doc()) for e in events.items)
+
+
+async def test_run_log_keeps_the_first_64_kib(bastion: BastionApp, hosts_sshd) -> None:
+    env = await setup(bastion, hosts_sshd, modules=())
+    write_module(env["folder"], "1024", '''    def run(self):
+        for i in range(20000):
+            print(f"log-line-{i:06d}")
+        return {h.name: {"ok": True, "rc": 0, "stdout": "done"} for h in self.hosts}''')
+    await bastion.services.registry.refresh()
+    resp = await env["user"].post("/api/modules/1024/runs", {"host_ids": env["hosts"][:1], "params": {}})
+    run = await wait_run(env["user"], resp.json["run_id"])
+    assert run["status"] == "ok", run
+    printed = "".join(f"log-line-{i:06d}\n" for i in range(20000))
+    assert len(printed) > 3 * 65536
+    assert run["log"] == printed[:65536]
+
+
+async def test_ansible_private_dir_is_0700_and_removed(bastion: BastionApp, hosts_sshd) -> None:
+    env = await setup(bastion, hosts_sshd, modules=("1003",))
+    user = env["user"]
+    first = await user.post("/api/modules/1003/runs", {"host_ids": env["hosts"][:1], "params": {}})
+    await wait_run(user, first.json["run_id"])  # pins the host key ansible checks against
+    # the module notes the private directory (and its mode) that self.ansible() creates, and runs a real command
+    write_module(env["folder"], "1025", '''    platform = "ansible"
+
+    def run(self):
+        import os
+        import tempfile
+        made = []
+        real = tempfile.mkdtemp
+
+        def spy(*args, **kwargs):
+            path = real(*args, **kwargs)
+            if os.path.basename(path).startswith("bastion-ansible-"):
+                made.append((path, oct(os.stat(path).st_mode & 0o777), sorted(os.listdir(path))))
+            return path
+        tempfile.mkdtemp = spy
+        try:
+            results = self.ansible("ansible.builtin.command", {"argv": ["true"]})
+        finally:
+            tempfile.mkdtemp = real
+        import json
+        return {h: {**r, "stdout": json.dumps(made)} for h, r in results.items()}''', timeout=120)
+    await bastion.services.registry.refresh()
+    resp = await user.post("/api/modules/1025/runs", {"host_ids": env["hosts"][:1], "params": {}})
+    run = await wait_run(user, resp.json["run_id"], timeout=120)
+    assert run["status"] == "ok", (run.get("error"), run["results"])
+    made = json.loads(run["results"]["node0"]["stdout"])
+    assert len(made) == 1, made
+    path, mode, _ = made[0]
+    assert mode == "0o700"
+    assert not Path(path).exists(), f"{path} (inventory, keys, known_hosts) was left behind"

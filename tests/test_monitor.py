@@ -1,16 +1,15 @@
 """Live monitoring and kick over real sockets, with a real sshd."""
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import pytest
 from tornado.httpclient import HTTPClientError
 
 from client import TerminalClient
-from conftest import BastionApp
-from test_terminal import cast_output, granted_host, read_cast, wait_ended
+from conftest import BastionApp, granted_host, wait_ended
+from scenario import cast_output, read_cast
+from waiting import wait_until
 
 
 async def open_pair(app: BastionApp, sshd):
@@ -61,14 +60,15 @@ async def test_late_join_sees_screen_and_streams_match(bastion: BastionApp, sshd
     assert "audrey started watching" in notice["message"]
     mark_user = len(term.output)
     snap1, snap2 = len(m1.first_frame), len(m2.first_frame)
-    await asyncio.sleep(0.2)
     mark1, mark2 = len(m1.output), len(m2.output)
-    assert (mark1, mark2) == (snap1, snap2)
+    assert (mark1, mark2) == (snap1, snap2)  # nothing but the snapshot while the shell is idle
     await term.send("for i in $(seq 1 300); do echo line-$i-$RANDOM; done; echo all''done\r")
     await term.expect("alldone", start=mark_user)
     await m1.expect("alldone", start=mark1)
     await m2.expect("alldone", start=mark2)
-    await asyncio.sleep(0.3)
+    # the shell's next prompt ends the stream: wait until both monitors have all the user got
+    await wait_until(lambda: len(m1.output) - mark1 >= len(term.output) - mark_user
+                     and len(m2.output) - mark2 >= len(term.output) - mark_user, what="monitors catching up")
     user_stream = bytes(term.output[mark_user:])
     assert bytes(m1.output[mark1:]) == user_stream
     assert bytes(m2.output[mark2:]) == user_stream
@@ -90,15 +90,22 @@ async def test_monitor_is_read_only(bastion: BastionApp, sshd, tmp_path: Path) -
     await mon.resize(10, 5)
     await mon.send_raw(f"touch {marker}\r".encode())
     await mon.send_raw(f'{{"type":"input","data":"touch {marker}\\r"}}')
-    await asyncio.sleep(0.5)
-    await term.send("stty size\r")
-    await term.expect("30 100")
-    await asyncio.sleep(0.5)
-    assert not marker.exists()
+    # every one of the four frames is refused with a notice and an audit event
+    await wait_until(lambda: len([c for c in mon.controls if c["type"] == "notice"]) >= 4, what="four notices")
     notices = [c for c in mon.controls if c["type"] == "notice"]
-    assert notices and "read-only" in notices[0]["message"]
+    assert all("read-only" in n["message"] for n in notices), notices
+
+    async def refused() -> int:
+        return (await bastion.services.store.list_events(action="monitor.input_refused")).total
+    await wait_until(lambda: refused(), what="the refusal in the audit log")
     events = await bastion.services.store.list_events(action="monitor.input_refused")
-    assert events.total >= 1 and events.items[0].actor == "admin"
+    # one event for the first refusal (then at 10, 100, every 1000: a flood cannot flood the audit log)
+    assert events.total == 1 and events.items[0].actor == "admin" and events.items[0].detail["attempts"] == 1
+    # and the session is untouched: the size the user set, and no file on the host
+    await term.send("stty size; test -e " + str(marker) + " && echo EXI''STS || echo AB''SENT\r")
+    await term.expect("30 100")
+    await term.expect("ABSENT")
+    assert not marker.exists()
     term.close()
 
 
@@ -113,19 +120,14 @@ async def test_kick_while_streaming(bastion: BastionApp, sshd) -> None:
     await mon.control("resize")
     await term.send("while true; do echo streaming-$RANDOM; done\r")
     await term.expect("streaming-")
-    started = time.monotonic()
     resp = await admin.post(f"/api/sessions/{term.session_id}/kill", {"reason": "policy violation"})
     assert resp.status == 200 and resp.json["end_reason"] == "kicked" and resp.json["ended_by"] == "admin"
-    closed = await term.control("closed", timeout=2)
-    await term.wait_closed(timeout=2)
-    assert time.monotonic() - started < 1.0
+    # how fast is measured by tests/perf/bench_hub.py (kick latency p50/p99), not gated here
+    closed = await term.control("closed")
+    await term.wait_closed()
     assert closed["code"] == "kicked" and closed["by"] == "admin" and "policy violation" in closed["reason"]
     assert (await mon.control("closed"))["code"] == "kicked"
-    for _ in range(40):
-        if not Path(f"/proc/{pid}").exists():
-            break
-        await asyncio.sleep(0.05)
-    assert not Path(f"/proc/{pid}").exists(), "the remote shell is still running"
+    await wait_until(lambda: not Path(f"/proc/{pid}").exists(), 10, what="the remote shell ending")
     record = await wait_ended(bastion, term.session_id)
     assert (record.end_reason, record.ended_by, record.reason) == ("kicked", "admin", "policy violation")
     _, events = read_cast(record.recording_path)
@@ -196,8 +198,9 @@ async def test_recording_download_and_path_safety(bastion: BastionApp, sshd) -> 
     assert (await user.get(f"/api/sessions/{record.id}/recording")).status == 403
     for bad in ("..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd", "abc%00def", "....", "a" * 100):
         r = await admin.get(f"/api/sessions/{bad}/recording")
-        assert r.status in (400, 404), (bad, r)
-        assert b"root:" not in r.body
+        assert r.status == 400 and r.json == {"error": "session id must be an id string"}, (bad, r)
+    r = await admin.get("/api/sessions/well-formed-but-unknown/recording")
+    assert r.status == 404 and r.json == {"error": "session not found"}, r
     # a tampered document pointing outside records/ is refused
     record.recording_path = "/etc/passwd"
     await bastion.services.store.save(record)

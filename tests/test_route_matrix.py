@@ -12,69 +12,72 @@ ALL = ("user", "auditor", "admin")
 ADMIN = ("admin",)
 SEC = ("auditor", "admin")
 
-# (method, path template, allowed roles, body)
+# the admin sees the host (200); a user or auditor without a grant is told it does not exist (404)
+HOST_GET = {"admin": 200, "auditor": 404, "user": 404}
+
+# (method, path template, allowed roles, body, status for an allowed role: the exact answer, not just "not 401/403")
 MATRIX = [
-    ("GET", "/api/me", ALL, None),
-    ("POST", "/api/me/password", ALL, {"old_password": "wrong-wrong", "new_password": "x" * 12}),
-    ("POST", "/api/me/totp", ALL, None),
-    ("POST", "/api/me/totp/confirm", ALL, {"code": "000000"}),
-    ("DELETE", "/api/me/totp", ALL, None),
-    ("GET", "/api/tokens", ALL, None),
-    ("POST", "/api/tokens", ALL, {"name": "t"}),
-    ("DELETE", "/api/tokens/{missing}", ALL, None),
-    ("GET", "/api/users", ADMIN, None),
-    ("POST", "/api/users", ADMIN, {"username": "new-user", "password": "x" * 12, "roles": ["user"]}),
-    ("GET", "/api/users/{user_id}", ADMIN, None),
-    ("PATCH", "/api/users/{user_id}", ADMIN, {"roles": ["user"]}),
-    ("GET", "/api/locks", ADMIN, None),
-    ("GET", "/api/access-locks", SEC, None),
-    ("DELETE", "/api/access-locks/{missing}", ADMIN, None),
-    ("GET", "/api/login-rules", ADMIN, None),
-    ("POST", "/api/login-rules", ADMIN, {"name": "lr1", "action": "allow"}),
-    ("GET", "/api/login-rules/{missing}", ADMIN, None),
-    ("PATCH", "/api/login-rules/{missing}", ADMIN, {"enabled": False}),
-    ("DELETE", "/api/login-rules/{missing}", ADMIN, None),
-    ("DELETE", "/api/locks/{missing}", ADMIN, None),
-    ("GET", "/api/apps", ALL, None),
-    ("POST", "/api/apps", ADMIN, {"name": "new-cat"}),
-    ("DELETE", "/api/apps/{missing}", ADMIN, None),
-    ("GET", "/api/credentials", ADMIN, None),
-    ("POST", "/api/credentials", ADMIN, {"name": "c2", "username": "root", "password": "p"}),
-    ("DELETE", "/api/credentials/{missing}", ADMIN, None),
-    ("GET", "/api/hosts", ALL, None),
-    ("POST", "/api/hosts", ADMIN, {"name": "h2"}),
-    ("GET", "/api/hosts/{host_id}", ALL, None),
-    ("PATCH", "/api/hosts/{host_id}", ADMIN, {"tags": ["x"]}),
-    ("DELETE", "/api/hosts/{missing}", ADMIN, None),
-    ("POST", "/api/hosts/{host_id}/accept-key", ADMIN, None),
-    ("GET", "/api/grants", ADMIN, None),
-    ("POST", "/api/grants", ADMIN, {"user_id": "{user_id}", "app_id": "{app_id}"}),
-    ("DELETE", "/api/grants/{missing}", ADMIN, None),
-    ("GET", "/api/events", SEC, None),
-    ("GET", "/api/sessions", SEC, None),
-    ("GET", "/api/sessions/{missing}", SEC, None),
-    ("POST", "/api/sessions/{missing}/kill", SEC, {"reason": "test"}),
-    ("GET", "/api/sessions/{missing}/recording", SEC, None),
-    ("GET", "/api/sessions/{missing}/commands", SEC, None),
-    ("GET", "/api/sessions/{missing}/verify", SEC, None),
-    ("GET", "/api/commands/search", SEC, None),
-    ("GET", "/api/command-rules", ADMIN, None),
-    ("POST", "/api/command-rules", ADMIN, {"name": "r1", "pattern": "x"}),
-    ("DELETE", "/api/command-rules/{missing}", ADMIN, None),
-    ("GET", "/api/modules", ALL, None),
-    ("POST", "/api/modules/reserve", ADMIN, None),
-    ("PATCH", "/api/modules/9999", ADMIN, {"enabled": False}),
-    ("POST", "/api/modules/9999/runs", ALL, {"host_ids": ["{host_id}"], "params": {}}),
-    ("POST", "/api/commands", ALL, {"envelope": "bst1.server.AAAA"}),
-    ("GET", "/api/runs", ALL, None),
-    ("GET", "/api/runs/{missing}", ALL, None),
+    ("GET", "/api/me", ALL, None, 200),
+    ("POST", "/api/me/password", ALL, {"old_password": "wrong-wrong", "new_password": "x" * 12}, 400),
+    ("POST", "/api/me/totp", ALL, None, 200),
+    ("POST", "/api/me/totp/confirm", ALL, {"code": "000000"}, 400),
+    ("DELETE", "/api/me/totp", ALL, None, 200),
+    ("GET", "/api/tokens", ALL, None, 200),
+    ("POST", "/api/tokens", ALL, {"name": "t"}, 201),
+    ("DELETE", "/api/tokens/{missing}", ALL, None, 404),
+    ("GET", "/api/users", ADMIN, None, 200),
+    ("POST", "/api/users", ADMIN, {"username": "new-user", "password": "x" * 12, "roles": ["user"]}, 201),
+    ("GET", "/api/users/{user_id}", ADMIN, None, 200),
+    ("PATCH", "/api/users/{user_id}", ADMIN, {"roles": ["user"]}, 200),
+    ("GET", "/api/locks", ADMIN, None, 200),
+    ("GET", "/api/login-rules", ADMIN, None, 200),
+    ("POST", "/api/login-rules", ADMIN, {"name": "lr1", "action": "allow"}, 201),
+    ("GET", "/api/login-rules/{missing}", ADMIN, None, 404),
+    ("PATCH", "/api/login-rules/{missing}", ADMIN, {"enabled": False}, 404),
+    ("DELETE", "/api/login-rules/{missing}", ADMIN, None, 404),
+    ("DELETE", "/api/locks/{missing}", ADMIN, None, 400),
+    ("GET", "/api/apps", ALL, None, 200),
+    ("POST", "/api/apps", ADMIN, {"name": "new-cat"}, 201),
+    ("DELETE", "/api/apps/{missing}", ADMIN, None, 404),
+    ("GET", "/api/credentials", ADMIN, None, 200),
+    ("POST", "/api/credentials", ADMIN, {"name": "c2", "username": "root", "password": "p"}, 201),
+    ("DELETE", "/api/credentials/{missing}", ADMIN, None, 404),
+    ("GET", "/api/hosts", ALL, None, 200),
+    ("POST", "/api/hosts", ADMIN, {"name": "h2"}, 400),
+    ("GET", "/api/hosts/{host_id}", ALL, None, HOST_GET),
+    ("PATCH", "/api/hosts/{host_id}", ADMIN, {"tags": ["x"]}, 200),
+    ("DELETE", "/api/hosts/{missing}", ADMIN, None, 404),
+    ("POST", "/api/hosts/{host_id}/accept-key", ADMIN, None, 400),
+    ("GET", "/api/grants", ADMIN, None, 200),
+    ("POST", "/api/grants", ADMIN, {"user_id": "{user_id}", "app_id": "{app_id}"}, 201),
+    ("DELETE", "/api/grants/{missing}", ADMIN, None, 404),
+    ("GET", "/api/events", SEC, None, 200),
+    ("GET", "/api/sessions", SEC, None, 200),
+    ("GET", "/api/sessions/{missing}", SEC, None, 404),
+    ("POST", "/api/sessions/{missing}/kill", SEC, {"reason": "test"}, 404),
+    ("GET", "/api/sessions/{missing}/recording", SEC, None, 404),
+    ("GET", "/api/access-locks", SEC, None, 200),
+    ("DELETE", "/api/access-locks/{missing}", ADMIN, None, 404),
+    ("GET", "/api/sessions/{missing}/commands", SEC, None, 404),
+    ("GET", "/api/sessions/{missing}/verify", SEC, None, 404),
+    ("GET", "/api/commands/search", SEC, None, 200),
+    ("GET", "/api/command-rules", ADMIN, None, 200),
+    ("POST", "/api/command-rules", ADMIN, {"name": "r1", "pattern": "x"}, 201),
+    ("DELETE", "/api/command-rules/{missing}", ADMIN, None, 404),
+    ("GET", "/api/modules", ALL, None, 200),
+    ("POST", "/api/modules/reserve", ADMIN, None, 201),
+    ("PATCH", "/api/modules/9999", ADMIN, {"enabled": False}, 404),
+    ("POST", "/api/modules/9999/runs", ALL, {"host_ids": ["{host_id}"], "params": {}}, 404),
+    ("POST", "/api/commands", ALL, {"envelope": "bst1.server.AAAA"}, 400),
+    ("GET", "/api/runs", ALL, None, 200),
+    ("GET", "/api/runs/{missing}", ALL, None, 404),
 ]
 PUBLIC = {("POST", "/api/login"), ("POST", "/api/login/totp"), ("POST", "/api/logout")}
 
 
 def test_matrix_covers_every_api_route() -> None:
     patterns = [r[0] for r in all_handlers() if r[0].startswith("/api/")]
-    covered = {re.sub(r"\{[a-z_]+\}", "x", path) for _, path, _, _ in MATRIX} | {p for _, p in PUBLIC}
+    covered = {re.sub(r"\{[a-z_]+\}", "x", path) for _, path, _, _, _ in MATRIX} | {p for _, p in PUBLIC}
     for pattern in patterns:
         rx = re.compile("^" + pattern + "$")
         assert any(rx.match(path) for path in covered), f"route {pattern} is missing from the matrix"
@@ -90,10 +93,11 @@ async def test_route_matrix(bastion: BastionApp, who: str) -> None:
         client = admin
     else:
         client = await bastion.user(f"m-{who}", roles=[who])
-    uid = (await bastion.services.store.get_user_by_name("m-user") or await bastion.services.store.get_user_by_name("admin")).id
+    target = await bastion.services.auth.create_user("m-target", "target-password-1", ["user"], actor="test")
+    uid = target.id  # the user the user-admin routes act on (never the caller: nobody may demote themselves)
     values = {**ids, "user_id": uid, "missing": "nonexistent"}
     failures = []
-    for method, template, allowed, body in MATRIX:
+    for method, template, allowed, body, status in MATRIX:
         path = template.format(**values)
         payload = None
         if body is not None:
@@ -103,7 +107,7 @@ async def test_route_matrix(bastion: BastionApp, who: str) -> None:
         if who == "anonymous":
             ok = resp.status == 401
         elif who in allowed:
-            ok = resp.status not in (401, 403) and resp.status < 500
+            ok = resp.status == (status[who] if isinstance(status, dict) else status)
         else:
             ok = resp.status == 403
         if not ok:

@@ -133,9 +133,12 @@ async def test_failure_counters_and_logins(store: Store) -> None:
     assert [x.id for x in await store.list_locked()] == ["user:x"]
     await store.create_login(Login(id="L1", user_id="u", expires_at=time.time() - 1))
     await store.create_login(Login(id="L2", user_id="u", expires_at=time.time() + 60))
+    await store.create_login(Login(id="L3", user_id="other", expires_at=time.time() + 60))
     assert await store.purge_expired_logins() == 1
     assert await store.get_login("L2") is not None
+    assert [login.id for login in await store.logins_of_user("u")] == ["L2"]
     assert await store.delete_logins_of_user("u") == 1
+    assert await store.logins_of_user("u") == []
 
 
 async def test_settings_are_written_once(store: Store) -> None:

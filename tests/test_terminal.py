@@ -6,53 +6,20 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from bastion.store import Session
-from client import TerminalClient
-from conftest import BastionApp, free_port, seed_inventory, stop_process, wait_port
+from client import Client, TerminalClient
+from conftest import ADMIN_PASSWORD, BastionApp, granted_host, seed_inventory, wait_ended
+from procs import bastion_env, free_port, init_bastion, rss_kib, serve_bastion, stop_process
+from scenario import cast_output, grant, read_cast, seed_sshd
 from sshd import PASSWORD, PASSWORD_USER, ensure_password_user
+from waiting import holds_for, wait_until
 
-
-def read_cast(path: str | Path) -> tuple[dict, list[list]]:
-    """Parse an asciicast v2 file: header and events (raises on malformed lines)."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    header = json.loads(lines[0])
-    assert header["version"] == 2 and header["width"] > 0 and header["height"] > 0
-    events = [json.loads(line) for line in lines[1:] if line.strip()]
-    for e in events:
-        assert isinstance(e[0], (int, float)) and e[1] in ("o", "i", "r", "m") and isinstance(e[2], str)
-    return header, events
-
-
-def cast_output(events: list[list]) -> bytes:
-    return "".join(e[2] for e in events if e[1] == "o").encode("utf-8")
-
-
-async def granted_host(app: BastionApp, sshd, username: str = "alice", name: str = "web1") -> tuple:
-    admin = await app.admin()
-    ids = await seed_inventory(app, admin, address=sshd.address, port=sshd.port, username=sshd.username,
-                               private_key=sshd.client_key, name=name)
-    user = await app.user(username)
-    uid = (await app.services.store.get_user_by_name(username)).id
-    assert (await admin.post("/api/grants", {"user_id": uid, "host_id": ids["host_id"]})).status == 201
-    return admin, user, ids
-
-
-async def wait_ended(app: BastionApp, session_id: str, timeout: float = 10) -> Session:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        record = await app.services.store.get_session(session_id)
-        if record and not record.live:
-            return record
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"session {session_id} still live after {timeout}s")
+__all__ = ["cast_output", "granted_host", "read_cast", "wait_ended"]  # other test modules import these from here
 
 
 async def test_echo_resize_and_recording(bastion: BastionApp, sshd) -> None:
@@ -109,10 +76,8 @@ async def test_bad_frames_get_notices_and_session_survives(bastion: BastionApp, 
     for frame in bad:
         await term.send_raw(frame)
     await term.send_raw(b"\x00binary")
-    for _ in range(50):
-        if len([c for c in term.controls if c["type"] == "notice"]) >= len(bad) + 1:
-            break
-        await asyncio.sleep(0.05)
+    await wait_until(lambda: len([c for c in term.controls if c["type"] == "notice"]) >= len(bad) + 1,
+                     what="a notice for every bad frame")
     notices = [c["message"] for c in term.controls if c["type"] == "notice"]
     assert len(notices) == len(bad) + 1, notices
     assert any("cols must be between 1 and 1000" in n for n in notices)
@@ -153,8 +118,10 @@ async def test_target_down_gives_clear_reason(bastion: BastionApp) -> None:
     await admin.post("/api/grants", {"user_id": uid, "host_id": ids["host_id"]})
     started = time.monotonic()
     term = await TerminalClient.open(admin, f"/ws/terminal/{ids['host_id']}")
-    closed = await term.control("closed", timeout=10)
-    assert time.monotonic() - started < bastion.config.terminal.connect_timeout + 2
+    closed = await term.control("closed", timeout=30)
+    # A refused port fails at once; this generous bound only catches a session that outlives its connect timeout
+    # (it would otherwise hang until the idle reaper), whatever the machine's load.
+    assert time.monotonic() - started < 3 * bastion.config.terminal.connect_timeout
     assert closed["code"] == "failed" and f"cannot connect to 127.0.0.1:{port}" in closed["reason"]
     assert (await wait_ended(bastion, term.session_id)).end_reason == "failed"
 
@@ -229,8 +196,8 @@ async def test_byte_exact_50mb_to_client_and_recording(bastion: BastionApp, sshd
     _, user, ids = await granted_host(bastion, sshd)
     term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}", cols=200, rows=50)
     await term.control("session")
-    await term.send("stty -echo; clear; echo READY''-FOR-DATA\r")
-    start = await term.expect("READY-FOR-DATA", timeout=30)  # the shell ran it: echo is off from here on
+    await term.send("stty -echo; clear; echo qu''iet\r")
+    start = await term.expect("quiet") + len("quiet")
     # 50 MiB of random base64 text framed by markers, produced on the host
     await term.send("printf 'BEGIN>'; head -c 39321600 /dev/urandom | base64 -w 76; printf '<END\\n'\r")
     begin = await term.expect("BEGIN>", start=start, timeout=30)
@@ -248,30 +215,29 @@ async def test_byte_exact_50mb_to_client_and_recording(bastion: BastionApp, sshd
 
 
 async def test_slow_reader_memory_stays_bounded(bastion: BastionApp, sshd) -> None:
-    """A client that stops reading while the host prints 200 MB: the bastion's memory stays bounded."""
-    import resource
+    """A client that stops reading while the host prints 200 MB: the session pauses the host, memory stays bounded.
+
+    The figures (RSS over time, bytes read from the host while paused) are measured by
+    tests/perf/bench_slow_reader.py; the bounds here are generous pass/fail guards against unbounded growth.
+    """
     _, user, ids = await granted_host(bastion, sshd)
     term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
     await term.control("session")
-    term._reader.cancel()  # stop reading: the socket's buffers fill up
-    rss_before = _rss_kib()
+    term.stop_reading()  # the socket's buffers fill up
+    rss_before = rss_kib(os.getpid())
     await term.send("head -c 209715200 /dev/zero | tr '\\0' 'x'\r")
-    await asyncio.sleep(6)
     session = bastion.services.hub.get(term.session_id)
-    assert session is not None and session._paused
-    assert session._pending < 8 * 1024 * 1024
-    growth = _rss_kib() - rss_before
-    assert growth < 64 * 1024, f"RSS grew by {growth} KiB"
-    assert session.bytes_out < 100 * 1024 * 1024  # the host was throttled, not read to the end
+    assert session is not None
+    await wait_until(lambda: session._paused, 30, what="the session pausing the host")
+
+    def bounded() -> bool:
+        # 160 MiB is ten times what a paused session holds here, and half of what the asyncssh re-pause
+        # regression (DESIGN.md: 431 MiB in 8 s) reaches in the 6 s soak below.
+        return (session._pending < 8 * 1024 * 1024 and rss_kib(os.getpid()) - rss_before < 160 * 1024
+                and session.bytes_out < 100 * 1024 * 1024)  # the host was throttled, not read to the end
+    await holds_for(bounded, 6)
+    assert session._paused
     await session.close("closed")
-    del resource
-
-
-def _rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 async def test_user_session_limit(make_bastion, sshd) -> None:
@@ -318,34 +284,18 @@ async def test_record_failure_warn_goes_on(make_bastion, sshd, tmp_path: Path) -
 
 def _bastion_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """Environment for a real `bastion serve` process on a free port with its admin password set."""
-    from conftest import ADMIN_PASSWORD
-    env = {**os.environ, "BASTION_SERVER_PORT": str(free_port()), "BASTION_SERVER_DATA_DIR": str(tmp_path / "var"),
-           "BASTION_DATABASE_URL": f"sqlite:///{tmp_path / 'var' / 'b.db'}",
-           "BASTION_TERMINAL_RECORDS_DIR": str(tmp_path / "records"), **extra}
-    subprocess.run([sys.executable, "-m", "bastion", "init"], env=env, check=True, capture_output=True)
-    subprocess.run([sys.executable, "-m", "bastion", "user", "passwd", "admin", "--password-stdin"], env=env,
-                   input=ADMIN_PASSWORD + "\n", text=True, check=True, capture_output=True)
+    env = bastion_env(tmp_path, **extra)
+    init_bastion(env, ADMIN_PASSWORD)
     return env
-
-
-def _serve(env: dict[str, str]) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    wait_port("127.0.0.1", int(env["BASTION_SERVER_PORT"]), proc=proc)
-    return proc
 
 
 async def _admin_with_host(env: dict[str, str], sshd):
     """Log in as admin over HTTP and create a host on the sshd granted to the admin; returns (client, host id)."""
-    from client import Client
-    from conftest import ADMIN_PASSWORD
     admin = Client(f"http://127.0.0.1:{env['BASTION_SERVER_PORT']}")
     await admin.login("admin", ADMIN_PASSWORD)
-    cat = (await admin.post("/api/apps", {"name": "c"})).json["id"]
-    cred = (await admin.post("/api/credentials", {"name": "k", "username": sshd.username, "private_key": sshd.client_key})).json["id"]
-    host = (await admin.post("/api/hosts", {"name": "h", "address": sshd.address, "port": sshd.port, "app_id": cat, "credential_id": cred})).json["id"]
-    await admin.post("/api/grants", {"user_id": (await admin.get("/api/me")).json["user"]["id"], "host_id": host})
-    return admin, host
+    ids = await seed_sshd(admin, sshd, "h")
+    await grant(admin, (await admin.get("/api/me")).json["user"]["id"], host_id=ids["host_id"])
+    return admin, ids["host_id"]
 
 
 def test_sigkill_then_restart_marks_interrupted(tmp_path: Path, sshd) -> None:
@@ -354,22 +304,23 @@ def test_sigkill_then_restart_marks_interrupted(tmp_path: Path, sshd) -> None:
 
 
 async def _sigkill_scenario(tmp_path: Path, sshd) -> None:
-    from client import Client
-    from conftest import ADMIN_PASSWORD
     env = _bastion_env(tmp_path, BASTION_SERVER_NODE_ID="node-a")
-    proc = _serve(env)
+    proc = serve_bastion(env)
     try:
         admin, host = await _admin_with_host(env, sshd)
         term = await TerminalClient.open(admin, f"/ws/terminal/{host}")
         await term.send("echo before''crash\r")
         await term.expect("beforecrash")
-        await asyncio.sleep(1.5)  # at least one flush
+        # the recording reached the disk (a flush happened) before the crash
+        records = Path(env["BASTION_TERMINAL_RECORDS_DIR"])
+        await wait_until(lambda: any(b"beforecrash" in p.read_bytes() for p in records.rglob("*.cast")),
+                         what="a flush of the recording")
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         await term.wait_closed()
     finally:
         stop_process(proc)
-    proc = _serve(env)
+    proc = serve_bastion(env)
     try:
         admin = Client(f"http://127.0.0.1:{env['BASTION_SERVER_PORT']}")
         await admin.login("admin", ADMIN_PASSWORD)
@@ -393,7 +344,7 @@ def test_sigterm_ends_sessions_with_shutdown(tmp_path: Path, sshd) -> None:
 
 async def _sigterm_scenario(tmp_path: Path, sshd) -> None:
     env = _bastion_env(tmp_path)
-    proc = _serve(env)
+    proc = serve_bastion(env)
     try:
         admin, host = await _admin_with_host(env, sshd)
         term = await TerminalClient.open(admin, f"/ws/terminal/{host}")
@@ -406,7 +357,7 @@ async def _sigterm_scenario(tmp_path: Path, sshd) -> None:
     finally:
         stop_process(proc)
     import sqlite3
-    doc = json.loads(sqlite3.connect(tmp_path / "var" / "b.db").execute(
+    doc = json.loads(sqlite3.connect(tmp_path / "var" / "bastion.db").execute(
         "SELECT doc FROM sessions WHERE id = ?", (term.session_id,)).fetchone()[0])
     assert doc["live"] is False and doc["end_reason"] == "shutdown" and doc["recording_size"] > 0
     _, events = read_cast(doc["recording_path"])

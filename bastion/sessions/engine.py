@@ -28,10 +28,11 @@ from ..ssh import Target
 from ..store import AccessLock, Host, Session, Store, User
 from ..vault import derive_key
 from .doors import FrontDoor
-from .session import LiveSession, SessionSettings
+from .session import HIGH_WATER, LiveSession, SessionSettings
 from .ssh_upstream import SSHUpstream
 
 log = logging.getLogger(__name__)
+MIN_SHARE = 64 * 1024  # the smallest SSH window and high water mark a session gets from the output budget
 MAX_OPENING_PER_ADDRESS = 20  # terminal opens in flight from one client address (a burst is refused early)
 
 
@@ -140,8 +141,10 @@ class SessionEngine:
             if reason == "kicked":
                 self.metrics.kicks += 1
 
+        window, high_water = self._output_share()
         session = LiveSession(record, user, host, door, recorder, settings=self.settings, verdict=self.rules.verdict,
-                              journal=self.journal, audit=self.audit, on_closed=closed)
+                              journal=self.journal, audit=self.audit, on_closed=closed, io=self.io,
+                              high_water=high_water)
         holder["s"] = session
         self.hub.register(session)
         try:
@@ -163,7 +166,7 @@ class SessionEngine:
             tcfg = self.config.terminal
             upstream = await SSHUpstream.open(
                 target, host, user.username, session, cols=cols, rows=rows, trust=self.trust,
-                connect_timeout=tcfg.connect_timeout, keepalive=tcfg.keepalive_interval, window=tcfg.ssh_window,
+                connect_timeout=tcfg.connect_timeout, keepalive=tcfg.keepalive_interval, window=window,
                 env=self._environment(host))
             if session.closing:
                 upstream.close()
@@ -183,9 +186,20 @@ class SessionEngine:
             log.info("session started %r", session)
         return session
 
+    def _output_share(self) -> tuple[int, int]:
+        """This session's SSH window and high water mark: an equal share of the process's output budget.
+
+        Sessions buffer at most their window (in asyncssh) plus their high water mark (unsent socket data); with
+        many sessions each gets less, so memory stays within `output_budget` (never below 64 KiB + 64 KiB)."""
+        tcfg = self.config.terminal
+        share = tcfg.output_budget // (len(self.hub.live()) + 1)
+        window = max(MIN_SHARE, min(tcfg.ssh_window, share * 2 // 3))
+        high_water = max(MIN_SHARE, min(HIGH_WATER, share // 3))
+        return window, high_water
+
     def _environment(self, host: Host) -> dict[str, str]:
         """The user's locale as SSH environment (hosts that do not AcceptEnv it simply ignore it)."""
-        locale = getattr(host, "locale", "") or self.config.terminal.locale
+        locale = host.locale or self.config.terminal.locale
         return {"LANG": locale, "LC_CTYPE": locale} if locale else {}
 
     # ---- policy -----------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from ..store import Store
 from .engine import SessionEngine
 
 log = logging.getLogger(__name__)
-EXPIRY_WARNING = 60.0  # seconds before the maximum duration when the user is warned
+EXPIRY_WARNING = 60.0  # seconds before the maximum duration when the user is warned (half of a shorter one)
 
 
 async def recover_interrupted(config: Config, store: Store, audit: Audit, hub: SessionHub, io: Executor) -> int:
@@ -69,7 +69,8 @@ async def reap_sessions_once(config: Config, hub: SessionHub, now: float | None 
             elif session.stalled_for(now) > tcfg.slow_client_timeout:
                 await session.close("slow_client")
             elif (tcfg.max_session_duration and not session.expiry_warned
-                  and now - session.started >= tcfg.max_session_duration - EXPIRY_WARNING):
+                  and now - session.started >= tcfg.max_session_duration - min(EXPIRY_WARNING,
+                                                                               tcfg.max_session_duration / 2)):
                 session.expiry_warned = True
                 left = max(1, int(tcfg.max_session_duration - (now - session.started)))
                 session.door.send_control(control("notice", level="warn",

@@ -8,8 +8,10 @@ followed by what comes next. The checkpoint is taken lazily, so a flood nobody w
 """
 from __future__ import annotations
 
+import threading
 from typing import Callable
 
+from ..commands import ScreenTracker
 from ..protocol import control
 from .watchers import Item
 
@@ -60,3 +62,68 @@ class ReplayWindow:
             self._dropped = False
             self.checkpoints += 1
         return list(self._items)
+
+
+class SnapshotScreen:
+    """A second terminal emulator for watchers' snapshots, rendered in the I/O pool, never on the loop.
+
+    The gate's emulator belongs to the event loop (commands are read from it at Enter). Watchers need a rendering
+    of the screen only when they join after the replay window overflowed or fall behind during a flood, and
+    parsing a flood's tail costs pyte tens of milliseconds: so they get their own emulator, fed through a short
+    operation queue (output and resizes, in order) under a lock, and parsed and rendered in a worker thread.
+    """
+
+    def __init__(self, cols: int, rows: int, max_pending: int = 32 * 1024) -> None:
+        self._tracker = ScreenTracker(cols, rows, max_pending)
+        self.max_pending = max_pending
+        self._size = (cols, rows)
+        self._ops: list[bytes | tuple[int, int]] = []
+        self._bytes = 0
+        self._reset = False
+        self._cuts = 0
+        self._ready: list[tuple[int, list[bytes | tuple[int, int]], bool]] = []
+        self._queue_lock = threading.Lock()  # loop ↔ thread: the operation queue
+        self._render_lock = threading.Lock()  # one rendering at a time
+
+    def feed(self, data: bytes) -> None:
+        """Hot path (loop): queue output; past a bound, keep only the tail (a redraw needs far less)."""
+        with self._queue_lock:
+            self._ops.append(data)
+            self._bytes += len(data)
+            if self._bytes > 4 * self.max_pending:
+                tail = b"".join(op for op in self._ops if isinstance(op, bytes))[-self.max_pending:]
+                self._ops = [self._size, tail]
+                self._bytes = len(tail)
+                self._reset = True
+
+    def resize(self, cols: int, rows: int) -> None:
+        with self._queue_lock:
+            self._size = (cols, rows)
+            self._ops.append((cols, rows))
+
+    def cut(self) -> int:
+        """(Loop) Mark the output so far as what the next rendering shows; output after it is the watcher's to stream."""
+        with self._queue_lock:
+            self._cuts += 1
+            self._ready.append((self._cuts, self._ops, self._reset))
+            self._ops, self._bytes, self._reset = [], 0, False
+            return self._cuts
+
+    def render(self, upto: int) -> bytes:
+        """(Worker thread) Apply the output up to cut `upto`, in order, and render the screen as ANSI."""
+        with self._render_lock:
+            with self._queue_lock:
+                batches = [b for b in self._ready if b[0] <= upto]
+                self._ready = [b for b in self._ready if b[0] > upto]
+            tracker = self._tracker
+            for _, ops, reset in batches:
+                if reset:
+                    tracker.screen.reset()
+                for op in ops:
+                    if isinstance(op, bytes):
+                        tracker.feed(op)
+                    else:
+                        tracker.resize(*op)
+                        tracker.screen.ensure_vbounds()
+                        tracker.screen.ensure_hbounds()
+            return tracker.snapshot()

@@ -4,8 +4,8 @@ It owns the recording, the screen and command gate, its watchers, notices, and t
 knows nothing about SSH or WebSockets: it talks to a FrontDoor (the user) and an Upstream (the host or pod).
 
 Output path per batch: the user's door (binary frame) → recorder (memory buffer) → gate (screen queue) →
-replay window → watchers. Backpressure: while the user's unsent bytes exceed HIGH_WATER the upstream is
-paused; it resumes below LOW_WATER. We never re-pause from inside resume_reading() (asyncssh flushes its
+replay window → watchers. Backpressure: while the user's unsent bytes exceed the high water mark the upstream
+is paused; it resumes below a quarter of it. We never re-pause from inside resume_reading() (asyncssh flushes its
 buffer there); we decide after it returns. Nothing here awaits the store: commands, audit events and the
 end of the session go through the journal.
 """
@@ -15,6 +15,7 @@ import asyncio
 import functools
 import logging
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -26,12 +27,11 @@ from ..protocol import control
 from ..recorder import NullRecorder, Recorder
 from ..store import Command, Host, Session, User
 from .doors import FrontDoor, Upstream
-from .replay import ReplayWindow
+from .replay import ReplayWindow, SnapshotScreen
 from .watchers import Item, Watcher, share_budget
 
 log = logging.getLogger(__name__)
-HIGH_WATER = 1024 * 1024
-LOW_WATER = 256 * 1024
+HIGH_WATER = 1024 * 1024  # unsent bytes to the user's door before the upstream is paused (at most; see engine)
 RESIZE_INTERVAL = 0.1  # at most 10 resizes a second reach the host and the recording
 
 REASON_TEXT = {
@@ -63,8 +63,11 @@ class LiveSession:
 
     def __init__(self, record: Session, user: User, host: Host, door: FrontDoor, recorder: Recorder, *,
                  settings: SessionSettings, verdict: Callable[[str, User, Host], Awaitable[Verdict]],
-                 journal: Journal, audit: Audit, on_closed: Callable[["LiveSession", str], None]) -> None:
+                 journal: Journal, audit: Audit, on_closed: Callable[["LiveSession", str], None],
+                 io: Executor, high_water: int = HIGH_WATER) -> None:
         self.record = record
+        self.high_water = high_water
+        self.low_water = high_water // 4
         self.id = record.id
         self.user = user
         self.host = host
@@ -78,7 +81,8 @@ class LiveSession:
         self.cols, self.rows = record.cols, record.rows
         self.gate = CommandGate(self.cols, self.rows, write=self._write_upstream, check=self._check,
                                 on_command=self._command_decided, notice=self.notice)
-        self.replay = ReplayWindow(self.cols, self.rows, self._snapshot)
+        self.screen_for_watchers = SnapshotScreen(self.cols, self.rows)
+        self.replay = ReplayWindow(self.cols, self.rows, self._snapshot_now)
         self.watchers: set[Watcher] = set()
         self.upstream: Upstream | None = None
         self.started = time.monotonic()
@@ -99,7 +103,7 @@ class LiveSession:
         self._want_size = (self.cols, self.rows)
         self._resized_at = 0.0
         self._resize_timer: asyncio.TimerHandle | None = None
-        self._snapshot_cache: tuple[float, bytes] | None = None
+        self._io = io
         self._tasks: set[asyncio.Task] = set()
 
     def __repr__(self) -> str:
@@ -149,7 +153,7 @@ class LiveSession:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_output)
-        if (self._pending + self._out_size > HIGH_WATER and not self._paused and not self._resuming
+        if (self._pending + self._out_size > self.high_water and not self._paused and not self._resuming
                 and self.upstream is not None):
             self._paused = True
             self.upstream.pause_reading()
@@ -172,6 +176,7 @@ class LiveSession:
             fut.add_done_callback(functools.partial(self._sent, len(data)))
         self.recorder.output(data)
         self.gate.observe(data)
+        self.screen_for_watchers.feed(data)
         self.replay.output(data)
         for watcher in self.watchers:
             watcher.push(data)
@@ -182,14 +187,14 @@ class LiveSession:
         if not fut.cancelled():
             fut.exception()  # retrieved: a closed door is handled by its own close path
         upstream = self.upstream
-        if self._paused and self._pending <= LOW_WATER and upstream is not None and not self.closing:
+        if self._paused and self._pending <= self.low_water and upstream is not None and not self.closing:
             self._paused = False
             self._resuming = True
             try:
                 upstream.resume_reading()
             finally:
                 self._resuming = False
-            if self._pending > HIGH_WATER and not self.closing:  # decided after resume_reading() returned
+            if self._pending > self.high_water and not self.closing:  # decided after resume_reading() returned
                 self._paused = True
                 upstream.pause_reading()
 
@@ -280,21 +285,23 @@ class LiveSession:
             self.upstream.resize(cols, rows)
         self.recorder.resize(cols, rows)
         self.gate.resize(cols, rows)
+        self.screen_for_watchers.resize(cols, rows)
         self.replay.resize(cols, rows)
         frame = control("resize", cols=cols, rows=rows)
         for watcher in self.watchers:
             watcher.push_control(frame)
 
     # ---- watchers ----------------------------------------------------------------------------------------
-    def _snapshot(self) -> bytes:
-        """The current screen as ANSI; one rendering serves every watcher resyncing at about the same time."""
-        now = time.monotonic()
-        if self._snapshot_cache is None or now - self._snapshot_cache[0] > 0.2:
-            self._snapshot_cache = (now, self.gate.screen.snapshot())
-        return self._snapshot_cache[1]
+    def _snapshot_now(self) -> bytes:
+        """The current screen as ANSI, rendered here (a watcher joining after the replay window overflowed)."""
+        return self.screen_for_watchers.render(self.screen_for_watchers.cut())
 
-    def _resync_frames(self) -> list[Item]:
-        return [control("resize", cols=self.cols, rows=self.rows), self._snapshot()]
+    async def _resync_frames(self) -> list[Item]:
+        """What a watcher that fell behind gets: the size and the screen, rendered in the I/O pool."""
+        size = control("resize", cols=self.cols, rows=self.rows)
+        cut = self.screen_for_watchers.cut()
+        shot = await asyncio.get_running_loop().run_in_executor(self._io, self.screen_for_watchers.render, cut)
+        return [size, shot]
 
     def attach_watcher(self, door: FrontDoor, username: str) -> Watcher:
         """A read-only watcher: it first sees the recent output (or the screen), then live output."""

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import Callable, Union
+from typing import Awaitable, Callable, Union
 
 from .doors import FrontDoor
 
@@ -28,7 +28,7 @@ Item = Union[bytes, str]  # output bytes, or a JSON control frame kept in order 
 class Watcher:
     """One read-only viewer of a session (a local socket, or a relay to another node)."""
 
-    def __init__(self, door: FrontDoor, username: str, limit: int, resync: Callable[[], list[Item]],
+    def __init__(self, door: FrontDoor, username: str, limit: int, resync: Callable[[], Awaitable[list[Item]]],
                  on_gone: Callable[["Watcher"], None], rate: float = WATCHER_RATE) -> None:
         self.door = door
         self._on_gone = on_gone
@@ -114,7 +114,7 @@ class Watcher:
                         break
                     self._resync = False  # from here on, output queues again behind the snapshot
                     self._last_snapshot = time.monotonic()
-                    for item in self._resync_frames():
+                    for item in await self._resync_frames():
                         if isinstance(item, str):
                             self.door.send_control(item)
                         elif not await self._write(item):

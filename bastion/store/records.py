@@ -93,6 +93,7 @@ class Host(Record):
     app_id: str = ""
     credential_id: str = ""
     tags: list[str] = field(default_factory=list)
+    locale: str = ""  # LANG/LC_CTYPE sent to this host ("" = [terminal] locale)
     host_key: str = ""  # pinned OpenSSH public key (trust on first use)
     host_key_fingerprint: str = ""
     offered_key: str = ""  # a different key the host offered, waiting for an admin

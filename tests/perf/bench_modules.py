@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from common import ROOT, Environment, machine, tmpdir
+from scenario import inventory_steps, run_steps_sync
 from sshd import make_sshd
 
 UPTIME = '''import bastion
@@ -69,25 +70,21 @@ async def main() -> None:
                                                        "BASTION_MODULES_MAX_RUNS": "20"})
     results: dict = {}
     try:
-        cat = env._api("POST", "/api/apps", {"name": "fleet"})["id"]
-        cred = env._api("POST", "/api/credentials", {"name": "fleet", "username": login,
-                                                     "private_key": servers[0].client_key})["id"]
-        host_ids, endpoints = [], []
-        for server in servers:
-            for addr, port in server.endpoints:
-                h = env._api("POST", "/api/hosts", {"name": f"h-{addr}", "address": addr, "port": port, "app_id": cat,
-                                                    "credential_id": cred})
-                host_ids.append(h["id"])
-                endpoints.append((addr, port))
-        uid = env._api("GET", "/api/me")["user"]["id"]
-        env._api("POST", "/api/grants", {"user_id": uid, "app_id": cat})
-        await asyncio.sleep(1.5)  # the registry picks the modules up
+        endpoints = [ep for server in servers for ep in server.endpoints]
+        ids = run_steps_sync(env.call, inventory_steps(name="fleet-h", username=login, private_key=servers[0].client_key,
+                                                       endpoints=endpoints, grant_to="me", grant_whole_category=True))
+        host_ids = ids["host_ids"]
+        deadline = time.monotonic() + 30  # the registry picks the modules up
+        while {"1101", "1102"} - {m["id"] for m in env.call("GET", "/api/modules")["items"]}:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the registry did not pick the modules up")
+            await asyncio.sleep(0.1)
 
         def run(module_id: str, hosts: list[str]) -> tuple[float, dict]:
             t0 = time.perf_counter()
-            r = env._api("POST", f"/api/modules/{module_id}/runs", {"host_ids": hosts, "params": {}})
+            r = env.call("POST", f"/api/modules/{module_id}/runs", {"host_ids": hosts, "params": {}})
             while True:
-                doc = env._api("GET", f"/api/runs/{r['run_id']}")
+                doc = env.call("GET", f"/api/runs/{r['run_id']}")
                 if doc["status"] in ("ok", "partial", "failed", "timeout"):
                     return time.perf_counter() - t0, doc
                 time.sleep(0.05)

@@ -11,46 +11,17 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 from bench_hub import MarkTracker, kick_latency
-from common import ADMIN_PASSWORD, BastionSession, MonitorSession, free_port, machine, stop, summarize, tmpdir, wait_port
+from common import ADMIN_PASSWORD, BastionAPI, BastionSession, MonitorSession, machine, summarize, tmpdir
+from procs import free_port, init_bastion, serve_bastion, start_nx, stop_process, wait_port
 from sshd import make_sshd
 
 SECRET = "bench-multinode-shared-secret-000000"
 
 
-class NodeEnv:
-    """What BastionSession / MonitorSession need: a port, a cookie, an XSRF token and the host id."""
-
-    def __init__(self, port: int) -> None:
-        self.bastion_port = port
-        self.cookie = ""
-        self.xsrf = ""
-        self.host_id = ""
-
-    def api(self, method: str, path: str, body=None):
-        req = urllib.request.Request(f"http://127.0.0.1:{self.bastion_port}{path}", method=method,
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Cookie": self.cookie, "X-XSRFToken": self.xsrf,
-                                              "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            cookies = resp.headers.get_all("Set-Cookie") or []
-            for c in cookies:
-                if c.startswith("bastion_login="):
-                    self.cookie = f"_xsrf={self.xsrf}; {c.split(';')[0]}"
-            return json.loads(resp.read() or b"null")
-
-    def login(self) -> None:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.bastion_port}/login", timeout=30) as resp:
-            self.xsrf = [h.split(";")[0].split("=", 1)[1] for h in resp.headers.get_all("Set-Cookie") if h.startswith("_xsrf=")][0]
-        self.cookie = f"_xsrf={self.xsrf}"
-        self.api("POST", "/api/login", {"username": "admin", "password": ADMIN_PASSWORD})
-
-
-async def lag(user_env: NodeEnv, mon_env: NodeEnv, marks: int) -> dict:
+async def lag(user_env: BastionAPI, mon_env: BastionAPI, marks: int) -> dict:
     user = await BastionSession().open(user_env)
     await user.send("echo RE''ADY\r")
     await user.read_until(b"READY", 60)
@@ -85,15 +56,13 @@ async def main() -> None:
     redis_port, nx_port = free_port(), free_port()
     redis = subprocess.Popen([shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(redis_port), "--bind",
                               "127.0.0.1", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    nx = subprocess.Popen([str(Path(sys.executable).parent / "nx-27017"), "--data-dir", str(work / "nx"), "--port",
-                           str(nx_port), "--log-file", str(work / "nx.log"), "--pid-file", str(work / "nx.pid")],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     (work / "nx").mkdir(exist_ok=True)
+    nx = None
     procs = []
     results: dict = {}
     try:
-        wait_port(redis_port, redis)
-        wait_port(nx_port, nx)
+        wait_port("127.0.0.1", redis_port, proc=redis)
+        nx = start_nx(work / "nx", nx_port)
         envs = []
         for name in ("node-a", "node-b"):
             port = free_port()
@@ -104,25 +73,15 @@ async def main() -> None:
                    "BASTION_TERMINAL_MAX_SESSIONS_PER_USER": "1000", "BASTION_TERMINAL_NOTIFY_MONITORED": "false",
                    "BASTION_LOG_LEVEL": "WARNING"}
             envs.append((env, port))
-        subprocess.run([sys.executable, "-m", "bastion", "init"], env=envs[0][0], check=True, capture_output=True)
-        subprocess.run([sys.executable, "-m", "bastion", "user", "passwd", "admin", "--password-stdin"], env=envs[0][0],
-                       input=ADMIN_PASSWORD + "\n", text=True, check=True, capture_output=True)
+        init_bastion(envs[0][0], ADMIN_PASSWORD)
         nodes = []
         for env, port in envs:
-            proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=env, stdout=subprocess.DEVNULL,
-                                    stderr=open(work / f"{env['BASTION_SERVER_NODE_ID']}.log", "wb"))
-            procs.append(proc)
-            wait_port(port, proc)
-            node = NodeEnv(port)
+            procs.append(serve_bastion(env, work / f"{env['BASTION_SERVER_NODE_ID']}.log"))
+            node = BastionAPI(port)
             node.login()
             nodes.append(node)
         a, b = nodes
-        cat = a.api("POST", "/api/apps", {"name": "c"})["id"]
-        cred = a.api("POST", "/api/credentials", {"name": "k", "username": login, "private_key": sshd.client_key})["id"]
-        host = a.api("POST", "/api/hosts", {"name": "h", "address": sshd.address, "port": sshd.port, "app_id": cat,
-                                            "credential_id": cred})["id"]
-        a.api("POST", "/api/grants", {"user_id": a.api("GET", "/api/me")["user"]["id"], "host_id": host})
-        a.host_id = b.host_id = host
+        b.host_id = a.seed_host(sshd, login)["host_id"]
         print("lag within node A …", flush=True)
         results["lag_single_node"] = await lag(a, a, args.marks)
         print("lag A → B …", flush=True)
@@ -133,9 +92,9 @@ async def main() -> None:
         results["kick_cross_node_ms"] = await kick_latency(a, args.kicks, kick_env=b)
     finally:
         for proc in procs:
-            stop(proc)
-        stop(redis)
-        stop(nx)
+            stop_process(proc)
+        stop_process(redis)
+        stop_process(nx)
         sshd.stop()
     s, c = results["lag_single_node"]["lag_ms"], results["lag_cross_node"]["lag_ms"]
     ks, kc = results["kick_single_node_ms"], results["kick_cross_node_ms"]

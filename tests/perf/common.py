@@ -25,38 +25,12 @@ sys.path.insert(0, str(ROOT))
 import asyncssh  # noqa: E402
 import websockets  # noqa: E402
 
+from procs import bastion_env, free_port, init_bastion, rss_kib, serve_bastion, stop_process, wait_port  # noqa: E402,F401
+from scenario import run_steps_sync, sshd_steps  # noqa: E402
 from sshd import make_sshd  # noqa: E402
 
 ADMIN_PASSWORD = "bench-admin-password"
 WEBSSH_VERSION = "1.6.3"
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
-    import socket
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"port {port} not listening")
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -72,17 +46,47 @@ def pct(values: list[float], p: float) -> float:
     return ordered[k]
 
 
+class BastionAPI:
+    """A blocking admin client for a bastion on 127.0.0.1:port (login cookie + XSRF header), for benchmark set-up
+    and for the `cookie`/`xsrf` the benchmark's own sockets and requests carry."""
+
+    def __init__(self, port: int) -> None:
+        self.bastion_port = port
+        self.xsrf = ""
+        self.cookie = ""
+        self.host_id = ""
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        """One API call; returns the JSON answer (raises on an HTTP error)."""
+        headers = {"Cookie": self.cookie, "Content-Type": "application/json", "X-XSRFToken": self.xsrf}
+        req = urllib.request.Request(f"http://127.0.0.1:{self.bastion_port}{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None, headers=headers)
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            for header in resp.headers.get_all("Set-Cookie") or []:
+                if header.startswith("bastion_login="):
+                    self.cookie = f"_xsrf={self.xsrf}; {header.split(';')[0]}"
+            return json.loads(resp.read() or b"null")
+
+    def login(self, username: str = "admin", password: str = ADMIN_PASSWORD) -> None:
+        """GET /login for the _xsrf cookie, then log in."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.bastion_port}/login", timeout=30) as resp:
+            self.xsrf = [h.split(";")[0].split("=", 1)[1] for h in resp.headers.get_all("Set-Cookie") if h.startswith("_xsrf=")][0]
+        self.cookie = f"_xsrf={self.xsrf}"
+        self.call("POST", "/api/login", {"username": username, "password": password})
+
+    def seed_host(self, sshd: Any, login: str) -> dict[str, Any]:
+        """The tests' inventory steps: a category, a credential logging in as `login`, a host granted to me."""
+        ids = run_steps_sync(self.call, sshd_steps(sshd, "bench", username=login, grant_to="me"))
+        self.host_id = ids["host_id"]
+        return ids
+
+
 def stop(proc: subprocess.Popen | None) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    """End a process we started, by its PID (None: nothing to do)."""
+    stop_process(proc)
 
 
-class Environment:
+class Environment(BastionAPI):
     """sshd + Bastion (+ webssh) for one benchmark run."""
 
     def __init__(self, work: Path, *, webssh: bool = True, bastion_env: dict[str, str] | None = None) -> None:
@@ -93,60 +97,23 @@ class Environment:
         # Log in as a plain account when we can: root's shell start-up on these machines runs `pyenv init`
         # (0.15 CPU-s and a lock per login), which would measure the machine's dotfiles, not the bastion.
         from sshd import PASSWORD_USER, ensure_password_user
-        self.login = PASSWORD_USER if ensure_password_user() else self.sshd.username
-        self.bastion_port = free_port()
+        self.login_name = PASSWORD_USER if ensure_password_user() else self.sshd.username
         self.bastion_proc: subprocess.Popen | None = None
         self.webssh_proc: subprocess.Popen | None = None
         self.webssh_port = 0
-        self.host_id = ""
-        self.cookie = ""
         self._start_bastion(bastion_env or {})
         if webssh:
             self._start_webssh()
 
     # ---- Bastion ---------------------------------------------------------------------------
     def _start_bastion(self, extra: dict[str, str]) -> None:
-        env = {**os.environ, "BASTION_SERVER_PORT": str(self.bastion_port),
-               "BASTION_SERVER_DATA_DIR": str(self.work / "var"),
-               "BASTION_DATABASE_URL": f"sqlite:///{self.work / 'var' / 'bastion.db'}",
-               "BASTION_TERMINAL_RECORDS_DIR": str(self.work / "records"),
-               "BASTION_TERMINAL_MAX_SESSIONS_PER_USER": "10000",
-               "BASTION_TERMINAL_NOTIFY_MONITORED": "false",
-               "BASTION_LOG_LEVEL": "WARNING", **extra}
-        py = sys.executable
-        subprocess.run([py, "-m", "bastion", "init"], env=env, check=True, capture_output=True)
-        subprocess.run([py, "-m", "bastion", "user", "passwd", "admin", "--password-stdin"], env=env,
-                       input=ADMIN_PASSWORD + "\n", text=True, check=True, capture_output=True)
-        self.bastion_proc = subprocess.Popen([py, "-m", "bastion", "serve"], env=env,
-                                             stdout=subprocess.DEVNULL, stderr=open(self.work / "bastion.log", "wb"))
-        wait_port(self.bastion_port, self.bastion_proc)
-        self._setup_inventory()
-
-    def _api(self, method: str, path: str, body: Any = None) -> Any:
-        headers = {"Cookie": self.cookie, "Content-Type": "application/json", "X-XSRFToken": self.xsrf}
-        req = urllib.request.Request(f"http://127.0.0.1:{self.bastion_port}{path}", method=method,
-                                     data=json.dumps(body).encode() if body is not None else None, headers=headers)
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            for header in resp.headers.get_all("Set-Cookie") or []:
-                name, _, rest = header.partition("=")
-                if name == "bastion_login":
-                    self.login_cookie = rest.split(";")[0]
-            return json.loads(resp.read() or b"null")
-
-    def _setup_inventory(self) -> None:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.bastion_port}/login", timeout=30) as resp:
-            xsrf = [h.split(";")[0].split("=", 1)[1] for h in resp.headers.get_all("Set-Cookie") if h.startswith("_xsrf=")][0]
-        self.xsrf = xsrf
-        self.cookie = f"_xsrf={xsrf}"
-        self._api("POST", "/api/login", {"username": "admin", "password": ADMIN_PASSWORD})
-        self.cookie = f"_xsrf={xsrf}; bastion_login={self.login_cookie}"
-        app = self._api("POST", "/api/apps", {"name": "bench"})["id"]
-        cred = self._api("POST", "/api/credentials", {"name": "bench", "username": self.login,
-                                                      "private_key": self.sshd.client_key})["id"]
-        self.host_id = self._api("POST", "/api/hosts", {"name": "bench", "address": self.sshd.address,
-                                                        "port": self.sshd.port, "app_id": app, "credential_id": cred})["id"]
-        uid = self._api("GET", "/api/me")["user"]["id"]
-        self._api("POST", "/api/grants", {"user_id": uid, "host_id": self.host_id})
+        env = bastion_env(self.work, BASTION_TERMINAL_MAX_SESSIONS_PER_USER="10000",
+                          BASTION_TERMINAL_NOTIFY_MONITORED="false", BASTION_LOG_LEVEL="WARNING", **extra)
+        super().__init__(int(env["BASTION_SERVER_PORT"]))
+        init_bastion(env, ADMIN_PASSWORD)
+        self.bastion_proc = serve_bastion(env, self.work / "bastion.log")
+        self.login()
+        self.seed_host(self.sshd, self.login_name)
 
     # ---- webssh (its own virtualenv) -----------------------------------------------------------
     def _start_webssh(self) -> None:
@@ -161,7 +128,7 @@ class Environment:
              "--xsrf=False", "--maxconn=100000", "--redirect=False", "--fbidhttp=False", "--logging=error",
              "--timeout=30", "--delay=60"],
             stdout=subprocess.DEVNULL, stderr=open(self.work / "webssh.log", "wb"))
-        wait_port(self.webssh_port, self.webssh_proc)
+        wait_port("127.0.0.1", self.webssh_port, proc=self.webssh_proc, timeout=30)
 
     def close(self) -> None:
         stop(self.bastion_proc)
@@ -207,7 +174,7 @@ class RawSSH(Session):
 
     async def open(self, env: Environment, cols: int = 120, rows: int = 40) -> "RawSSH":
         s = env.sshd
-        self.conn = await asyncssh.connect(s.address, s.port, username=env.login, known_hosts=None,
+        self.conn = await asyncssh.connect(s.address, s.port, username=env.login_name, known_hosts=None,
                                            client_keys=[asyncssh.import_private_key(s.client_key)], agent_path=None,
                                            config=None, encryption_algs=["aes128-gcm@openssh.com"])
         self.proc = await self.conn.create_process(term_type="xterm-256color", term_size=(cols, rows), encoding=None)
@@ -249,6 +216,10 @@ class WebSession(Session):
             pass
         self.closed_at = time.monotonic()
 
+    def stop_reading(self) -> None:
+        """Stop reading the socket (a slow client): the server's buffers for it fill up."""
+        self._reader.cancel()
+
     async def close(self) -> None:
         self._reader.cancel()
         await self.ws.close()
@@ -289,7 +260,7 @@ class WebSSHSession(WebSession):
         if not keyfile.exists():
             keyfile.write_text(env.sshd.client_key)
         form = urllib.parse.urlencode({"hostname": env.sshd.address, "port": env.sshd.port,
-                                       "username": env.login, "password": "",
+                                       "username": env.login_name, "password": "",
                                        "term": "xterm-256color"}).encode()
         boundary = "----bench"
         body = b""

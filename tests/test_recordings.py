@@ -1,0 +1,133 @@
+"""Recordings as the README promises them: input recorded when configured, `bastion play` (replay and speed,
+as a subprocess), and the retention job of a real `bastion serve` purging an old recording on its own."""
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+from bastion.recorder import chain_path
+from client import Client
+from conftest import ADMIN_PASSWORD, BastionApp, granted_host, wait_ended
+from procs import bastion_env, init_bastion, serve_bastion, stop_process
+from scenario import cast_output, grant, open_terminal, read_cast, seed_sshd, wait_ended_api
+from waiting import wait_until
+
+
+async def test_record_input_when_configured(make_bastion, sshd) -> None:
+    app = await make_bastion(terminal_record_input="true")
+    _, user, ids = await granted_host(app, sshd)
+    term = await open_terminal(user, ids["host_id"])
+    await term.send("echo typed''-in\r")
+    await term.expect("typed-in")
+    term.close()
+    record = await wait_ended(app, term.session_id)
+    _, events = read_cast(record.recording_path)
+    typed = "".join(e[2] for e in events if e[1] == "i")
+    assert "echo typed''-in\r" in typed
+    assert b"typed-in" in cast_output(events)
+
+
+def _cli_env(app: BastionApp) -> dict[str, str]:
+    return {**os.environ, "BASTION_SERVER_DATA_DIR": str(app.config.data_dir),
+            "BASTION_DATABASE_URL": app.config.database.url, "BASTION_TERMINAL_RECORDS_DIR": str(app.config.records_dir)}
+
+
+async def _play(app: BastionApp, session_id: str, speed: float) -> tuple[bytes, dict[bytes, float]]:
+    """Run `bastion play` and note when each marker arrives on its stdout."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bastion", "play", session_id, "--speed", str(speed),
+                                                env=_cli_env(app), stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, seen = b"", {}
+    while chunk := await asyncio.wait_for(proc.stdout.read(65536), 60):
+        out += chunk
+        for marker in (b"first", b"second"):
+            if marker in out and marker not in seen:
+                seen[marker] = time.monotonic()
+    assert await asyncio.wait_for(proc.wait(), 30) == 0, await proc.stderr.read()
+    return out, seen
+
+
+async def test_bastion_play_replays_with_timing_and_speed(bastion: BastionApp, sshd) -> None:
+    _, user, ids = await granted_host(bastion, sshd)
+    term = await open_terminal(user, ids["host_id"], cols=90, rows=20)
+    await term.send("echo fir''st; sleep 1.5; echo sec''ond\r")
+    await term.expect("second")
+    term.close()
+    record = await wait_ended(bastion, term.session_id)
+    header, events = read_cast(record.recording_path)
+    at = {m: next(e[0] for e in events if e[1] == "o" and m in e[2]) for m in ("first", "second")}
+    recorded_gap = at["second"] - at["first"]
+    assert recorded_gap > 1.0  # `sleep 1.5` on the host, give or take when each chunk reached the bastion
+
+    out, seen = await _play(bastion, record.id, 1)
+    # the terminal gets the recorded size, exactly the recorded output, then its attributes reset
+    assert out == f"\x1b[8;{header['height']};{header['width']}t".encode() + cast_output(events) + b"\x1b[0m\n"
+    # the gap is replayed (sleeps guarantee a lower bound; idle gaps are capped at 2 s); half of it allows for
+    # the first marker reaching us late on a loaded machine
+    assert seen[b"second"] - seen[b"first"] >= 0.5 * min(recorded_gap, 2.0)
+
+    out, seen = await _play(bastion, record.id, 8)
+    assert out.endswith(cast_output(events) + b"\x1b[0m\n")
+    opened = await bastion.services.store.list_events(action="recording.opened")
+    assert opened.total == 2 and {e.actor for e in opened.items} == {"cli"}
+    # at 8x the gap is ~0.2 s; the bound is the recorded gap itself (generous: a player that ignored --speed
+    # could not go below it, since its sleeps guarantee at least that long)
+    assert seen[b"second"] - seen[b"first"] < min(recorded_gap, 2.0)
+
+
+async def test_retention_job_of_a_running_server_purges_old_recordings(tmp_path: Path, sshd) -> None:
+    """Start-up runs the retention job (then daily): a backdated session's recording goes, a fresh one stays."""
+    env = bastion_env(tmp_path)
+    init_bastion(env, ADMIN_PASSWORD)
+    url = f"http://127.0.0.1:{env['BASTION_SERVER_PORT']}"
+    proc = serve_bastion(env, tmp_path / "serve1.log")
+    try:
+        admin = Client(url)
+        await admin.login("admin", ADMIN_PASSWORD)
+        ids = await seed_sshd(admin, sshd)
+        await grant(admin, (await admin.get("/api/me")).json["user"]["id"], host_id=ids["host_id"])
+        sessions = []
+        for word in ("old", "new"):
+            term = await open_terminal(admin, ids["host_id"])
+            await term.send(f"echo {word}''-session\r")
+            await term.expect(f"{word}-session")
+            term.close()
+            sessions.append((await wait_ended_api(admin, term.session_id))["id"])
+    finally:
+        stop_process(proc)
+    old_id, new_id = sessions
+
+    # backdate the first session in the database, as if it were 40 days old
+    from bastion.store.sqlite import SQLiteStore
+    store = SQLiteStore(Path(env["BASTION_DATABASE_URL"].removeprefix("sqlite:///")))
+    await store.open()
+    try:
+        old = await store.get_session(old_id)
+        old.started_at -= 40 * 86400
+        await store.save(old)
+        paths = {sid: Path((await store.get_session(sid)).recording_path) for sid in sessions}
+    finally:
+        await store.close()
+    assert all(p.exists() for p in paths.values())
+
+    proc = serve_bastion({**env, "BASTION_TERMINAL_RETENTION_DAYS": "30"}, tmp_path / "serve2.log")
+    try:
+        admin = Client(url)
+        await admin.login("admin", ADMIN_PASSWORD)
+
+        async def purged() -> bool:
+            return (await admin.get(f"/api/sessions/{old_id}")).json.get("purged") is True
+        await wait_until(purged, 30, what="the retention job purging the old session")
+        assert not paths[old_id].exists() and not chain_path(paths[old_id]).exists()
+        assert paths[new_id].exists()
+        kept = (await admin.get(f"/api/sessions/{old_id}")).json
+        assert kept["username"] == "admin" and kept["host_name"] == "web1"  # metadata stays
+        assert (await admin.get(f"/api/sessions/{new_id}")).json["purged"] is False
+        events = (await admin.get("/api/events", params={"action": "recording.purged"})).json
+        assert events["total"] == 1 and events["items"][0]["actor"] == "retention"
+        assert (await admin.get(f"/api/sessions/{old_id}/recording")).status == 404
+    finally:
+        stop_process(proc)
