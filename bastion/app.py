@@ -135,10 +135,7 @@ async def open_bastion(config: Config) -> AsyncIterator[Services]:
                             output_cap=config.modules.output_cap, host_concurrency=config.modules.host_concurrency)
         stack.push_async_callback(executor.shutdown)
         runs = RunService(config, core.store, core.vault, core.audit, core.inventory, registry, executor)
-        services = Services(config=config, store=core.store, journal=core.journal, vault=core.vault, audit=core.audit,
-                            auth=core.auth, inventory=core.inventory, trust=core.trust, recent_logins=core.recent_logins,
-                            cpu=core.cpu, io=core.io,
-                            templates=make_templates(str(TEMPLATE_DIR)), hub=hub, rules=rules, sessions=engine,
+        services = Services(**vars(core), templates=make_templates(str(TEMPLATE_DIR)), hub=hub, rules=rules, sessions=engine,
                             registry=registry, executor=executor, runs=runs, trusted_proxies=trusted_networks(config))
         jobs = BackgroundJobs(services)
         jobs.start()

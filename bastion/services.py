@@ -44,20 +44,10 @@ class Core:
 
 
 @dataclass(frozen=True)
-class Services:
-    """Everything a handler may reach; built by `open_bastion` for `serve` and for the tests alike."""
+class Services(Core):
+    """Everything a handler may reach (the core and the live services); built by `open_bastion` for `serve` and
+    for the tests alike."""
 
-    config: Config
-    store: Store
-    journal: Journal
-    vault: Vault
-    audit: Audit
-    auth: AuthService
-    inventory: Inventory
-    trust: HostKeyTrust
-    recent_logins: RecentLogins
-    cpu: ThreadPoolExecutor
-    io: ThreadPoolExecutor
     templates: jinja2.Environment
     hub: SessionHub
     rules: RuleCache

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from tornado.httpclient import HTTPClientError
@@ -15,20 +14,7 @@ from tornado.websocket import WebSocketClosedError
 from client import TerminalClient
 from conftest import VENV_BIN, BastionApp, free_port, mongo_db_url, stop_process, wait_port
 from test_terminal import granted_host, read_cast, wait_ended
-
-
-async def until(predicate: Any, timeout: float, what: str) -> Any:
-    """Poll an async or sync predicate until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout}s")
-        await asyncio.sleep(0.05)
+from waiting import wait_until
 
 
 async def ready_shell(term: TerminalClient, marker: str = "rea''dy") -> None:
@@ -57,7 +43,7 @@ async def test_burst_of_opens_never_exceeds_the_limit(make_bastion, sshd) -> Non
     assert (await app.services.store.list_sessions()).total == len(opened)
     for term in opened:
         term.close()
-    await until(lambda: not app.services.hub.live(), 15, "sessions closing")
+    await wait_until(lambda: not app.services.hub.live(), 15, what="sessions closing")
     assert app.services.hub.slots_held((await app.services.store.get_user_by_name("alice")).id) == 0
     # the slots came back: the user can open again
     again = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
@@ -70,8 +56,8 @@ async def test_maximum_duration_warns_then_expires(make_bastion, sshd) -> None:
     _, user, ids = await granted_host(app, sshd)
     term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
     await ready_shell(term)
-    await until(lambda: any("maximum duration" in c.get("message", "") for c in term.controls), 15,
-                "the warning a minute before the end")
+    await wait_until(lambda: any("maximum duration" in c.get("message", "") for c in term.controls), 15,
+                what="the warning a minute before the end")
     # keystrokes do not extend a maximum duration: type while waiting for the end
     closed_task = asyncio.ensure_future(term.control("closed", timeout=30))
     while not closed_task.done():
