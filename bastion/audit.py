@@ -76,7 +76,7 @@ _ACTIONS = (
     AuditAction("login_rule.updated", "B1021", "A login rule was changed"),
     AuditAction("login_rule.deleted", "B1022", "A login rule was deleted"),
     AuditAction("token.refused", "B1202", "An API token was refused (unknown, expired or lacking a scope)"),
-    AuditAction("socket.origin_refused", "B2005", "A WebSocket from a foreign Origin was refused"),
+    AuditAction("socket.origin_refused", "B2007", "A WebSocket from a foreign Origin was refused"),
 )
 ACTIONS: dict[str, AuditAction] = {a.name: a for a in _ACTIONS}
 SECRET_KEYS = ("password", "secret", "token", "private_key", "totp", "code")

@@ -64,7 +64,7 @@ async def test_account_totp_qr_enrolment_and_new_token(bastion: BastionApp, page
     await page.click("form[data-api='/api/tokens'] button[type=submit]")
     await page.wait_for_selector("#token-rows tr[data-token-id] >> text=deploy script")
     assert "Copy this now" in await page.text_content(".secret-once")
-    created = await page.locator("#token-rows tr[data-token-id] td").nth(2).inner_text()
+    created = await page.locator("#token-rows tr[data-token-id] td").nth(3).inner_text()  # name, id, scopes, created
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", created), created
     await page.screenshot(path=pages.shot("account-token.png"), full_page=True)
 
