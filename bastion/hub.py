@@ -117,6 +117,8 @@ class SessionHub:
         """Kick a live session wherever it runs; returns the ended record when it ran here."""
         ended = await self.end_local(record.id, reason, by)
         if ended is None:
+            if record.node == self.node:  # ours and gone: it ended, and its end is on its way to the store
+                raise Conflict("session has already ended")
             raise self.unreachable_error(record)
         return ended
 

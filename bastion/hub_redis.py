@@ -415,8 +415,8 @@ class RedisHub(SessionHub):
         ended = await self.end_local(record.id, reason, by)
         if ended is not None:
             return ended
-        if record.node == self.node:
-            raise NotFound("session is not live on this node")
+        if record.node == self.node:  # ours and gone: it ended, and its end is on its way to the store
+            raise Conflict("session has already ended")
         await self._request(record.node, {"op": "kick", "session": record.id, "reason": reason, "by": by})
         return None
 

@@ -45,16 +45,17 @@ class UserHandler(APIHandler):
         user = await self._user(user_id)
         if not body:
             raise Invalid("nothing to change")
-        if user.id == self.principal.user.id and (body.get("disabled") or ("roles" in body and "admin" not in body["roles"])):
+        roles = v.roles(body) if "roles" in body else None  # type-checked before anything looks inside it
+        disabled = v.boolean(body, "disabled") if body.get("disabled") is not None else None
+        if user.id == self.principal.user.id and (disabled or (roles is not None and "admin" not in roles)):
             raise Invalid("you cannot disable yourself or remove your own admin role")
         if "password" in body:
             await self.auth.set_password(user, v.text(body, "password", max_len=256), actor=self.actor)
+            self.services.recent_logins.forget_user(user.id)  # set_password ended every login of the user
         if body.get("totp") is False:
             user = await self.auth.disable_totp(user, actor=self.actor)
-        if "roles" in body or "disabled" in body:
-            user = await self.auth.update_user(user, roles=v.roles(body) if "roles" in body else None,
-                                               disabled=v.boolean(body, "disabled") if "disabled" in body else None,
-                                               actor=self.actor)
+        if roles is not None or disabled is not None:
+            user = await self.auth.update_user(user, roles=roles, disabled=disabled, actor=self.actor)
             self.services.recent_logins.forget_user(user.id)
             if user.disabled:  # every node ends the user's live sessions (and re-checks periodically)
                 await self.hub.policy_changed(user.id, by=self.actor, why="user disabled")

@@ -26,10 +26,13 @@ class LoginHandler(APIHandler):
             await self.audit.record_limited("login.malformed", self.client_address, address=self.client_address,
                                             why=exc.message[:200])
             raise
+        recent = self.services.recent_logins
         if self.half_login is not None:  # a new login replaces any half-finished one
             await self.store.delete_login(self.half_login.id)
-        if self.principal and self.principal.login:
+            recent.forget(self.half_login.id)
+        if self.principal and self.principal.login:  # ...and the full one this browser had
             await self.store.delete_login(self.principal.login.id)
+            recent.forget(self.principal.login.id)
         user, login = await self.auth.login(username, password, self.client_address)
         if login.stage == "totp":
             if not code:
@@ -55,6 +58,7 @@ class LoginTotpHandler(APIHandler):
                                             why=exc.message[:200], step="totp")
             raise
         user, login = await self.auth.login_totp(self.half_login, code, self.client_address)
+        self.services.recent_logins.forget(self.half_login.id)  # the half login is gone from the store too
         self.set_login_cookie(login.id)  # the session id changes again after the TOTP step
         self.send({"user": user.public()})
 
@@ -88,6 +92,7 @@ class PasswordHandler(APIHandler):
         if not await self.auth.verify_password(old, user.password_hash):
             raise Invalid("old_password is wrong")
         await self.auth.set_password(user, new, actor=user.username)
+        self.services.recent_logins.forget_user(user.id)  # every login of the user ended with the old password
         self.clear_login_cookie()
         self.send({"ok": True})
 

@@ -2,6 +2,7 @@
 refusals audited at a bounded rate."""
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 from typing import Any
@@ -153,3 +154,96 @@ async def test_malformed_logins_audit_is_rate_limited(bastion: BastionApp) -> No
         resp = await c.post("/api/login", {"username": {"$ne": None}, "password": "x"})
         assert resp.status == 400
     assert (await bastion.services.store.list_events(action="login.malformed")).total == limit
+
+
+# Every state-changing API route with a valid body, then each field replaced by a hostile value: never a 500.
+BODIES: list[tuple[str, str, dict[str, Any]]] = [
+    ("POST", "/api/users", {"username": "fuzz-user", "password": "x" * 12, "roles": ["user"]}),
+    ("PATCH", "/api/users/{uid}", {"roles": ["user"], "disabled": False}),
+    ("POST", "/api/apps", {"name": "fuzz-cat", "description": "d"}),
+    ("POST", "/api/credentials", {"name": "fuzz-cred", "username": "root", "password": "p"}),
+    ("POST", "/api/hosts", {"name": "fuzz-host", "address": "127.0.0.9", "port": 22, "app_id": "{app_id}",
+                            "credential_id": "{credential_id}", "tags": ["a"]}),
+    ("PATCH", "/api/hosts/{host_id}", {"name": "web1", "port": 2222, "tags": ["b"]}),
+    ("POST", "/api/grants", {"user_id": "{uid}", "host_id": "{host_id}"}),
+    ("POST", "/api/tokens", {"name": "fuzz", "scopes": ["read"], "ttl_days": 3}),
+    ("POST", "/api/command-rules", {"name": "fuzz-rule", "kind": "regex", "pattern": "x", "action": "deny",
+                                    "scope": "all", "priority": 5}),
+    ("POST", "/api/login-rules", {"name": "fuzz-lr", "action": "allow", "networks": ["10.0.0.0/8"], "days": [1],
+                                  "start": "01:00", "end": "02:00", "timezone": "UTC", "priority": 1}),
+    ("POST", "/api/modules/1001/runs", {"host_ids": ["{host_id}"], "params": {}}),
+    ("POST", "/api/commands", {"envelope": "bst1.server.AAAA"}),
+    ("POST", "/api/me/password", {"old_password": "wrong-wrong", "new_password": "x" * 12}),
+    ("POST", "/api/me/totp/confirm", {"code": "000000"}),
+    ("POST", "/api/sessions/0123456789abcdef/kill", {"reason": "x"}),
+]
+HOSTILE: list[Any] = [{"$ne": None}, [{"$gt": ""}], None, True, -1, 1e308, "x" * 5000, "\u0000", ["a"] * 100, {}]
+
+
+@pytest.mark.parametrize("method, template, body", BODIES, ids=[f"{m} {p}" for m, p, _ in BODIES])
+async def test_hostile_field_values_are_never_a_500(bastion: BastionApp, method: str, template: str,
+                                                    body: dict[str, Any]) -> None:
+    admin = await bastion.admin()
+    ids = await seed_inventory(bastion, admin)
+    uid = (await bastion.services.store.get_user_by_name("admin")).id
+    values = {**ids, "uid": uid}
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.format(**values)
+        if isinstance(value, list):
+            return [fill(x) for x in value]
+        return value
+
+    failures = []
+    for field in body:
+        for bad in HOSTILE:
+            payload = {k: fill(v) for k, v in body.items()}
+            payload[field] = bad
+            resp = await admin.request(method, template.format(**values), payload)
+            error = (resp.json or {}).get("error", "") if resp.body.startswith(b"{") else ""
+            if resp.status >= 500 or "internal error" in error or "Traceback" in error:
+                failures.append(f"{field}={str(bad)[:30]} -> {resp.status} {resp.body[:120]!r}")
+    assert not failures, "\n".join(failures)
+
+
+QUERIES: list[tuple[str, tuple[str, ...]]] = [
+    ("/api/sessions", ("live", "user", "host_id", "reason", "since", "until", "limit", "offset")),
+    ("/api/events", ("action", "actor", "since", "until", "limit", "offset")),
+    ("/api/commands/search", ("q", "user", "host_id", "blocked", "since", "until", "limit", "offset")),
+    ("/api/runs", ("user", "module_id", "status", "limit", "offset")),
+    ("/api/hosts", ("app_id", "limit", "offset")),
+    ("/api/grants", ("user_id", "limit", "offset")),
+    ("/api/users", ("limit", "offset")),
+    ("/api/apps", ("limit", "offset")),
+]
+HOSTILE_QUERY = ["$ne", "[]", "{\"$gt\":\"\"}", "1e999", "nan", "-1", "x" * 3000, "\u0000", "1'; --", "..%2F.."]
+
+
+@pytest.mark.parametrize("path, names", QUERIES, ids=[p for p, _ in QUERIES])
+async def test_hostile_query_values_are_never_a_500(bastion: BastionApp, path: str, names: tuple[str, ...]) -> None:
+    admin = await bastion.admin()
+    failures = []
+    for name in names:
+        for bad in HOSTILE_QUERY:
+            resp = await admin.get(path, params={name: bad})
+            if resp.status >= 500:
+                failures.append(f"{name}={bad[:30]!r} -> {resp.status} {resp.body[:120]!r}")
+    assert not failures, "\n".join(failures)
+
+
+async def test_refused_origin_is_audited(bastion: BastionApp) -> None:
+    from tornado.httpclient import HTTPClientError
+
+    from client import TerminalClient
+    env = await _setup(bastion)
+    with pytest.raises(HTTPClientError) as refused:
+        await TerminalClient.open(env["alice"], f"/ws/terminal/{env['granted']}", origin="http://evil.example")
+    assert refused.value.code == 403
+    store = bastion.services.store
+    deadline = asyncio.get_running_loop().time() + 10
+    while not (await store.list_events(action="websocket.refused_origin")).total:
+        assert asyncio.get_running_loop().time() < deadline, "no audit event for the refused Origin"
+        await asyncio.sleep(0.05)
+    event = (await store.list_events(action="websocket.refused_origin")).items[0]
+    assert event.actor == "alice" and event.detail["origin"] == "http://evil.example" and event.address == "127.0.0.1"

@@ -18,6 +18,25 @@ import pytest
 from bastion.limits import http_server_options
 from conftest import free_port, make_config, stop_process, wait_port
 
+
+def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Wait until `bastion serve` answers HTTP (it binds its port before it opens the store)."""
+    import urllib.error
+    import urllib.request
+    wait_port("127.0.0.1", port, proc=proc)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"bastion serve exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)  # polling interval of this wait_until loop
+    raise RuntimeError("bastion serve did not answer HTTP")
+
 IDLE = 3  # [server] idle_timeout for these tests (seconds)
 BODY = 3  # [server] body_timeout
 
@@ -44,7 +63,7 @@ def served(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen]]:
     proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=_env(tmp_path, port),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_port("127.0.0.1", port, proc=proc)
+        wait_ready(port, proc)
         yield port, proc
     finally:
         stop_process(proc)
@@ -157,7 +176,7 @@ def test_open_files_limit_raised_to_hard_limit(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "bastion", "serve"], env=_env(tmp_path, port),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=lower_soft)
     try:
-        wait_port("127.0.0.1", port, proc=proc)
+        wait_ready(port, proc)
         assert _limits_of(proc.pid) == (min(hard, 1 << 20), hard)
     finally:
         stop_process(proc)
