@@ -211,8 +211,8 @@ async def test_redis_restart_mid_session(cluster: Cluster, sshd, outage: float) 
     await wait_for_control(mon, lambda c: c["type"] == "notice" and "reconnected" in c["message"], 20)
     assert not mon.closed.is_set()
     # the watcher's screen is reset and redrawn: what ran during the outage shows up again after the reset
-    reset = await mon.expect(b"\x1bc", start=mark, timeout=10)
-    await mon.expect("during-outage", start=reset, timeout=10)
+    reset = await mon.expect(b"\x1bc", start=mark, timeout=30)  # generous: both nodes reconnect with backoff
+    await mon.expect("during-outage", start=reset, timeout=30)
     mark = len(mon.output)
     await term.send("echo after''-outage\r")
     await mon.expect("after-outage", start=mark)
