@@ -164,7 +164,6 @@ async def serve(config: Config, *, on_ready: Callable[[int], Awaitable[None] | N
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
-    server: HTTPServer | None = None
     try:
         async with open_bastion(config) as services:
             password = await services.auth.ensure_first_admin()
@@ -185,9 +184,13 @@ async def serve(config: Config, *, on_ready: Callable[[int], Awaitable[None] | N
             await stop.wait()
             log.info("shutting down")
             server.stop()
-        await asyncio.wait_for(server.close_all_connections(), 10)
-    except asyncio.TimeoutError:
-        log.warning("some connections did not close within 10 s")
+            # live sessions end first (their sockets get a `closed` frame), then the remaining connections close,
+            # while the hub and the store are still there for what closing them does (unwatch, audit)
+            await services.sessions.shutdown()
+            try:
+                await asyncio.wait_for(server.close_all_connections(), 10)
+            except asyncio.TimeoutError:
+                log.warning("some connections did not close within 10 s")
     except BastionError as exc:
         print(f"bastion: {exc.message}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from .config import Config, redact_url
@@ -95,7 +96,9 @@ class _RelayDoor:
 class RemoteWatch:
     """Watcher side: one local monitor socket fed from an owner node through Redis."""
 
-    def __init__(self, session_id: str, owner: str, door: "FrontDoor", username: str) -> None:
+    def __init__(self, session_id: str, owner: str, door: "FrontDoor", username: str,
+                 on_relink: Callable[["RemoteWatch"], None]) -> None:
+        self.on_relink = on_relink
         self.session_id = session_id
         self.owner = owner
         self.door = door
@@ -115,13 +118,17 @@ class RemoteWatch:
                 fut.add_done_callback(_swallow)
         elif kind == b"c":
             text = body.decode("utf-8", "replace")
-            self.door.send_control(text)
             try:
-                if json.loads(text).get("type") == "closed":
-                    self.closed = True
-                    self.door.hang_up()
+                kind_of = json.loads(text).get("type")
             except ValueError:
-                pass
+                kind_of = None
+            if kind_of == "relink":  # the owner lost its link and is back: ask again for a fresh screen
+                self.on_relink(self)
+                return
+            self.door.send_control(text)
+            if kind_of == "closed":
+                self.closed = True
+                self.door.hang_up()
 
     def close(self, frame: str | None = None) -> None:
         if self.closed:
@@ -193,7 +200,11 @@ class RedisHub(SessionHub):
         """Publish; returns how many subscribers received it."""
         if self._redis is None:
             raise Unavailable("hub is not connected")
-        receivers = await self._redis.publish(channel, payload)
+        try:
+            receivers = await self._redis.publish(channel, payload)
+        except (RedisConnectionError, OSError):
+            # after a Redis restart the pool still holds dead connections: the first use of each fails once
+            receivers = await self._redis.publish(channel, payload)
         self.published += 1
         return int(receivers)
 
@@ -228,12 +239,26 @@ class RedisHub(SessionHub):
                 self.reconnects += 1
                 log.info("hub reconnected")
                 self.spawn(self._rewatch())
+                self.spawn(self._relink_relays())
+
+    async def _relink_relays(self) -> None:
+        """Owner side, after a reconnect: what the relays wrote while the link was down is lost, so each remote
+        watcher is asked to watch again (and gets a reset and a fresh screen)."""
+        relays, self._relays = self._relays, {}
+        for channel, relay in relays.items():
+            for session in self.sessions.values():
+                if relay in session.watchers:
+                    session.detach_watcher(relay)
+            try:
+                await self.publish(channel, b"c" + control("relink").encode())
+            except (RedisError, OSError, Unavailable):
+                pass
 
     def _tell_watchers(self, message: str) -> None:
         for watch in list(self._watches.values()):
             watch.door.send_control(control("notice", level="warn", message=message))
 
-    async def _rewatch(self) -> None:
+    async def _rewatch(self, watches: "list[RemoteWatch] | None" = None) -> None:
         """After a reconnect, ask each owner again: the watcher's screen is reset and redrawn.
 
         The owner may still be reconnecting itself, so "not answering" is retried for REWATCH_PATIENCE s; an owner
@@ -241,7 +266,7 @@ class RedisHub(SessionHub):
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + REWATCH_PATIENCE
-        waiting = list(self._watches.values())
+        waiting = list(self._watches.values()) if watches is None else watches
         delay = 0.2
         while waiting:
             left = []
@@ -379,7 +404,8 @@ class RedisHub(SessionHub):
             return await super().watch(record, door, username)
         if not self.connected or self._pubsub is None:
             raise Unavailable("the link between bastion nodes is down; try again shortly")
-        watch = RemoteWatch(record.id, record.node, door, username)
+        watch = RemoteWatch(record.id, record.node, door, username,
+                            on_relink=lambda w: self.spawn(self._rewatch([w])))
         self._routes[watch.channel] = watch.deliver
         try:
             await self._pubsub.subscribe(watch.channel)
