@@ -439,7 +439,7 @@ class CommandGate:
         if pending:
             self._write("".join(pending))
         if refused:
-            self._refuse()  # what was typed before the refused line, and any construct it was part of
+            await self._refuse()  # what was typed before the refused line, and any construct it was part of
 
     async def _after_interrupt(self) -> None:
         started, self._interrupted = self._interrupted, None
@@ -546,7 +546,7 @@ class CommandGate:
         construct, history = self.construct.copy(), list(self.history)
         judged = await self._judge(text.split("\n"), construct, history)
         if judged.refused is not None or judged.unavailable:
-            self._refuse()
+            await self._refuse()
             if judged.refused is not None:
                 entry, verdict = judged.refused
                 self._notice("error", f"command blocked by policy ({verdict.rule}): {entry[:200]}")
@@ -699,17 +699,30 @@ class CommandGate:
                     judged.decided.append((entry, verdict))
         return judged
 
-    def _refuse(self) -> None:
+    async def _refuse(self) -> None:
         """Erase the line at the host; an open construct is cancelled so none of it runs."""
         if self._paste_open:  # the host is inside a bracketed paste whose rest is dropped: close it first
             self._write(PASTE_END)
             self._paste_open = False
             self._drop_paste = self._in_paste
-        self._write(KILL_LINE + ("\x03" if self.construct.open else ""))
-        if self.construct.open:
-            self.at_prompt = False
+        cancel = self.construct.open
         self.construct.clear()
         self.line.reset()
+        self._write(KILL_LINE)
+        if not cancel:
+            return
+        # Ctrl-C makes the terminal discard input readline has not read yet, and bash may keep readline's
+        # buffer across SIGINT: the erase must have been read (the line shows empty) before Ctrl-C goes
+        await self._wait(self._erased, self.echo_wait)
+        self._write("\x03")
+        self.at_prompt = False
+        # what follows is held until bash prompts again, and that line is erased too (see _after_interrupt)
+        self._interrupted = asyncio.get_running_loop().time()
+        self._interrupted_line = True
+
+    def _erased(self) -> bool:
+        """The shell's line shows empty after its prompt (or it is not reading a line at all)."""
+        return not self.at_prompt or self._screen_line() in ("", None)
 
     # ---- multi-line input checked before any of it goes ------------------------------------------------
     async def _precheck(self, keys: list[Key]) -> tuple[list[Key], bool]:
