@@ -481,6 +481,7 @@ class CommandGate:
                                           "the input after it was not sent")
                     return False
                 nudges += 1
+                log.debug("bash re-armed readline with SIGINT pending: Ctrl-C again")
                 self._write("\x03")
                 self._interrupt(self.typeahead_wait)
                 self._interrupted = None
