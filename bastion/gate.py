@@ -431,7 +431,9 @@ class CommandGate:
                 self.line.reset()
                 self.construct.clear()
                 pending.append(key)
-                self._interrupt(self.typeahead_wait)
+                # at a prompt the shell answers for sure (and racing it is what loses keys): wait for it as long
+                # as for a first prompt; a running program may ignore Ctrl-C: then what follows is its input
+                self._interrupt(self.first_prompt_wait if self.at_prompt else self.typeahead_wait)
                 continue
             self._note_prompt()
             if not self.at_prompt and self.markers_seen:
@@ -483,9 +485,9 @@ class CommandGate:
                 nudges += 1
                 log.debug("bash re-armed readline with SIGINT pending: Ctrl-C again")
                 self._write("\x03")
-                self._interrupt(self.typeahead_wait)
+                self._interrupt(self.first_prompt_wait)
                 self._interrupted = None
-                deadline = max(deadline, loop.time() + self.typeahead_wait)
+                deadline = max(deadline, loop.time() + self.first_prompt_wait)
                 continue
             # no marker yet: the prompt is on its way, or a program that ignores Ctrl-C still runs (then what
             # follows is that program's input)

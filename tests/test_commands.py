@@ -354,7 +354,7 @@ async def test_interrupted_line_never_runs(bastion: BastionApp, sshd, tmp_path: 
         await term.send(then.replace("{keep}", str(keep)))
         await wait_until(lambda: b"\x1b[?2004h" in term.output[mark:], what="next prompt")
     await _settled(term)
-    assert all(keep.is_dir() for keep in keeps), [k.name for k in keeps if not k.is_dir()]
+    assert all(keep.is_dir() for keep in keeps), ([k.name for k in keeps if not k.is_dir()], term.output[-6000:])
     assert not re.search(r"(?<![\w-])rm -rf", hist.read_text()), hist.read_text()  # bash's own record
     term.close()
 
