@@ -351,8 +351,11 @@ async def test_interrupted_line_never_runs(bastion: BastionApp, sshd, tmp_path: 
         mark = len(term.output)
         await term.send(f"xrm -rf {keep} ")  # allowed as typed; `rm -rf …` once bash drops the x
         await term.send("\x03")  # lands while readline is still echoing the line: the racy case
+        sent = len(term.output)
         await term.send(then.replace("{keep}", str(keep)))
-        await wait_until(lambda: b"\x1b[?2004h" in term.output[mark:], what="next prompt")
+        # the shell accepted a line after the Ctrl-C and is idle at its prompt again (not racing the next round)
+        await wait_until(lambda: b"\r\n\x1b[?2004l\r" in term.output[sent:] and term.output.endswith(b"# "),
+                         what="next prompt")
     await _settled(term)
     assert all(keep.is_dir() for keep in keeps), ([k.name for k in keeps if not k.is_dir()], term.output[-6000:])
     assert not re.search(r"(?<![\w-])rm -rf", hist.read_text()), hist.read_text()  # bash's own record
