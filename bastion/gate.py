@@ -47,6 +47,8 @@ ALT_OFF = (b"\x1b[?1049l", b"\x1b[?1047l", b"\x1b[?47l")
 PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
 KILL_LINE = "\x05\x15"  # end of line, then erase it: the shell never sees the line
 MAX_SINCE_PROMPT = 64 * 1024
+INTERRUPT_TAIL = 4096  # output kept after a Ctrl-C: enough to see how bash came back to a prompt
+MAX_NUDGES = 2  # extra Ctrl-C sent to a bash that re-armed readline with its SIGINT still pending
 ENTER = "\r"
 
 # keys whose effect on the line the model follows (readline's emacs defaults and Debian's inputrc)
@@ -331,7 +333,8 @@ class CommandGate:
         self._first_wait_done = False
         self._paste_open = False  # the host has seen a paste's start but not yet its end
         self._interrupted: float | None = None  # when Ctrl-C was sent, until the shell prompts again
-        self._interrupted_line = False  # … and it interrupted a line being typed at a prompt
+        self._interrupt_wait = typeahead_wait  # how long a prompt may take to come back after that Ctrl-C
+        self._since_interrupt: bytearray | None = None  # output since that Ctrl-C (its tail)
         self._changed = asyncio.Event()
 
     # ---- output (hot path) ------------------------------------------------------------------------
@@ -363,6 +366,10 @@ class CommandGate:
                 self.alternate = False
         if self.at_prompt and len(self._since_prompt) < MAX_SINCE_PROMPT:
             self._since_prompt += data[start:start + MAX_SINCE_PROMPT]
+        if self._since_interrupt is not None:  # only between a Ctrl-C and the next fresh prompt
+            self._since_interrupt += data[-INTERRUPT_TAIL:]
+            if len(self._since_interrupt) > 2 * INTERRUPT_TAIL:
+                del self._since_interrupt[:-INTERRUPT_TAIL]
         self._changed.set()
 
     def resize(self, cols: int, rows: int) -> None:
@@ -401,7 +408,8 @@ class CommandGate:
                 if pending:
                     self._write("".join(pending))
                     pending = []
-                await self._after_interrupt()
+                if not await self._after_interrupt():
+                    return
             if isinstance(key, Pasted):
                 self._note_prompt()
                 self._start_line()
@@ -420,12 +428,12 @@ class CommandGate:
                     return  # refused: the rest of this input never reaches the host
                 continue
             if key == "\x03":
-                self._interrupted_line = self.line.used and self.at_prompt
                 self.line.reset()
                 self.construct.clear()
                 pending.append(key)
-                self.at_prompt = False  # readline starts over: the next marker is a fresh prompt
-                self._interrupted = asyncio.get_running_loop().time()
+                # at a prompt the shell answers for sure (and racing it is what loses keys): wait for it as long
+                # as for a first prompt; a running program may ignore Ctrl-C: then what follows is its input
+                self._interrupt(self.first_prompt_wait if self.at_prompt else self.typeahead_wait)
                 continue
             self._note_prompt()
             if not self.at_prompt and self.markers_seen:
@@ -439,19 +447,62 @@ class CommandGate:
         if pending:
             self._write("".join(pending))
         if refused:
-            self._refuse()  # what was typed before the refused line, and any construct it was part of
+            await self._refuse()  # what was typed before the refused line, and any construct it was part of
 
-    async def _after_interrupt(self) -> None:
+    def _interrupt(self, wait: float) -> None:
+        """A Ctrl-C is on its way: hold what follows until the shell reads a fresh line (at most `wait`)."""
+        self.at_prompt = False  # readline starts over: the next marker is a fresh prompt
+        self._interrupted = asyncio.get_running_loop().time()
+        self._interrupt_wait = wait
+        self._since_interrupt = bytearray()
+
+    async def _after_interrupt(self) -> bool:
+        """Wait until the shell reads a fresh line after Ctrl-C; False when it does not (the input is dropped).
+
+        bash (5.2) handles SIGINT at a prompt in one of two ways. Usually readline cleans up and bash starts a
+        fresh line: `ESC[?2004l CR ESC[?2004h ESC[?2004l CR CR LF ESC[?2004h prompt`. But when the signal
+        lands while readline is busy, readline re-arms (`ESC[?2004l CR ESC[?2004h`) with bash's SIGINT still
+        pending and the old line still in its buffer: the next key read is then swallowed and the old line
+        (less its first character) runs with whatever was typed after it, unchecked. A second Ctrl-C, sent
+        while readline waits for input, makes bash act on it; the keys are held until then."""
         started, self._interrupted = self._interrupted, None
         if started is None or self.alternate:
-            return
-        remaining = started + self.typeahead_wait - asyncio.get_running_loop().time()
-        await self._wait(lambda: self._prompted() or self.alternate, max(0.0, remaining))
-        if self._interrupted_line and self.at_prompt:
-            # bash sometimes shows its prompt with the interrupted line still in the buffer (SIGINT not yet
-            # handled) and then runs it with what follows: erase it first (no-ops on an empty line)
-            self._write(KILL_LINE)
-        self._interrupted_line = False
+            self._since_interrupt = None
+            return True
+        loop = asyncio.get_running_loop()
+        deadline = started + self._interrupt_wait
+        nudges = 0
+        while not self.alternate and not self._fresh_prompt():
+            if self.at_prompt:  # a marker without a fresh line yet: its prompt is on the way, or bash is stuck
+                if await self._wait(lambda: self.alternate or self._fresh_prompt() or not self.at_prompt,
+                                    self.typeahead_wait):
+                    continue
+                if nudges == MAX_NUDGES:
+                    self._since_interrupt = None
+                    self._notice("error", "the shell did not come back to its prompt after Ctrl-C; "
+                                          "the input after it was not sent")
+                    return False
+                nudges += 1
+                log.debug("bash re-armed readline with SIGINT pending: Ctrl-C again")
+                self._write("\x03")
+                self._interrupt(self.first_prompt_wait)
+                self._interrupted = None
+                deadline = max(deadline, loop.time() + self.first_prompt_wait)
+                continue
+            # no marker yet: the prompt is on its way, or a program that ignores Ctrl-C still runs (then what
+            # follows is that program's input)
+            if not await self._wait(lambda: self.alternate or self.at_prompt, max(0.0, deadline - loop.time())):
+                break
+        self._since_interrupt = None
+        return True
+
+    def _fresh_prompt(self) -> bool:
+        """After Ctrl-C: the shell reads a new line (a line feed came before the last marker switched on)."""
+        out = self._since_interrupt
+        if not self.at_prompt or out is None:
+            return self.at_prompt
+        on = out.rfind(RL_ON)
+        return on >= 0 and b"\n" in out[out.rfind(RL_OFF, 0, on) + 1:on]
 
     def _prompted(self) -> bool:
         """The shell is reading a line and has shown its prompt. After SIGINT bash 5.2 switches the marker on,
@@ -546,7 +597,7 @@ class CommandGate:
         construct, history = self.construct.copy(), list(self.history)
         judged = await self._judge(text.split("\n"), construct, history)
         if judged.refused is not None or judged.unavailable:
-            self._refuse()
+            await self._refuse()
             if judged.refused is not None:
                 entry, verdict = judged.refused
                 self._notice("error", f"command blocked by policy ({verdict.rule}): {entry[:200]}")
@@ -699,17 +750,29 @@ class CommandGate:
                     judged.decided.append((entry, verdict))
         return judged
 
-    def _refuse(self) -> None:
+    async def _refuse(self) -> None:
         """Erase the line at the host; an open construct is cancelled so none of it runs."""
         if self._paste_open:  # the host is inside a bracketed paste whose rest is dropped: close it first
             self._write(PASTE_END)
             self._paste_open = False
             self._drop_paste = self._in_paste
-        self._write(KILL_LINE + ("\x03" if self.construct.open else ""))
-        if self.construct.open:
-            self.at_prompt = False
+        cancel = self.construct.open
         self.construct.clear()
         self.line.reset()
+        self._write(KILL_LINE)
+        if not cancel:
+            return
+        # Ctrl-C makes the terminal discard input readline has not read yet, and bash may keep readline's
+        # buffer across SIGINT: the erase must have been read (the line shows empty) before Ctrl-C goes
+        await self._wait(self._erased, self.echo_wait)
+        self._write("\x03")
+        # what follows is held until bash reads a fresh line (see _after_interrupt); the shell was at a prompt,
+        # so it will answer: wait as long as for a first prompt
+        self._interrupt(self.first_prompt_wait)
+
+    def _erased(self) -> bool:
+        """The shell's line shows empty after its prompt (or it is not reading a line at all)."""
+        return not self.at_prompt or self._screen_line() in ("", None)
 
     # ---- multi-line input checked before any of it goes ------------------------------------------------
     async def _precheck(self, keys: list[Key]) -> tuple[list[Key], bool]:

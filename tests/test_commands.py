@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -328,6 +329,36 @@ async def test_cancelled_line_never_reaches_the_filter_again(bastion: BastionApp
     assert stored is not None
     assert [c.text for c in stored][1:] == ["echo harm''less", "echo SENT''INEL"]
     assert not any(c.blocked for c in stored)
+    term.close()
+
+
+@pytest.mark.parametrize("then", ["\r", "xrm -rf {keep}\r"], ids=["enter", "next-line"])
+@pytest.mark.parametrize("opener", ["", "if true; then\r"], ids=["ps1", "ps2"])
+async def test_interrupted_line_never_runs(bastion: BastionApp, sshd, tmp_path: Path, opener: str,
+                                           then: str) -> None:
+    """Ctrl-C landing while readline is busy: bash (5.2) may re-arm readline with its SIGINT still pending and
+    the old line in its buffer; the next key is then swallowed and the old line (less its first character),
+    or the next line less its first character, runs unchecked. The race is probabilistic, hence the rounds."""
+    admin, user, ids, term, hist = await shell(bastion, sshd, tmp_path)
+    await _deny_rm(admin)
+    keeps = [tmp_path / f"keep{i}" for i in range(16)]
+    for keep in keeps:
+        keep.mkdir()
+        if opener:
+            mark = len(term.output)
+            await term.send(opener)
+            await wait_until(lambda: b"\x1b[?2004h" in term.output[mark:], what="continuation prompt")
+        mark = len(term.output)
+        await term.send(f"xrm -rf {keep} ")  # allowed as typed; `rm -rf …` once bash drops the x
+        await term.send("\x03")  # lands while readline is still echoing the line: the racy case
+        sent = len(term.output)
+        await term.send(then.replace("{keep}", str(keep)))
+        # the shell accepted a line after the Ctrl-C and is idle at its prompt again (not racing the next round)
+        await wait_until(lambda: b"\r\n\x1b[?2004l\r" in term.output[sent:] and term.output.endswith(b"# "),
+                         what="next prompt")
+    await _settled(term)
+    assert all(keep.is_dir() for keep in keeps), ([k.name for k in keeps if not k.is_dir()], term.output[-6000:])
+    assert not re.search(r"(?<![\w-])rm -rf", hist.read_text()), hist.read_text()  # bash's own record
     term.close()
 
 
