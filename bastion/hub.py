@@ -116,11 +116,16 @@ class SessionHub:
     async def end(self, record: "Session", reason: str, by: str) -> "Session | None":
         """Kick a live session wherever it runs; returns the ended record when it ran here."""
         ended = await self.end_local(record.id, reason, by)
-        if ended is None:
-            if record.node == self.node:  # ours and gone: it ended, and its end is on its way to the store
-                raise Conflict("session has already ended")
-            raise self.unreachable_error(record)
-        return ended
+        if ended is not None:
+            return ended
+        if record.node == self.node:  # ours and gone: it ended, and its end is on its way to the store
+            raise Conflict("session has already ended")
+        await self.end_remote(record, reason, by)
+        return None
+
+    async def end_remote(self, record: "Session", reason: str, by: str) -> None:
+        """End a session another node runs (this hub cannot reach other nodes)."""
+        raise self.unreachable_error(record)
 
     # ---- policy -------------------------------------------------------------------------------------
     def on_policy_changed(self, listener: PolicyListener) -> None:

@@ -161,7 +161,6 @@ class RedisHub(SessionHub):
         self._reserve: Any = None
         self.connected = False
         self.published = 0
-        self.reconnects = 0
 
     def spawn(self, coro: Any) -> None:
         """Run a fire-and-forget coroutine, keeping a reference until it ends (errors retrieved)."""
@@ -236,7 +235,6 @@ class RedisHub(SessionHub):
                     await self._subscribe_all()
                 except Exception:
                     continue
-                self.reconnects += 1
                 log.info("hub reconnected")
                 self.spawn(self._rewatch())
                 self.spawn(self._relink_relays())
@@ -437,14 +435,8 @@ class RedisHub(SessionHub):
         except (Unavailable, Conflict):
             pass  # the owner drops relays whose channel has no listener when it next writes
 
-    async def end(self, record: "Session", reason: str, by: str) -> "Session | None":
-        ended = await self.end_local(record.id, reason, by)
-        if ended is not None:
-            return ended
-        if record.node == self.node:  # ours and gone: it ended, and its end is on its way to the store
-            raise Conflict("session has already ended")
+    async def end_remote(self, record: "Session", reason: str, by: str) -> None:
         await self._request(record.node, {"op": "kick", "session": record.id, "reason": reason, "by": by})
-        return None
 
     async def policy_changed(self, user_id: str, *, by: str, why: str) -> None:
         await self._run_listeners(user_id, by, why)

@@ -52,7 +52,6 @@ class Journal:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._closing = False
-        self.applied = 0
         self.retries = 0
 
     # ---- the non-blocking side --------------------------------------------------------------------------
@@ -152,7 +151,6 @@ class Journal:
                 backoff = min(backoff * 2, 5.0)
             for _ in range(done):
                 self._queue.popleft()
-            self.applied += done
             if not self._queue:
                 await self._after_drain()
 

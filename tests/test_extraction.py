@@ -13,8 +13,6 @@ Resize changes the terminal size.
 """
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
@@ -24,6 +22,7 @@ import pytest_asyncio
 
 from client import TerminalClient
 from conftest import BastionApp, make_config, seed_inventory, start_bastion
+from waiting import wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -207,19 +206,6 @@ async def env(tmp_path_factory: pytest.TempPathFactory, sshd) -> AsyncIterator[d
         await app.stop()
 
 
-async def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        await asyncio.sleep(0.02)
-
-
 class Shell:
     """A terminal socket to the host, set up for history comparison."""
 
@@ -235,7 +221,7 @@ class Shell:
         await term.control("session")
         # the channel is open: type at once, before bash has printed its first prompt
         await wait_until(lambda: getattr(app.services.hub.get(term.session_id), "upstream", None) is not None,
-                         what="SSH channel")
+                         10.0, what="SSH channel")
         hist = root / "bash_history"
         await term.send(f"export HISTFILE={hist} HISTCONTROL= HISTIGNORE= PROMPT_COMMAND='history -a'; "
                         f"unset HISTTIMEFORMAT; history -c; cd {root}; echo SET''UP-DONE\r" + early)
@@ -267,12 +253,12 @@ class Shell:
         await self.term.send("echo END''MARK\r")
         await self.term.expect("ENDMARK")
         await wait_until(lambda: self.hist.exists() and "echo END''MARK\n" in self.hist.read_text(),
-                         what="bash's history file")
+                         10.0, what="bash's history file")
 
         async def logged() -> list[str] | None:
             cmds = await self.app.services.store.commands_of_session(self.term.session_id)
             return cmds if cmds and cmds[-1].text == "echo END''MARK" else None
-        commands = await wait_until(logged, what="the sentinel in Bastion's log")
+        commands = await wait_until(logged, 10.0, what="the sentinel in Bastion's log")
         self.term.close()
         return commands, self.hist.read_text()
 

@@ -11,7 +11,7 @@ import logging
 import time
 from concurrent.futures import Executor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Coroutine, Iterator
 
 from ..audit import Audit
@@ -42,9 +42,7 @@ class SessionMetrics:
 
     started: int = 0
     kicks: int = 0
-    refused: int = 0
     bytes_closed: int = 0  # output bytes of sessions already ended
-    ended: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -137,7 +135,6 @@ class SessionEngine:
             self.release(admission)
             self.hub.unregister(session)
             self.metrics.bytes_closed += session.bytes_out
-            self.metrics.ended[reason] = self.metrics.ended.get(reason, 0) + 1
             if reason == "kicked":
                 self.metrics.kicks += 1
 
@@ -174,7 +171,6 @@ class SessionEngine:
             session.attach_upstream(upstream)
             await self.rules.current()  # warm the rules cache before the first Enter
         except BastionError as exc:
-            self.metrics.refused += 1
             self.audit.emit("session.refused", actor=user.username, target=host.name, ok=False, session=record.id,
                             why=exc.message, address=address)
             await session.close("failed", note=exc.message)

@@ -28,12 +28,6 @@ class ReplayWindow:
         self._items: list[Item] = [control("resize", cols=cols, rows=rows)]
         self._bytes = 0
         self._dropped = False  # the window overflowed: the next watcher starts from a checkpoint
-        self.checkpoints = 0
-
-    @property
-    def exact(self) -> bool:
-        """Whether a watcher joining now gets the session's output from its start."""
-        return self.checkpoints == 0 and not self._dropped
 
     def output(self, data: bytes) -> None:
         """Hot path: keep a reference; drop the window when it is full."""
@@ -60,7 +54,6 @@ class ReplayWindow:
             self._items = [control("resize", cols=cols, rows=rows), shot]
             self._bytes = len(shot)
             self._dropped = False
-            self.checkpoints += 1
         return list(self._items)
 
 

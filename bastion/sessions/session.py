@@ -255,7 +255,7 @@ class LiveSession:
             watcher.push_control(frame)
 
     def notice(self, level: str, message: str) -> None:
-        """A notice to the user (and, for warnings and errors, to the watchers)."""
+        """A notice to the user's door (gate refusals, filter outages, warnings about this session)."""
         frame = control("notice", level=level, message=message)
         self.door.send_control(frame)
 
