@@ -124,6 +124,7 @@ async def test_denied_command_never_runs(bastion: BastionApp, sshd, tmp_path: Pa
     assert not marker.exists()
     frames = [c for c in mon.controls if c["type"] == "command"]
     assert {"command": f"touch {marker}", "blocked": True} == {k: frames[0][k] for k in ("command", "blocked")}
+    await bastion.settle()  # commands and their audit events reach the store through the journal
     stored = await bastion.services.store.commands_of_session(term.session_id)
     blocked = [c for c in stored if c.blocked]
     assert [c.text for c in blocked] == [f"touch {marker}"] and blocked[0].rule == "no-markers"

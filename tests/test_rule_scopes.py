@@ -53,6 +53,7 @@ async def test_category_host_and_role_scopes(bastion: BastionApp, sshd, tmp_path
             assert not path.exists(), f"{path.name} was created although the rule denies it"
         else:
             await wait_until(path.exists, what=f"{path.name} created on the host")
+    await bastion.settle()  # commands reach the store through the journal, after the decision
     blocked = (await admin.get("/api/commands/search", params={"blocked": "1"})).json["items"]
     assert sorted(h["text"] for h in blocked) == sorted(f"touch {p}" for _, p, d in cases if d)
     for term in (a1, a2, b1):
