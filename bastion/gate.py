@@ -384,17 +384,24 @@ class CommandGate:
         self._seq_at_write = self._output_seq
         self._write_bytes(text.encode("utf-8", "surrogatepass"))
 
-    async def feed(self, data: str) -> None:
-        """User input (called one at a time): forward what may pass, decide each Enter."""
+    def feed_now(self, data: str) -> bool:
+        """The common cases, decided without waiting: a full-screen program's input, or one printable key typed
+        at a prompt. True when the input was handled; False when it needs feed()."""
         if self.alternate:
             self._write(data)
-            return
+            return True
         if (len(data) == 1 and " " <= data < "\x7f" and self.at_prompt and self._interrupted is None
-                and not self._in_paste):  # one key typed at a prompt: the common case, kept cheap
+                and not self._in_paste):
             self._note_prompt()
             self._start_line()
             self.line.insert(data)
             self._write(data)
+            return True
+        return False
+
+    async def feed(self, data: str) -> None:
+        """User input (called one at a time): forward what may pass, decide each Enter."""
+        if self.feed_now(data):
             return
         keys = self._keys(data)
         refused = False

@@ -88,6 +88,8 @@ class LiveSession:
         self.started = time.monotonic()
         self._last_out = self._last_in = self.started
         self._input: asyncio.Queue[str] = asyncio.Queue(maxsize=1000)
+        self._feeding = False  # the input pump is deciding something (input must queue behind it)
+        self._recorded_ahead = False  # the input at the head of the queue was recorded by send_input
         self._pump: asyncio.Task | None = None
         self.bytes_out = 0
         self.closing = False
@@ -151,8 +153,11 @@ class LiveSession:
         self._out.append(data)
         self._out_size += len(data)
         if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_output)
+            if self._last_in > self._last_out:  # the answer to the user's input (an echo): no wait to coalesce
+                self._flush_output()
+            else:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush_output)
         if (self._pending + self._out_size > self.high_water and not self._paused and not self._resuming
                 and self.upstream is not None):
             self._paused = True
@@ -217,6 +222,15 @@ class LiveSession:
         if self._resize_timer is not None:  # a pending resize reaches the host before the keys typed after it
             self._resize_timer.cancel()
             self._apply_resize()
+        if not self._feeding and self._input.empty():  # nothing queued before it: a plain key goes out at once
+            self.recorder.input(data)
+            try:
+                if self.gate.feed_now(data):
+                    return
+            except Exception:
+                self._input_failed()
+                return
+            self._recorded_ahead = True
         try:
             self._input.put_nowait(data)
         except asyncio.QueueFull:
@@ -230,12 +244,22 @@ class LiveSession:
     async def _pump_input(self) -> None:
         while not self.closing:
             data = await self._input.get()
-            self.recorder.input(data)
+            self._feeding = True
+            if self._recorded_ahead:  # send_input recorded it before trying the fast path
+                self._recorded_ahead = False
+            else:
+                self.recorder.input(data)
             try:
                 await self.gate.feed(data)
-            except Exception:  # fail closed and say so: the keys were not sent
-                log.exception("input handling failed %r", self)
-                self.notice("error", "this input could not be checked and was not sent; press Ctrl-C and retype it")
+            except Exception:
+                self._input_failed()
+            finally:
+                self._feeding = self._input.qsize() > 0
+
+    def _input_failed(self) -> None:
+        """Fail closed and say so: the keys were not sent."""
+        log.exception("input handling failed %r", self)
+        self.notice("error", "this input could not be checked and was not sent; press Ctrl-C and retype it")
 
     async def _check(self, command: str) -> Verdict:
         return await self._verdict(command, self.user, self.host)
