@@ -70,7 +70,7 @@ class ScreenTracker:
         """Queue output (hot path: O(1))."""
         self._pending.append(data)
         self._pending_size += len(data)
-        if self._pending_size > self.max_pending * 2:
+        if self._pending_size > self.max_pending + self.max_pending // 2:  # amortised: each trim drops a third
             self._trim()
 
     def _trim(self) -> None:

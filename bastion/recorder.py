@@ -22,7 +22,7 @@ from typing import Callable, Protocol
 
 log = logging.getLogger(__name__)
 FLUSH_INTERVAL = 0.5
-MAX_BUFFER = 4 * 1024 * 1024  # flush early past this many buffered bytes
+MAX_BUFFER = 1024 * 1024  # flush early past this many buffered bytes (lowered by the session's budget share)
 
 
 @dataclass
@@ -38,6 +38,7 @@ class Recorder(Protocol):
     def input(self, data: str) -> None: ...
     def resize(self, cols: int, rows: int) -> None: ...
     def marker(self, label: str) -> None: ...
+    def limit_buffer(self, size: int) -> None: ...
     async def close(self) -> RecordingResult: ...
 
 
@@ -54,6 +55,9 @@ class NullRecorder:
         pass
 
     def marker(self, label: str) -> None:
+        pass
+
+    def limit_buffer(self, size: int) -> None:
         pass
 
     async def close(self) -> RecordingResult:
@@ -102,6 +106,7 @@ class AsciicastRecorder:
         self._buffer: list[bytes] = []
         self._links: list[bytes] = []  # hex chain digest per line, for the .chain sidecar
         self._buffered = 0
+        self._max_buffer = MAX_BUFFER
         self._chain = b"\x00" * 32
         self._sha = hashlib.sha256()
         self._size = 0
@@ -128,6 +133,10 @@ class AsciicastRecorder:
         await self._flush()
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
 
+    def limit_buffer(self, size: int) -> None:
+        """Write out once about `size` bytes wait (besides once a second): the session's budget share."""
+        self._max_buffer = max(64 * 1024, min(size, MAX_BUFFER))
+
     # ---- events (called on the hot path: append to memory only) -------------------------------
     def _elapsed(self) -> float:
         return round(time.monotonic() - self._start, 6)
@@ -138,7 +147,7 @@ class AsciicastRecorder:
         self._links.append(self._chain.hex().encode() + b"\n")
         self._buffer.append(data)
         self._buffered += len(data)
-        if self._buffered > MAX_BUFFER and self._flusher is not None and not self._write_lock.locked():
+        if self._buffered > self._max_buffer and self._flusher is not None and not self._write_lock.locked():
             asyncio.get_running_loop().create_task(self._flush())
 
     def output(self, data: bytes) -> None:

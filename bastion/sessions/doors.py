@@ -43,4 +43,7 @@ class Upstream(Protocol):
 
     def resume_reading(self) -> None: ...
 
+    def limit_buffer(self, size: int) -> None:
+        """Buffer at most about `size` bytes of output from now on (the session's share of the output budget)."""
+
     def close(self) -> None: ...

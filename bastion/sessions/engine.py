@@ -28,11 +28,21 @@ from ..ssh import Target
 from ..store import AccessLock, Grant, Host, Session, Store, User
 from ..vault import derive_key
 from .doors import FrontDoor
+from .replay import REPLAY_WINDOW
 from .session import HIGH_WATER, LiveSession, SessionSettings
 from .ssh_upstream import SSHUpstream
 
 log = logging.getLogger(__name__)
-MIN_SHARE = 64 * 1024  # the smallest SSH window and high water mark a session gets from the output budget
+MIN_SHARE = 64 * 1024  # the smallest SSH window, high water mark and replay window a session gets from the budget
+
+
+@dataclass(frozen=True)
+class OutputShare:
+    """What one session may buffer: SSH window, unsent bytes to its door, replay window for late watchers."""
+
+    window: int
+    high_water: int
+    replay: int
 MAX_OPENING_PER_ADDRESS = 20  # terminal opens in flight from one client address (a burst is refused early)
 
 
@@ -134,16 +144,18 @@ class SessionEngine:
         def closed(session: LiveSession, reason: str) -> None:
             self.release(admission)
             self.hub.unregister(session)
+            self._rebalance()
             self.metrics.bytes_closed += session.bytes_out
             if reason == "kicked":
                 self.metrics.kicks += 1
 
-        window, high_water = self._output_share()
+        share = self._output_share(len(self.hub.live()) + 1)
         session = LiveSession(record, user, host, door, recorder, settings=self.settings, verdict=self.rules.verdict,
                               journal=self.journal, audit=self.audit, on_closed=closed, io=self.io,
-                              high_water=high_water)
+                              high_water=share.high_water, replay_limit=share.replay)
         holder["s"] = session
         self.hub.register(session)
+        self._rebalance()
         try:
             await recorder.open()  # type: ignore[attr-defined]
         except OSError as exc:
@@ -163,7 +175,7 @@ class SessionEngine:
             tcfg = self.config.terminal
             upstream = await SSHUpstream.open(
                 target, host, user.username, session, cols=cols, rows=rows, trust=self.trust,
-                connect_timeout=tcfg.connect_timeout, keepalive=tcfg.keepalive_interval, window=window,
+                connect_timeout=tcfg.connect_timeout, keepalive=tcfg.keepalive_interval, window=share.window,
                 env=self._environment(host))
             if session.closing:
                 upstream.close()
@@ -182,16 +194,24 @@ class SessionEngine:
             log.info("session started %r", session)
         return session
 
-    def _output_share(self) -> tuple[int, int]:
-        """This session's SSH window and high water mark: an equal share of the process's output budget.
+    def _output_share(self, sessions: int) -> "OutputShare":
+        """One session's part of the process's output budget when `sessions` are live.
 
-        Sessions buffer at most their window (in asyncssh) plus their high water mark (unsent socket data); with
-        many sessions each gets less, so memory stays within `output_budget` (never below 64 KiB + 64 KiB)."""
+        A session buffers at most its SSH window (in asyncssh), its high water mark (unsent socket data) and its
+        replay window (for late watchers): half, a quarter and a quarter of an equal share of `output_budget`,
+        so memory stays within the budget as sessions multiply (never below 64 KiB each)."""
         tcfg = self.config.terminal
-        share = tcfg.output_budget // (len(self.hub.live()) + 1)
-        window = max(MIN_SHARE, min(tcfg.ssh_window, share * 2 // 3))
-        high_water = max(MIN_SHARE, min(HIGH_WATER, share // 3))
-        return window, high_water
+        share = tcfg.output_budget // max(1, sessions)
+        return OutputShare(window=max(MIN_SHARE, min(tcfg.ssh_window, share // 2)),
+                           high_water=max(MIN_SHARE, min(HIGH_WATER, share // 4)),
+                           replay=max(MIN_SHARE, min(REPLAY_WINDOW, share // 4)))
+
+    def _rebalance(self) -> None:
+        """Sessions opened or closed: every live session's buffers follow the new share (an SSH window shrinks
+        but never grows past the size it opened with)."""
+        share = self._output_share(len(self.hub.live()))
+        for session in self.hub.live():
+            session.set_share(share.window, share.high_water, share.replay)
 
     def _environment(self, host: Host) -> dict[str, str]:
         """The user's locale as SSH environment (hosts that do not AcceptEnv it simply ignore it)."""

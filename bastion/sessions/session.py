@@ -27,7 +27,7 @@ from ..protocol import control
 from ..recorder import NullRecorder, Recorder
 from ..store import Command, Host, Session, User
 from .doors import FrontDoor, Upstream
-from .replay import ReplayWindow, SnapshotScreen
+from .replay import REPLAY_WINDOW, ReplayWindow, SnapshotScreen
 from .watchers import Item, Watcher, share_budget
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class LiveSession:
     def __init__(self, record: Session, user: User, host: Host, door: FrontDoor, recorder: Recorder, *,
                  settings: SessionSettings, verdict: Callable[[str, User, Host], Awaitable[Verdict]],
                  journal: Journal, audit: Audit, on_closed: Callable[["LiveSession", str], None],
-                 io: Executor, high_water: int = HIGH_WATER) -> None:
+                 io: Executor, high_water: int = HIGH_WATER, replay_limit: int = REPLAY_WINDOW) -> None:
         self.record = record
         self.high_water = high_water
         self.low_water = high_water // 4
@@ -82,7 +82,7 @@ class LiveSession:
         self.gate = CommandGate(self.cols, self.rows, write=self._write_upstream, check=self._check,
                                 on_command=self._command_decided, notice=self.notice)
         self.screen_for_watchers = SnapshotScreen(self.cols, self.rows)
-        self.replay = ReplayWindow(self.cols, self.rows, self._snapshot_now)
+        self.replay = ReplayWindow(self.cols, self.rows, self._snapshot_now, replay_limit)
         self.watchers: set[Watcher] = set()
         self.upstream: Upstream | None = None
         self.started = time.monotonic()
@@ -141,6 +141,14 @@ class LiveSession:
 
     def elapsed(self) -> float:
         return round(time.monotonic() - self.started, 3)
+
+    def set_share(self, window: int, high_water: int, replay_limit: int) -> None:
+        """This session's part of the process's output budget changed (sessions opened or closed)."""
+        self.high_water, self.low_water = high_water, high_water // 4
+        self.replay.limit = replay_limit
+        self.recorder.limit_buffer(high_water)
+        if self.upstream is not None:
+            self.upstream.limit_buffer(window)
 
     # ---- upstream → user ---------------------------------------------------------------------------------
     def attach_upstream(self, upstream: Upstream) -> None:

@@ -13,6 +13,7 @@ from ..store import Host
 from .doors import UpstreamEvents
 
 log = logging.getLogger(__name__)
+MIN_WINDOW = 32 * 1024  # one maximum SSH packet: a smaller window would stall the channel
 
 
 class _Channel(asyncssh.SSHClientSession):
@@ -31,9 +32,10 @@ class _Channel(asyncssh.SSHClientSession):
 class SSHUpstream:
     """One interactive shell on an SSH host (implements Upstream)."""
 
-    def __init__(self, conn: asyncssh.SSHClientConnection, chan: asyncssh.SSHClientChannel) -> None:
+    def __init__(self, conn: asyncssh.SSHClientConnection, chan: asyncssh.SSHClientChannel, window: int) -> None:
         self._conn = conn
         self._chan = chan
+        self._window = window
         self.closed = False
 
     @classmethod
@@ -59,7 +61,7 @@ class SSHUpstream:
         except BaseException:
             conn.close()
             raise
-        return cls(conn, chan)
+        return cls(conn, chan, window)
 
     def write(self, data: bytes) -> None:
         if not self.closed:
@@ -74,6 +76,13 @@ class SSHUpstream:
 
     def resume_reading(self) -> None:
         self._chan.resume_reading()
+
+    def limit_buffer(self, size: int) -> None:
+        # asyncssh (pinned 2.24.0) has no call to shrink an open channel's window; it refills the window up to
+        # `_init_recv_window` as data is delivered, so changing that bounds what the host may send ahead once
+        # the data already in flight has been read. It never grows past the window the channel opened with.
+        if isinstance(getattr(self._chan, "_init_recv_window", None), int):
+            self._chan._init_recv_window = max(MIN_WINDOW, min(size, self._window))
 
     def close(self) -> None:
         if self.closed:
