@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import os
@@ -243,6 +244,39 @@ async def test_slow_reader_memory_stays_bounded(bastion: BastionApp, sshd) -> No
     await holds_for(bounded, 6)
     assert session._paused
     await session.close("closed")
+
+
+async def test_output_budget_is_shared_as_sessions_open_and_close(make_bastion, sshd) -> None:
+    """Four sessions on a 4 MiB budget: each one's buffers shrink to its share (the SSH window too, on a channel
+    already open), output still arrives byte-exact through the shrunk window, and shares grow back on close."""
+    app = await make_bastion(terminal_output_budget=str(4 * 1024 * 1024), terminal_max_sessions_per_user="8")
+    _, user, ids = await granted_host(app, sshd)
+    terms = []
+    for _ in range(4):
+        term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
+        await term.control("session")
+        terms.append(term)
+    first = app.services.hub.get(terms[0].session_id)
+    assert first is not None
+    await wait_until(lambda: first.upstream is not None, 30, what="the first session connected")
+    share = 1024 * 1024  # 4 MiB / 4 sessions
+    assert (first.high_water, first.replay.limit) == (share // 4, share // 4)
+    assert first.upstream._chan._init_recv_window == share // 2  # was 2 MiB when it opened alone
+    await terms[0].send("stty -echo; echo qu''iet\r")
+    start = await terms[0].expect("quiet") + len("quiet")
+    await terms[0].send("printf 'BEGIN>'; head -c 6000000 /dev/urandom | base64 -w 76; printf '<END\\n'\r")
+    begin = await terms[0].expect("BEGIN>", start=start, timeout=30)
+    end = await terms[0].expect("<END", start=begin, timeout=120)
+    received = bytes(terms[0].output[begin + 6:end])
+    lines = received.split(b"\r\n")  # base64 of 6 MB in 76 columns, CRLF from the PTY: nothing lost or mangled
+    assert lines[-1] == b"" and all(len(line) == 76 for line in lines[:-2])
+    assert len(base64.b64decode(b"".join(lines), validate=True)) == 6000000
+    for term in terms[1:]:
+        term.close()
+    await wait_until(lambda: len(app.services.hub.live()) == 1, 30, what="three sessions ending")
+    assert first.high_water == 1024 * 1024  # the whole budget's quarter is capped at 1 MiB
+    assert first.upstream._chan._init_recv_window == 2 * 1024 * 1024  # back to the window it opened with
+    terms[0].close()
 
 
 async def test_user_session_limit(make_bastion, sshd) -> None:

@@ -88,6 +88,7 @@ class LiveSession:
         self.started = time.monotonic()
         self._last_out = self._last_in = self.started
         self._input: asyncio.Queue[str] = asyncio.Queue(maxsize=1000)
+        self._window: int | None = None  # the SSH window this session's share allows (None: as opened)
         self._feeding = False  # the input pump is deciding something (input must queue behind it)
         self._recorded_ahead = False  # the input at the head of the queue was recorded by send_input
         self._pump: asyncio.Task | None = None
@@ -147,6 +148,7 @@ class LiveSession:
         self.high_water, self.low_water = high_water, high_water // 4
         self.replay.limit = replay_limit
         self.recorder.limit_buffer(high_water)
+        self._window = window
         if self.upstream is not None:
             self.upstream.limit_buffer(window)
 
@@ -154,6 +156,8 @@ class LiveSession:
     def attach_upstream(self, upstream: Upstream) -> None:
         """The upstream is connected: input may flow."""
         self.upstream = upstream
+        if self._window is not None:  # sessions opened while this one connected: its share changed meanwhile
+            upstream.limit_buffer(self._window)
         self._pump = asyncio.get_running_loop().create_task(self._pump_input())
 
     def on_output(self, data: bytes) -> None:
