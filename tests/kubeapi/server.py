@@ -114,7 +114,7 @@ class Sandbox:
                       ' exec sleep infinity')
             argv = ["unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--mount-proc", "--kill-child", "--",
                     "/bin/sh", "-c", script, self.pod.name]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, preexec_fn=_pdeathsig)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, preexec_fn=_pdeathsig, cwd="/")
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -477,6 +477,7 @@ class Exec(tornado.websocket.WebSocketHandler):
         self.aproc: asyncio.subprocess.Process | None = None
         self.pending_in: list[bytes] = []
         self.close_pending = False  # a v5 CLOSE of stdin that came before the process started
+        self.size: tuple[int, int] | None = None  # a resize that came before the PTY existed (applied to it)
         self.done = False
 
     def _status(self, doc: dict[str, Any]) -> None:
@@ -573,6 +574,8 @@ class Exec(tornado.websocket.WebSocketHandler):
         env = self.sandbox.env(self.tty)
         if self.tty:
             master, slave = pty.openpty()
+            if self.size is not None:
+                fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", self.size[1], self.size[0], 0, 0))
             self.master = master
             os.set_blocking(master, False)
 
@@ -645,6 +648,7 @@ class Exec(tornado.websocket.WebSocketHandler):
         elif channel == RESIZE:
             size = json.loads(data)
             self.cluster.note(event="resize", width=size.get("Width"), height=size.get("Height"))
+            self.size = (size["Width"], size["Height"])
             if self.master >= 0:
                 fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", size["Height"], size["Width"], 0, 0))
         elif channel == CLOSE and self.protocol == V5 and data[:1] == bytes([STDIN]):
