@@ -30,6 +30,8 @@ DEFAULT_PODS: list[dict[str, Any]] = [
      "containers": [{"name": "app", "image": "debian"}]},
     {"namespace": "team-a", "name": "crashy", "labels": {"app": "web"}, "age": 900,
      "containers": [{"name": "app", "image": "debian", "state": "waiting", "reason": "CrashLoopBackOff", "restarts": 7}]},
+    {"namespace": "team-a", "name": "distroless", "labels": {"app": "static"}, "age": 600,
+     "containers": [{"name": "static", "image": "scratch"}]},
     {"namespace": "team-b", "name": "db-0", "labels": {"app": "db"}, "age": 7200,
      "containers": [{"name": "db", "image": "debian"}]},
     {"namespace": "secret-ns", "name": "vault-0", "labels": {"app": "vault"}, "age": 7200,
@@ -122,6 +124,15 @@ class KubeAPI:
         """What the server noted: exec requests (with protocol, tty), resizes, stdin closes, exits, deletions."""
         path = self.dir / "server.log"
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    async def delete_pod(self, namespace: str, name: str) -> int:
+        """DELETE a pod through the API as the admin role; return the HTTP status."""
+        import ssl
+        from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+        request = HTTPRequest(f"{self.url}/api/v1/namespaces/{namespace}/pods/{name}", method="DELETE",
+                              headers={"Authorization": f"Bearer {self.tokens['admin']}"},
+                              ssl_options=ssl.create_default_context(cadata=self.ca_pem))
+        return (await AsyncHTTPClient().fetch(request, raise_error=False)).code
 
     def kubeconfig(self, role: str, name: str = "kubeconfig") -> Path:
         """A kubeconfig for the real kubectl with this role's token and the CA."""

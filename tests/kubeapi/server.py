@@ -86,18 +86,18 @@ class Sandbox:
         self.name = name
         self.image = image
         self.root: Path | None = None
-        if image == "busybox":
+        if image in ("busybox", "scratch"):  # scratch: the busybox binary alone, no shell on the PATH
             self.root = state_dir / f"rootfs-{pod.namespace}-{pod.name}-{name}"
-            self._busybox_root(self.root)
+            self._busybox_root(self.root, tools=BUSYBOX_TOOLS if image == "busybox" else ())
         self.proc: subprocess.Popen | None = None
         self.init_pid = 0
 
     @staticmethod
-    def _busybox_root(root: Path) -> None:
+    def _busybox_root(root: Path, tools: tuple[str, ...]) -> None:
         for d in ("bin", "proc", "tmp", "root", "etc"):
             (root / d).mkdir(parents=True, exist_ok=True)
         shutil.copy2(shutil.which("busybox") or "/bin/busybox", root / "bin" / "busybox")
-        for tool in BUSYBOX_TOOLS:
+        for tool in tools:
             link = root / "bin" / tool
             if not link.exists():
                 link.symlink_to("busybox")
