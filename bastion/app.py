@@ -26,6 +26,7 @@ from .hostkeys import HostKeyTrust
 from .hub import SessionHub
 from .inventory import Inventory
 from .journal import Journal
+from .k8s.service import PodTerminals
 from .logins import RecentLogins
 from .modules import ModuleRegistry
 from .runs import RunService
@@ -136,7 +137,8 @@ async def open_bastion(config: Config) -> AsyncIterator[Services]:
         stack.push_async_callback(executor.shutdown)
         runs = RunService(config, core.store, core.vault, core.audit, core.inventory, registry, executor)
         services = Services(**vars(core), templates=make_templates(str(TEMPLATE_DIR)), hub=hub, rules=rules, sessions=engine,
-                            registry=registry, executor=executor, runs=runs, trusted_proxies=trusted_networks(config))
+                            registry=registry, executor=executor, runs=runs, trusted_proxies=trusted_networks(config),
+                            pods=PodTerminals(core.store, core.vault, core.audit, engine))
         jobs = BackgroundJobs(services)
         jobs.start()
         stack.push_async_callback(jobs.stop)

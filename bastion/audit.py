@@ -77,6 +77,11 @@ _ACTIONS = (
     AuditAction("login_rule.updated", "B1021", "A login rule was changed"),
     AuditAction("login_rule.deleted", "B1022", "A login rule was deleted"),
     AuditAction("token.refused", "B1202", "An API token was refused (unknown, expired or lacking a scope)"),
+    AuditAction("cluster.created", "B1450", "A Kubernetes cluster was added"),
+    AuditAction("cluster.updated", "B1451", "A Kubernetes cluster was changed"),
+    AuditAction("cluster.deleted", "B1452", "A Kubernetes cluster was deleted"),
+    AuditAction("pod_grant.created", "B1453", "Access to a cluster namespace was granted"),
+    AuditAction("pod_grant.deleted", "B1454", "Access to a cluster namespace was withdrawn"),
 )
 ACTIONS: dict[str, AuditAction] = {a.name: a for a in _ACTIONS}
 SECRET_KEYS = ("password", "secret", "token", "private_key", "totp", "code")

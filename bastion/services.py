@@ -16,6 +16,7 @@ from .hostkeys import HostKeyTrust
 from .hub import SessionHub
 from .inventory import Inventory
 from .journal import Journal
+from .k8s.service import PodTerminals
 from .logins import RecentLogins
 from .modules import ModuleRegistry
 from .runs import RunService
@@ -56,6 +57,7 @@ class Services(Core):
     executor: Executor
     runs: RunService
     trusted_proxies: tuple[Network, ...]
+    pods: PodTerminals  # Kubernetes clusters, pod grants and pod terminals
 
 
 def make_templates(template_dir: str) -> jinja2.Environment:

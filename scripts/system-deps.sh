@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the system packages the test suite talks to (real sshd, sshpass, Chromium, redis-server).
+# Install the system packages the test suite talks to (real sshd, sshpass, Chromium, redis-server, busybox-static).
 set -euo pipefail
 need=()
 command -v /usr/sbin/sshd >/dev/null 2>&1 || need+=(openssh-server)
@@ -8,6 +8,7 @@ command -v /usr/bin/chromium >/dev/null 2>&1 || need+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v vim >/dev/null 2>&1 || need+=(vim)
 command -v less >/dev/null 2>&1 || need+=(less)
+command -v busybox >/dev/null 2>&1 || need+=(busybox-static)  # the Kubernetes API test server's pod without bash
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing system packages: ${need[*]} (run as root or install them with apt-get)" >&2

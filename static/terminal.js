@@ -76,7 +76,9 @@
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   const url = watching
     ? `${proto}//${location.host}/ws/monitor/${encodeURIComponent(el.dataset.sessionId)}`
-    : `${proto}//${location.host}/ws/terminal/${encodeURIComponent(el.dataset.hostId)}?cols=${term.cols}&rows=${term.rows}`;
+    : el.dataset.socket  // a pod terminal names its own socket path (query included)
+      ? `${proto}//${location.host}${el.dataset.socket}&cols=${term.cols}&rows=${term.rows}`
+      : `${proto}//${location.host}/ws/terminal/${encodeURIComponent(el.dataset.hostId)}?cols=${term.cols}&rows=${term.rows}`;
   const ws = new WebSocket(url);
   ws.binaryType = "arraybuffer";
   window.bastionSocket = ws;

@@ -71,6 +71,17 @@ MATRIX = [
     ("POST", "/api/commands", ALL, {"envelope": "bst1.server.AAAA"}, 400),
     ("GET", "/api/runs", ALL, None, 200),
     ("GET", "/api/runs/{missing}", ALL, None, 404),
+    ("GET", "/api/clusters", ADMIN, None, 200),
+    ("POST", "/api/clusters", ADMIN, {"name": "k"}, 400),
+    ("GET", "/api/clusters/{missing}", ADMIN, None, 404),
+    ("PATCH", "/api/clusters/{missing}", ADMIN, {"name": "k"}, 404),
+    ("DELETE", "/api/clusters/{missing}", ADMIN, None, 404),
+    ("POST", "/api/clusters/{missing}/test", ADMIN, None, 404),
+    ("GET", "/api/pod-grants", ADMIN, None, 200),
+    ("POST", "/api/pod-grants", ADMIN, {"user_id": "{user_id}", "cluster_id": "{missing}", "namespace": "a"}, 404),
+    ("DELETE", "/api/pod-grants/{missing}", ADMIN, None, 404),
+    ("GET", "/api/k8s/namespaces", ALL, None, 200),
+    ("GET", "/api/k8s/{missing}/team-a/pods", ALL, None, 404),
 ]
 PUBLIC = {("POST", "/api/login"), ("POST", "/api/login/totp"), ("POST", "/api/logout")}
 

@@ -12,7 +12,7 @@ import time
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Coroutine, Iterator
+from typing import Any, Awaitable, Callable, Coroutine, Iterator
 
 from ..audit import Audit
 from ..commands import RuleCache
@@ -27,7 +27,7 @@ from ..recorder import AsciicastRecorder, NullRecorder, Recorder, recording_path
 from ..ssh import Target
 from ..store import AccessLock, Grant, Host, Session, Store, User
 from ..vault import derive_key
-from .doors import FrontDoor
+from .doors import FrontDoor, Upstream
 from .replay import REPLAY_WINDOW
 from .session import HIGH_WATER, LiveSession, SessionSettings
 from .ssh_upstream import SSHUpstream
@@ -80,6 +80,8 @@ class SessionEngine:
         self.rules = rules
         self.io = io
         self.metrics = SessionMetrics()
+        # set by the pod-terminal service: (user or None, pod session records) → {session id: why it must end}
+        self.pod_policy: Callable[[User | None, list[Session]], Awaitable[dict[str, str]]] | None = None
         self.record_key = derive_key(config.secret, b"bastion recordings v1")
         self._opening: dict[str, int] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -97,6 +99,10 @@ class SessionEngine:
         if lock is not None:
             raise Conflict(f"you are locked out of this host until {time.strftime('%H:%M UTC', time.gmtime(lock.until))}"
                            + (f": {lock.reason}" if lock.reason else ""))
+        return await self.reserve(user, address)
+
+    async def reserve(self, user: User, address: str) -> Admission:
+        """Reserve one of the user's session slots (the caller has checked the grant; pod terminals do so)."""
         with self._opening_from(address):
             slot = await self.hub.reserve(user.id, self.config.terminal.max_sessions_per_user)
         return Admission(user_id=user.id, address=address, slot=slot)
@@ -121,12 +127,17 @@ class SessionEngine:
 
     # ---- opening ----------------------------------------------------------------------------------------
     async def open_session(self, admission: Admission, user: User, host: Host, cols: int, rows: int,
-                           door: FrontDoor, address: str) -> LiveSession:
-        """Create the session document and recording, connect, and register it in the hub."""
+                           door: FrontDoor, address: str, *,
+                           connect: Callable[[LiveSession, int], Awaitable[Upstream]] | None = None,
+                           fields: dict[str, str] | None = None) -> LiveSession:
+        """Create the session document and recording, connect, and register it in the hub.
+
+        `connect(session, window)` opens another kind of upstream (a pod); the default is the host's SSH shell.
+        `fields` are extra Session fields (a pod session's cluster, namespace, pod and container)."""
         now = time.time()
         record = Session(host_id=host.id, host_name=host.name, user_id=user.id, username=user.username,
                          group=f"{host.name}-{user.username}-{int(now)}", cols=cols, rows=rows, live=True,
-                         node=self.config.node_id, started_at=now, address=address)
+                         node=self.config.node_id, started_at=now, address=address, **(fields or {}))
         path = recording_path(self.config.records_dir, record.id, now)
         record.recording_path = str(path)
         try:
@@ -167,16 +178,7 @@ class SessionEngine:
             session.recorder = NullRecorder()
             door.send_control(control("notice", message=f"warning: {why}; this session is not recorded"))
         try:
-            cred = await self.store.get_credential(host.credential_id)
-            if cred is None:
-                raise BastionError(f"{host.name} has no usable credential; ask an admin")
-            target = Target(name=host.name, address=host.address, port=host.port, username=cred.username,
-                            kind=cred.kind, secret=self.inventory.open_secret(cred), pinned_key=host.host_key)
-            tcfg = self.config.terminal
-            upstream = await SSHUpstream.open(
-                target, host, user.username, session, cols=cols, rows=rows, trust=self.trust,
-                connect_timeout=tcfg.connect_timeout, keepalive=tcfg.keepalive_interval, window=share.window,
-                env=self._environment(host))
+            upstream = await (connect or self._connect_ssh)(session, share.window)
             if session.closing:
                 upstream.close()
                 return session
@@ -193,6 +195,20 @@ class SessionEngine:
                             session=record.id)
             log.info("session started %r", session)
         return session
+
+    async def _connect_ssh(self, session: LiveSession, window: int) -> Upstream:
+        """The host's interactive SSH shell (pinned host key, the host's credential)."""
+        host, cols, rows = session.host, session.cols, session.rows
+        cred = await self.store.get_credential(host.credential_id)
+        if cred is None:
+            raise BastionError(f"{host.name} has no usable credential; ask an admin")
+        target = Target(name=host.name, address=host.address, port=host.port, username=cred.username,
+                        kind=cred.kind, secret=self.inventory.open_secret(cred), pinned_key=host.host_key)
+        tcfg = self.config.terminal
+        return await SSHUpstream.open(
+            target, host, session.username, session, cols=cols, rows=rows, trust=self.trust,
+            connect_timeout=tcfg.connect_timeout, keepalive=tcfg.keepalive_interval, window=window,
+            env=self._environment(host))
 
     def _output_share(self, sessions: int) -> "OutputShare":
         """One session's part of the process's output budget when `sessions` are live.
@@ -231,11 +247,16 @@ class SessionEngine:
         grants = await self.store.grants_of_user(user_id) if user is not None else []
         locks = await self.store.locks_of_user(user_id) if user is not None else []
         hosts: dict[str, Host | None] = {}
-        for host_id in {s.record.host_id for s in sessions}:
+        for host_id in {s.record.host_id for s in sessions if not s.record.cluster}:
             hosts[host_id] = await self.store.get_host(host_id)
+        pod_refusals = await self.pod_policy(user, [s.record for s in sessions if s.record.cluster]) \
+            if self.pod_policy is not None else {}
         ended = 0
         for session in sessions:
-            note = _refusal(user, hosts[session.record.host_id], grants, locks)
+            if session.record.cluster:  # a pod session: its cluster's grants decide (bastion/k8s)
+                note = pod_refusals.get(session.id, "")
+            else:
+                note = _refusal(user, hosts[session.record.host_id], grants, locks)
             if note and not session.closing:
                 try:
                     await session.close("revoked", by=by or "policy", note=why or note)

@@ -14,7 +14,7 @@ from typing import Any, Sequence, TypeVar
 
 from ..errors import Conflict, Invalid, NotFound
 from .records import (ApiToken, App, Command, CommandRule, Credential, Event, Failure, Grant, Host, Login, LoginRule,
-                      ModuleState, Node, Record, Run, SeenEnvelope, Session, Setting, User, AccessLock)
+                      ModuleState, Node, Record, Run, SeenEnvelope, Session, Setting, User, AccessLock, Cluster, PodGrant)
 
 R = TypeVar("R", bound=Record)
 FIELD_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
@@ -508,6 +508,43 @@ class Store(abc.ABC):
         rule = await self._must(LoginRule, id, "login rule")
         await self._delete(LoginRule.collection, id)
         return rule
+
+    # ---- Kubernetes clusters and pod grants -----------------------------------------------------------------
+    async def create_cluster(self, cluster: Cluster) -> Cluster:
+        return await self._create(cluster)
+
+    async def get_cluster(self, id: str) -> Cluster | None:
+        return await self._load(Cluster, id)
+
+    async def list_clusters(self) -> list[Cluster]:
+        return await self._query(Cluster, Query(sort=("name", False)))
+
+    async def delete_cluster(self, id: str) -> None:
+        """Delete a cluster and the pod grants on it."""
+        await self._must(Cluster, id, "cluster")
+        await self._delete_where(PodGrant.collection, Query(eq={"cluster_id": id}))
+        await self._delete(Cluster.collection, id)
+
+    async def create_pod_grant(self, grant: PodGrant) -> PodGrant:
+        grant.key = f"{grant.user_id}/{grant.cluster_id}/{grant.namespace}/{grant.selector}"
+        try:
+            return await self._create(grant)
+        except Conflict:
+            raise Conflict("this grant already exists") from None
+
+    async def get_pod_grant(self, id: str) -> PodGrant | None:
+        return await self._load(PodGrant, id)
+
+    async def list_pod_grants(self) -> list[PodGrant]:
+        return await self._query(PodGrant, Query(sort=("created_at", False)))
+
+    async def pod_grants_of_user(self, user_id: str) -> list[PodGrant]:
+        return await self._query(PodGrant, Query(eq={"user_id": user_id}))
+
+    async def delete_pod_grant(self, id: str) -> PodGrant:
+        grant = await self._must(PodGrant, id, "grant")
+        await self._delete(PodGrant.collection, id)
+        return grant
 
 
 def page_bounds(limit: Any, offset: Any, *, default: int = 50, maximum: int = 500) -> tuple[int, int]:

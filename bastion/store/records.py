@@ -192,6 +192,11 @@ class Session(Record):
     bytes_out: int = 0
     address: str = ""
     purged: bool = False  # the recording was deleted by retention; metadata stays
+    # a Kubernetes pod session (empty for SSH): host_id is "k8s:<cluster id>", host_name "<cluster>/<ns>/<pod>"
+    cluster: str = ""
+    namespace: str = ""
+    pod: str = ""
+    container: str = ""
 
 
 @dataclass
@@ -329,9 +334,42 @@ class LoginRule(Record):
     created_at: float = field(default_factory=time.time)
 
 
+@dataclass
+class Cluster(Record):
+    """A Kubernetes cluster in the inventory: API URL, CA bundle and a vaulted service-account token."""
+
+    collection: ClassVar[str] = "clusters"
+    secret_fields: ClassVar[tuple[str, ...]] = ("sealed_token",)
+    name: str = ""
+    api_url: str = ""
+    ca_bundle: str = ""  # PEM; empty only with insecure (the admin's explicit choice)
+    insecure: bool = False  # skip TLS verification (warned about wherever the cluster is shown)
+    app_id: str = ""
+    sealed_token: str = ""
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class PodGrant(Record):
+    """User X may exec into pods of cluster C in namespace N (optionally only pods matching a label selector)."""
+
+    collection: ClassVar[str] = "pod_grants"
+    user_id: str = ""
+    cluster_id: str = ""
+    namespace: str = ""
+    selector: str = ""
+    key: str = ""  # "user_id/cluster_id/namespace/selector": unique
+    created_at: float = field(default_factory=time.time)
+
+    def public(self) -> dict[str, Any]:
+        doc = super().public()
+        doc.pop("key", None)
+        return doc
+
+
 ALL_RECORDS: tuple[type[Record], ...] = (User, App, Credential, Host, Grant, ApiToken, Login, Failure, Event, Session,
                                          Command, CommandRule, ModuleState, Run, SeenEnvelope, Node, Setting, LoginRule,
-                                         AccessLock)
+                                         AccessLock, Cluster, PodGrant)
 
 # Fields with a unique index, per collection.
 UNIQUE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -342,6 +380,8 @@ UNIQUE_FIELDS: dict[str, tuple[str, ...]] = {
     "grants": ("key",),
     "command_rules": ("name",),
     "login_rules": ("name",),
+    "clusters": ("name",),
+    "pod_grants": ("key",),
 }
 
 # Fields queried by equality or range, per collection (indexed on both backends).
@@ -356,4 +396,5 @@ INDEXED_FIELDS: dict[str, tuple[str, ...]] = {
     "runs": ("user_id", "module_id", "status", "created_at"),
     "envelopes": ("expires_at",),
     "access_locks": ("user_id", "until"),
+    "pod_grants": ("user_id", "cluster_id"),
 }

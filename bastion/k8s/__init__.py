@@ -1,0 +1,1 @@
+"""Kubernetes pod terminals: clusters, pod grants, the exec WebSocket connector."""

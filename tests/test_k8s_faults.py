@@ -1,0 +1,228 @@
+"""Pod terminals: bad input and faults, each with a clear message and nothing lost (the kubectl gate in
+test_k8s_kubectl.py shows the test server answers these as a cluster does)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from client import TerminalClient
+from conftest import BastionApp, wait_ended
+from kubeapi.fixtures import fresh_kubeapi, kubeapi  # noqa: F401 (fixtures)
+from kubeapi.harness import KubeAPI, make_ca, make_kubeapi
+from kubeapi.scenario import add_cluster, grant_namespace, open_pod, pod_user
+from waiting import wait_until
+
+
+async def test_picker_lists_granted_pods_with_phase_and_age(bastion: BastionApp, kubeapi: KubeAPI) -> None:
+    _, user, cluster_id = await pod_user(bastion, kubeapi)
+    mine = (await user.get("/api/k8s/namespaces")).json["items"]
+    assert [(n["cluster"], n["namespace"]) for n in mine] == [("test", "team-a")]
+    pods = {p["name"]: p for p in (await user.get(f"/api/k8s/{cluster_id}/team-a/pods")).json["items"]}
+    assert set(pods) == {"web-0", "tools", "queued", "crashy", "distroless"}
+    assert pods["web-0"]["phase"] == "Running" and pods["web-0"]["age"] == "60m"
+    assert [c["name"] for c in pods["web-0"]["containers"]] == ["app", "sidecar"]
+    assert pods["queued"]["phase"] == "Pending"
+    assert pods["crashy"]["containers"][0]["state"] == "waiting: CrashLoopBackOff"
+    # the deep link opens by cluster name too
+    page = await user.get("/k8s/test/team-a/web-0", params={"container": "sidecar"})
+    assert page.status == 200 and b"/ws/k8s/" in page.body and b"container=sidecar" in page.body
+
+
+async def test_label_selector_grant_limits_pods(bastion: BastionApp, kubeapi: KubeAPI) -> None:
+    admin = await bastion.admin()
+    user = await bastion.user("bob")
+    cluster_id = await add_cluster(admin, kubeapi)
+    uid = (await bastion.services.store.get_user_by_name("bob")).id
+    await grant_namespace(admin, uid, cluster_id, selector="app=tools")
+    pods = [p["name"] for p in (await user.get(f"/api/k8s/{cluster_id}/team-a/pods")).json["items"]]
+    assert pods == ["tools"]
+    refused = await user.get(f"/k8s/{cluster_id}/team-a/web-0")
+    assert refused.status == 404 and refused.json == {"error": "pod not found"}
+    bad = await admin.post("/api/pod-grants", {"user_id": uid, "cluster_id": cluster_id, "namespace": "team-a",
+                                               "selector": "app in (a,b)"})
+    assert bad.status == 400 and "label terms" in bad.json["error"]
+
+
+async def test_namespace_not_granted_is_refused_without_revealing_it(bastion: BastionApp, kubeapi: KubeAPI) -> None:
+    _, user, cluster_id = await pod_user(bastion, kubeapi, role="admin")
+    answers = []
+    for ns, pod in (("team-b", "db-0"), ("secret-ns", "vault-0"), ("team-a", "no-such-pod"), ("no-such-ns", "x")):
+        page = await user.get(f"/k8s/{cluster_id}/{ns}/{pod}")
+        listing = await user.get(f"/api/k8s/{cluster_id}/{ns}/pods")
+        answers.append((page.status, page.json, listing.status))
+    assert answers[0] == answers[1] == answers[3] == (404, {"error": "pod not found"}, 404)
+    assert answers[2][:2] == (404, {"error": "pod not found"})
+    with pytest.raises(Exception) as refused:
+        await open_pod(user, cluster_id, "db-0", namespace="team-b")
+    assert "404" in str(refused.value)
+    assert not any(e.get("event") == "exec" and e["pod"].startswith("team-b/") for e in kubeapi.log())
+
+
+async def test_pods_that_do_not_run_are_refused_with_the_reason(bastion: BastionApp, kubeapi: KubeAPI) -> None:
+    _, user, cluster_id = await pod_user(bastion, kubeapi)
+    pending = await user.get(f"/k8s/{cluster_id}/team-a/queued")
+    assert pending.status == 409 and pending.json["error"] == "queued/app cannot be opened: the pod is Pending, not Running"
+    crashing = await user.get(f"/k8s/{cluster_id}/team-a/crashy")
+    assert crashing.status == 409 and "the container is not running (waiting: CrashLoopBackOff)" in crashing.json["error"]
+
+
+async def test_container_without_a_shell(bastion: BastionApp, kubeapi: KubeAPI) -> None:
+    _, user, cluster_id = await pod_user(bastion, kubeapi)
+    term = await open_pod(user, cluster_id, "distroless")
+    closed = await term.control("closed")
+    assert closed["code"] == "failed" and "the container static has no shell (tried bash and sh)" in closed["reason"]
+    record = await wait_ended(bastion, term.session_id)
+    assert record.end_reason == "failed"
+    tried = [e["command"] for e in kubeapi.log() if e.get("event") == "exec" and e["pod"] == "team-a/distroless"]
+    assert tried[-2:] == [["bash"], ["sh"]]
+
+
+async def test_pod_without_bash_gets_sh(bastion: BastionApp, kubeapi: KubeAPI) -> None:
+    _, user, cluster_id = await pod_user(bastion, kubeapi)
+    term = await open_pod(user, cluster_id, "tools")
+    await term.control("session")
+    await term.send("readlink /proc/$$/exe; ls /bin/bash\r")
+    await term.expect("/bin/busybox")
+    await term.expect("No such file")
+    term.close()
+    tried = [e["command"] for e in kubeapi.log() if e.get("event") == "exec" and e["pod"] == "team-a/tools"]
+    assert tried[-2:] == [["bash"], ["sh"]]
+
+
+async def test_wrong_token(bastion: BastionApp, kubeapi: KubeAPI) -> None:
+    admin = await bastion.admin()
+    kubeapi.tokens["bogus"] = "not-the-token"
+    cluster_id = await add_cluster(admin, kubeapi, role="bogus", name="wrong")
+    tested = await admin.post(f"/api/clusters/{cluster_id}/test", {"namespace": "team-a"})
+    assert tested.status == 400
+    assert tested.json["error"] == ("wrong: the cluster refused the service-account token (401 Unauthorized); "
+                                    "an admin must give the cluster a valid token")
+    assert "not-the-token" not in tested.body.decode()
+    user = await bastion.user("carol")
+    await grant_namespace(admin, (await bastion.services.store.get_user_by_name("carol")).id, cluster_id)
+    listing = await user.get(f"/api/k8s/{cluster_id}/team-a/pods")
+    assert listing.status == 400 and "refused the service-account token" in listing.json["error"]
+
+
+async def test_token_that_may_list_but_not_exec(bastion: BastionApp, kubeapi: KubeAPI) -> None:
+    admin, user, cluster_id = await pod_user(bastion, kubeapi, role="reader")
+    tested = await admin.post(f"/api/clusters/{cluster_id}/test")
+    assert tested.status == 200 and tested.json["pods"] == {"team-a": 5}
+    term = await open_pod(user, cluster_id, "web-0", "app")
+    closed = await term.control("closed")
+    assert closed["code"] == "failed"
+    assert ("the cluster does not allow the service account to exec into pods in team-a (pods \"web-0\" is forbidden: "
+            "User \"system:serviceaccount:bastion:reader\" cannot create resource \"pods/exec\"") in closed["reason"]
+    record = await wait_ended(bastion, term.session_id)
+    assert record.end_reason == "failed" and "pods/exec" in record.reason
+
+
+async def test_ca_mismatch(bastion: BastionApp, kubeapi: KubeAPI) -> None:
+    admin = await bastion.admin()
+    _, other_ca = make_ca("some-other-ca")
+    cluster_id = await add_cluster(admin, kubeapi, name="mitm",
+                                   ca_bundle=other_ca.public_bytes(serialization.Encoding.PEM).decode())
+    tested = await admin.post(f"/api/clusters/{cluster_id}/test", {"namespace": "team-a"})
+    assert tested.status == 400
+    assert tested.json["error"].startswith("mitm: the cluster's TLS certificate is not trusted by its CA bundle (")
+    refused = await admin.post("/api/clusters", {"name": "nothing", "api_url": kubeapi.url, "token": "x"})
+    assert refused.status == 400 and "CA bundle" in refused.json["error"]
+    insecure = await admin.post("/api/clusters", {"name": "lax", "api_url": kubeapi.url, "token": kubeapi.tokens["team-a"],
+                                                  "insecure": True})
+    assert insecure.status == 201 and insecure.json["warning"].startswith("TLS verification is OFF")
+    assert "sealed_token" not in insecure.json and "token" not in insecure.json
+    assert (await admin.post(f"/api/clusters/{insecure.json['id']}/test", {"namespace": "team-a"})).status == 200
+
+
+async def test_pod_deleted_mid_session(bastion: BastionApp, fresh_kubeapi: KubeAPI) -> None:
+    _, user, cluster_id = await pod_user(bastion, fresh_kubeapi)
+    term = await open_pod(user, cluster_id, "web-0", "app")
+    await term.control("session")
+    await term.send("echo before-delete\r")
+    await term.expect("before-delete")
+    assert await fresh_kubeapi.delete_pod("team-a", "web-0") == 200
+    closed = await term.control("closed")
+    assert closed["code"] == "host_lost" and "the pod was deleted" in closed["reason"]
+    record = await wait_ended(bastion, term.session_id)
+    assert (record.end_reason, record.reason) == ("host_lost", "the pod was deleted")
+    assert record.recording_size > 0 and b"before-delete" in Path(record.recording_path).read_bytes()
+
+
+async def test_api_server_restart(bastion: BastionApp, fresh_kubeapi: KubeAPI) -> None:
+    _, user, cluster_id = await pod_user(bastion, fresh_kubeapi)
+    term = await open_pod(user, cluster_id, "web-0", "app")
+    await term.control("session")
+    await term.send("echo first-life\r")
+    await term.expect("first-life")
+    fresh_kubeapi.restart()
+    closed = await term.control("closed")
+    assert closed["code"] == "host_lost"
+    record = await wait_ended(bastion, term.session_id)
+    assert record.end_reason == "host_lost" and record.reason
+    again = await open_pod(user, cluster_id, "web-0", "app")
+    await again.control("session")
+    await again.send("echo second-life\r")
+    await again.expect("second-life")
+    again.close()
+
+
+async def test_cluster_that_refuses_websocket_exec(bastion: BastionApp, tmp_path: Path) -> None:
+    api = make_kubeapi(tmp_path / "noupgrade", websocket_exec=False)
+    api.start()
+    try:
+        _, user, cluster_id = await pod_user(bastion, api)
+        term = await open_pod(user, cluster_id, "web-0", "app")
+        closed = await term.control("closed")
+        assert closed["code"] == "failed"
+        assert "refused WebSocket exec: Upgrade request required; Bastion needs WebSocket exec" in closed["reason"]
+    finally:
+        api.stop()
+
+
+async def test_v4_only_cluster(bastion: BastionApp, tmp_path: Path) -> None:
+    api = make_kubeapi(tmp_path / "v4", protocols=["v4.channel.k8s.io"])
+    api.start()
+    try:
+        _, user, cluster_id = await pod_user(bastion, api)
+        term = await open_pod(user, cluster_id, "web-0", "app")
+        await term.control("session")
+        await term.send("echo on-v4; exit 0\r")
+        await term.expect("on-v4")
+        closed = await term.control("closed")
+        assert closed["code"] == "exit" and "exit status 0" in closed["reason"]
+        assert [e["protocol"] for e in api.log() if e.get("event") == "exec"][-1] == "v4.channel.k8s.io"
+    finally:
+        api.stop()
+
+
+async def test_auditor_watches_and_ends_a_pod_session(bastion: BastionApp, kubeapi: KubeAPI) -> None:
+    admin, user, cluster_id = await pod_user(bastion, kubeapi)
+    term = await open_pod(user, cluster_id, "web-0", "sidecar")
+    await term.control("session")
+    await term.send("echo watched-$((1+1))\r")
+    await term.expect("watched-2")
+    watch = await TerminalClient.open(admin, f"/ws/monitor/{term.session_id}")
+    await watch.expect("watched-2")
+    await term.send("echo live-$((2+2))\r")
+    await watch.expect("live-4")
+    listed = (await admin.get("/api/sessions", params={"live": 1})).json["items"]
+    mine = [s for s in listed if s["id"] == term.session_id][0]
+    assert (mine["cluster"], mine["namespace"], mine["pod"], mine["container"]) == ("test", "team-a", "web-0", "sidecar")
+    assert (await admin.post(f"/api/sessions/{term.session_id}/kill", {"reason": "audit stop"})).status == 200
+    closed = await term.control("closed")
+    assert closed["code"] == "kicked" and "audit stop" in closed["reason"]
+    record = await wait_ended(bastion, term.session_id)
+    assert record.end_reason == "kicked" and record.ended_by == "admin"
+
+
+async def test_withdrawn_grant_ends_the_session(bastion: BastionApp, kubeapi: KubeAPI) -> None:
+    admin, user, cluster_id = await pod_user(bastion, kubeapi)
+    term = await open_pod(user, cluster_id, "web-0", "app")
+    await term.control("session")
+    grant_id = (await admin.get("/api/pod-grants")).json["items"][0]["id"]
+    assert (await admin.delete(f"/api/pod-grants/{grant_id}")).status == 200
+    closed = await term.control("closed")
+    assert closed["code"] == "revoked"
+    assert (await user.get(f"/k8s/{cluster_id}/team-a/web-0")).status == 404
