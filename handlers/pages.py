@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from urllib.parse import urlparse
+from urllib.parse import urlencode, urlparse
 
 from bastion.auth import token_view
 from bastion.errors import NotFound
@@ -87,14 +87,23 @@ class AuditPage(BaseHandler):
     @role("auditor", "admin")
     async def get(self) -> None:
         from bastion.audit import ACTIONS
+        from bastion.validation import day_range
         action = self.get_query_argument("action", "") or None
         actor = (self.get_query_argument("actor", "") or "")[:64] or None
         if action not in ACTIONS:
             action = None
+        date_from, date_to = self.get_query_argument("from", "")[:10], self.get_query_argument("to", "")[:10]
+        since, until = day_range(date_from, date_to)  # whole UTC days, like the other pages' date filters
         limit, offset = page_bounds(self.get_query_argument("limit", None), self.get_query_argument("offset", None))
-        events = await self.store.list_events(action=action, actor=actor, limit=limit, offset=offset)
+        events = await self.store.list_events(action=action, actor=actor, since=since, until=until, limit=limit,
+                                              offset=offset)
+        filters = {"action": action or "", "actor": actor or "", "from": date_from, "to": date_to}
+        export = {"action": action or "", "actor": actor or "", "since": since or "", "until": until or "",
+                  "format": "csv"}
         self.page("audit.html", events=events, actions=sorted(ACTIONS), action=action or "", actor=actor or "",
-                  limit=limit, offset=offset)
+                  date_from=date_from, date_to=date_to, limit=limit, offset=offset,
+                  page_query=urlencode({k: x for k, x in filters.items() if x}),
+                  export_query=urlencode({k: x for k, x in export.items() if x}))
 
 
 class NotFoundPage(BaseHandler):

@@ -71,6 +71,13 @@ MATRIX = [
     ("POST", "/api/commands", ALL, {"envelope": "bst1.server.AAAA"}, 400),
     ("GET", "/api/runs", ALL, None, 200),
     ("GET", "/api/runs/{missing}", ALL, None, 404),
+    # issue 13: editing, connection test, event detail
+    ("PATCH", "/api/apps/{app_id}", ADMIN, {"description": "edited"}, 200),
+    ("PATCH", "/api/credentials/{credential_id}", ADMIN, {"password": "rotated-secret"}, 200),
+    ("DELETE", "/api/users/{missing}", ADMIN, None, 404),
+    ("PATCH", "/api/command-rules/{missing}", ADMIN, {"enabled": False}, 404),
+    ("POST", "/api/hosts/{host_id}/test", ADMIN, None, 200),
+    ("GET", "/api/events/{missing}", SEC, None, 404),
 ]
 PUBLIC = {("POST", "/api/login"), ("POST", "/api/login/totp"), ("POST", "/api/logout")}
 
