@@ -45,13 +45,9 @@
   }
 
   async function kill(id, user) {
-    const reason = window.prompt(`Reason for ending ${user}'s session (shown to the user):`, "ended by security team");
-    if (!reason) return;
-    try {
-      await Bastion.api("POST", `/api/sessions/${encodeURIComponent(id)}/kill`, { reason });
-      refreshLive();
-      loadEnded();
-    } catch (err) { Bastion.toast(err.message, true); }
+    if (!await Bastion.endSession(id, user)) return;
+    refreshLive();
+    loadEnded();
   }
 
   async function refreshLive() {
@@ -102,6 +98,9 @@
   }
 
   async function loadEnded() {
+    const csv = new URLSearchParams(filterQuery());
+    csv.delete("limit"); csv.delete("offset"); csv.set("format", "csv");
+    document.getElementById("sessions-csv").href = `/api/sessions?${csv}`;
     let data;
     try { data = await Bastion.api("GET", `/api/sessions?${filterQuery()}`); } catch (err) { Bastion.toast(err.message, true); return; }
     if (!data.items.length) empty(endedBody, 9, "No ended sessions match.");
