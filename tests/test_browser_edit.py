@@ -343,3 +343,23 @@ async def test_end_a_live_session_with_one_tap_on_a_phone(bastion: BastionApp, s
     assert (record.end_reason, record.ended_by, record.reason) == ("kicked", "sec", "phone says stop")
     assert "phone says stop" in (await term.control("closed"))["reason"]
     term.close()
+
+
+async def test_edit_dialogs_fit_a_phone(bastion: BastionApp, pages) -> None:
+    """At 390×844 every edit dialog opens inside the viewport and the page does not widen."""
+    admin = await bastion.admin()
+    await seed_inventory(bastion, admin, name="phone-host")
+    assert (await admin.post("/api/command-rules", {"name": "r", "pattern": "x"})).status == 201
+    await bastion.user("pat")
+    page = await pages.page(390, 844, has_touch=True, is_mobile=True)
+    await login(page, bastion.base_url, "admin", ADMIN_PASSWORD)
+    for path, dialog in (("/admin/inventory", "edit-app"), ("/admin/inventory", "edit-cred"),
+                         ("/admin/inventory", "edit-host"), ("/admin/users", "edit-user"), ("/admin/rules", "edit-rule")):
+        await page.goto(bastion.base_url + path)
+        await page.locator(f"button[data-edit='{dialog}']").first.tap()
+        box = await page.locator(f"#{dialog}").bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390 and box["height"] <= 844, (dialog, box)
+        assert await page.evaluate(OVERFLOW_JS) <= 0, dialog
+        await page.screenshot(path=pages.shot(f"phone-{dialog}.png"))
+        await page.locator(f"#{dialog} button[data-close]").tap()
+        assert not await page.locator(f"#{dialog}").is_visible()
