@@ -363,3 +363,42 @@ async def test_edit_dialogs_fit_a_phone(bastion: BastionApp, pages) -> None:
         await page.screenshot(path=pages.shot(f"phone-{dialog}.png"))
         await page.locator(f"#{dialog} button[data-close]").tap()
         assert not await page.locator(f"#{dialog}").is_visible()
+
+
+async def test_player_highlights_the_current_command(bastion: BastionApp, sshd, pages) -> None:
+    """The command list marks the command the playback has reached, forwards and backwards."""
+    import asyncio
+
+    from test_terminal import granted_host, wait_ended
+
+    admin, user, ids = await granted_host(bastion, sshd)
+    term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}", cols=100, rows=30)
+    session_id = (await term.control("session"))["id"]
+    for n, word in enumerate(("first", "second", "third")):
+        if n:
+            await asyncio.sleep(1.2)  # spacing in the recording (not synchronisation): distinct command times
+        await term.send(f"echo {word}''-cmd\r")
+        await term.expect(f"{word}-cmd")
+    term.close()
+    await wait_ended(bastion, session_id)
+    await bastion.settle()
+    commands = {c.text: c for c in await bastion.services.store.commands_of_session(session_id)}
+    assert len(commands) == 3, commands
+
+    page = await pages.page(1440, 900)
+    await login(page, bastion.base_url, "admin", ADMIN_PASSWORD)
+    await page.goto(f"{bastion.base_url}/play/{session_id}")
+    await page.wait_for_selector("#command-list li[data-offset]")
+    await page.wait_for_function("() => window.bastionPlayer !== undefined")
+    current = page.locator("#command-list li.current")
+    for text in ("echo second''-cmd", "echo third''-cmd", "echo first''-cmd"):
+        at = commands[text].offset + 0.3
+        await page.evaluate("async (t) => { await window.bastionPlayer.pause(); await window.bastionPlayer.seek(t); }", at)
+        await wait_until(lambda: _current_is(current, text), 10, f"{text} highlighted")
+        assert await current.count() == 1
+        assert await current.get_attribute("aria-current") == "true"
+    await page.screenshot(path=pages.shot("player-current.png"), full_page=True)
+
+
+async def _current_is(current, text: str) -> bool:
+    return await current.count() == 1 and text in await current.inner_text()
