@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any, Awaitable, Callable
 
-from bastion import editing, export
+from bastion import editing, export, reports
 from bastion import validation as v
 from bastion.errors import NotFound
 from bastion.store import Page
@@ -75,7 +75,16 @@ class EventPage(BaseHandler):
                   session=session)
 
 
+class StatsHandler(APIHandler):
+    @role("auditor", "admin")
+    async def get(self) -> None:
+        raw = self.get_query_argument("days", "14")
+        days = v.integer({"days": int(raw) if raw.isdigit() and len(raw) < 4 else -1}, "days", minimum=1, maximum=90)
+        self.send(await reports.dashboard_stats(self.store, days))
+
+
 default_handlers = [
+    (r"/api/stats", StatsHandler),
     (r"/api/hosts/([^/]+)/test", HostTestHandler),
     (r"/api/events/([^/]+)", EventHandler),
     (r"/audit/([^/]+)", EventPage),

@@ -96,6 +96,41 @@
       busy = false;
     }
   }
+  // Charts (Chart.js, vendored from npm): drawn once, then their data is replaced every minute.
+  const charts = {};
+  const ACCENT = "#2456d6", DANGER = "#c0392b";
+  function chart(id, type, labels, data, color, horizontal) {
+    if (charts[id]) {
+      charts[id].data.labels = labels;
+      charts[id].data.datasets[0].data = data;
+      charts[id].update();
+      return;
+    }
+    charts[id] = new Chart(document.getElementById(id), {
+      type,
+      data: { labels, datasets: [{ data, backgroundColor: color, borderColor: color, fill: false, tension: 0.2 }] },
+      options: {
+        indexAxis: horizontal ? "y" : "x", animation: false, maintainAspectRatio: false,
+        plugins: { legend: { display: false } },
+        scales: { [horizontal ? "x" : "y"]: { beginAtZero: true, ticks: { precision: 0 } } },
+      },
+    });
+  }
+  async function drawCharts() {
+    if (document.hidden) return;
+    let s;
+    try { s = await Bastion.api("GET", "/api/stats?days=14"); } catch (err) { return; }
+    const days = s.days.map((d) => d.slice(5)); // MM-DD
+    chart("chart-sessions", "bar", days, s.sessions, ACCENT);
+    chart("chart-blocked", "bar", days, s.blocked, DANGER);
+    chart("chart-users", "bar", s.top_users.map((u) => u.name), s.top_users.map((u) => u.sessions), ACCENT, true);
+    chart("chart-hosts", "bar", s.top_hosts.map((h) => h.name), s.top_hosts.map((h) => h.sessions), ACCENT, true);
+    document.getElementById("charts").dataset.drawn = "1";
+    if (s.partial) document.getElementById("charts-note").textContent = "(UTC days; the newest 20,000 records only)";
+  }
+
   refresh();
   setInterval(refresh, 5000);
+  drawCharts();
+  setInterval(drawCharts, 60000);
 })();

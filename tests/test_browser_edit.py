@@ -402,3 +402,24 @@ async def test_player_highlights_the_current_command(bastion: BastionApp, sshd, 
 
 async def _current_is(current, text: str) -> bool:
     return await current.count() == 1 and text in await current.inner_text()
+
+
+async def test_dashboard_charts_are_drawn(bastion: BastionApp, pages) -> None:
+    """Chart.js draws the sessions-per-day bars: the canvas holds the accent colour (read from its pixels)."""
+    from bastion.store.records import Session
+
+    for i in range(6):
+        await bastion.services.store.create_session(Session(host_name=f"h{i % 2}", username=f"u{i % 3}", live=False,
+                                                            started_at=time.time() - i * 3600))
+    for width, height in ((1440, 900), (390, 844)):
+        page = await pages.page(width, height)
+        await login(page, bastion.base_url, "admin", ADMIN_PASSWORD)
+        await page.goto(bastion.base_url + "/dashboard")
+        await page.wait_for_selector("#charts[data-drawn='1']")
+        accent = await page.evaluate("""() => { const c = document.getElementById('chart-sessions');
+          const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+          for (let i = 0; i < d.length; i += 4) if (Math.abs(d[i] - 0x24) < 12 && Math.abs(d[i + 1] - 0x56) < 12 && Math.abs(d[i + 2] - 0xd6) < 12 && d[i + 3] > 200) n++;
+          return n; }""")
+        assert accent > 50, accent
+        assert await page.evaluate(OVERFLOW_JS) <= 0
+        await page.screenshot(path=pages.shot(f"dashboard-{width}.png"), full_page=True)

@@ -78,6 +78,7 @@ MATRIX = [
     ("PATCH", "/api/command-rules/{missing}", ADMIN, {"enabled": False}, 404),
     ("POST", "/api/hosts/{host_id}/test", ADMIN, None, 200),
     ("GET", "/api/events/{missing}", SEC, None, 404),
+    ("GET", "/api/stats", SEC, None, 200),
 ]
 PUBLIC = {("POST", "/api/login"), ("POST", "/api/login/totp"), ("POST", "/api/logout")}
 

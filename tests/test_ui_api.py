@@ -180,3 +180,28 @@ async def test_event_detail_date_range_and_csv(bastion: BastionApp) -> None:
     for path, first in (("/api/sessions", "started (UTC)"), ("/api/commands/search", "time (UTC)")):
         out = await auditor.get(path, params={"format": "csv"})
         assert out.status == 200 and out.body.decode().splitlines()[0].startswith(first)
+
+
+async def test_dashboard_stats(bastion: BastionApp) -> None:
+    """Per-day counts, top users and hosts over UTC days, from session and command records."""
+    from bastion.store.records import Command, Session
+
+    store = bastion.services.store
+    now = time.time()
+    today = int(now) // 86400 * 86400
+    made = [("ann", "db1", today + 60), ("ann", "db1", today + 120), ("ann", "web1", today - 86400 + 60),
+            ("ben", "db1", today - 2 * 86400 + 60), ("cy", "old", today - 30 * 86400)]
+    for user, host, t in made:
+        await store.create_session(Session(host_name=host, username=user, started_at=t, live=False))
+    for t, blocked in ((today + 30, True), (today - 86400 + 30, True), (today + 40, False)):
+        await store.add_command(Command(text="rm -rf /", ts=t, blocked=blocked))
+    auditor = await bastion.user("aud2", roles=["auditor"])
+    resp = await auditor.get("/api/stats", params={"days": "3"})
+    assert resp.status == 200, resp
+    s = resp.json
+    assert s["days"] == [time.strftime("%Y-%m-%d", time.gmtime(today - i * 86400)) for i in (2, 1, 0)]
+    assert s["sessions"] == [1, 1, 2] and s["blocked"] == [0, 1, 1]
+    assert s["top_users"] == [{"name": "ann", "sessions": 3}, {"name": "ben", "sessions": 1}]
+    assert s["top_hosts"][0] == {"name": "db1", "sessions": 3} and s["partial"] is False
+    for bad in ("0", "91", "x", "-1"):
+        assert (await auditor.get("/api/stats", params={"days": bad})).status == 400
