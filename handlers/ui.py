@@ -36,7 +36,8 @@ class ExportMixin:
         if total > written:
             handler.write(f"# {total - written} more rows matched; narrow the filter to export them\n")
         await handler.audit.record("report.exported", actor=handler.actor, target=name, rows=written,
-                                   filters={k: handler.get_query_argument(k) for k in handler.request.arguments
+                                   filters={k[:40]: handler.get_query_argument(k)[:100]  # bounded: it is the client's text
+                                            for k in list(handler.request.arguments)[:12]
                                             if k not in ("format", "limit", "offset")})
         handler.finish()
 
