@@ -26,6 +26,9 @@
   let liveKey = null; // the live sessions drawn: rows are redrawn only when the set changes (an End stays put)
   function drawLive(data) {
     setCount("stat-live", data.total, "live session", "live sessions");
+    const more = document.getElementById("dash-live-more"); // the list shows 100: the rest are on Sessions
+    more.hidden = data.total <= data.items.length;
+    more.textContent = `${data.items.length} of ${data.total} shown: all on Sessions`;
     const key = data.items.map((s) => s.id).join(",");
     if (key === liveKey) {
       for (const s of data.items) {

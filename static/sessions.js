@@ -53,7 +53,8 @@
   async function refreshLive() {
     let data;
     try { data = await Bastion.api("GET", "/api/sessions?live=1&limit=200"); } catch (err) { return; }
-    document.getElementById("live-count").textContent = `${data.total} live`;
+    document.getElementById("live-count").textContent =
+      data.total > data.items.length ? `${data.total} live (the ${data.items.length} newest shown)` : `${data.total} live`;
     document.getElementById("updated").textContent = `updated ${Bastion.fmtTime(Date.now() / 1000).slice(11)}`;
     if (!data.items.length) { empty(liveBody, 8, "No live sessions."); return; }
     // Rows are kept and updated in place, so an End button does not move or vanish under a click.

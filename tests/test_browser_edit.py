@@ -423,3 +423,30 @@ async def test_dashboard_charts_are_drawn(bastion: BastionApp, pages) -> None:
         assert accent > 50, accent
         assert await page.evaluate(OVERFLOW_JS) <= 0
         await page.screenshot(path=pages.shot(f"dashboard-{width}.png"), full_page=True)
+
+
+async def test_host_pickers_on_sessions_commands_and_rules(bastion: BastionApp, pages) -> None:
+    """Typing in a page's host finder picks the matching host of its select (sessions, commands, rules)."""
+    hosts = await many_hosts(bastion, "admin", count=40)
+    target = next(h for h in hosts if h.name == "cache-0022")
+    page = await pages.page(1440, 900)
+    await login(page, bastion.base_url, "admin", ADMIN_PASSWORD)
+    for path, find, select in (("/sessions", "#sessions-host-find", "#sessions-host"),
+                               ("/commands", "#commands-host-find", "#commands-host"),
+                               ("/admin/rules", "#rule-target-find", "#rule-target")):
+        await page.goto(bastion.base_url + path)
+        await page.fill(find, "cache-0022")
+        assert await page.input_value(select) == target.id, path
+        assert await page.locator(f"{select} option:not([hidden])").count() == 2, path  # the empty choice and it
+        await page.fill(find, "")
+        assert await page.locator(f"{select} option[hidden]").count() == 0, path
+    # the rule form takes the picked host
+    await page.fill("#rule-form input[name=name]", "cache-only")
+    await page.fill("#rule-form input[name=pattern]", "^halt")
+    await page.select_option("#rule-form select[name=scope]", "host")
+    await page.fill("#rule-target-find", "cache-0022")
+    async with page.expect_navigation():
+        await page.click("#rule-form button[type=submit]")
+    [rule] = await bastion.services.store.list_rules()
+    assert (rule.scope, rule.scope_value) == ("host", target.id)
+    assert "host: cache-0022" in await page.inner_text("tr[data-rule='cache-only']")
