@@ -4,9 +4,7 @@ from __future__ import annotations
 from bastion import validation as v
 from bastion.audit import ACTIONS
 from bastion.errors import Invalid
-from bastion.store import page_bounds
-
-from bastion.store import Event
+from bastion.store import Event, page_bounds
 
 from .base import APIHandler, role
 from .ui import ExportMixin

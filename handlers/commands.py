@@ -10,8 +10,9 @@ from bastion.playback import recording_file, verify_session
 from bastion.store import Command, page_bounds
 
 from .base import CSP, APIHandler, BaseHandler, role
-from .ui import ExportMixin
 from .sessions import SessionsMixin
+from .ui import ExportMixin
+
 
 class SessionCommandsHandler(SessionsMixin, APIHandler):
     @role("auditor", "admin")
