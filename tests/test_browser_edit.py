@@ -379,6 +379,7 @@ async def test_player_highlights_the_current_command(bastion: BastionApp, sshd, 
             await asyncio.sleep(1.2)  # spacing in the recording (not synchronisation): distinct command times
         await term.send(f"echo {word}''-cmd\r")
         await term.expect(f"{word}-cmd")
+    await asyncio.sleep(1.2)  # the recording goes on past the last command, so a seek just after it lands there
     term.close()
     await wait_ended(bastion, session_id)
     await bastion.settle()
