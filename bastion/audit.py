@@ -82,6 +82,12 @@ _ACTIONS = (
     AuditAction("cluster.deleted", "B1452", "A Kubernetes cluster was deleted"),
     AuditAction("pod_grant.created", "B1453", "Access to a cluster namespace was granted"),
     AuditAction("pod_grant.deleted", "B1454", "Access to a cluster namespace was withdrawn"),
+    AuditAction("user.deleted", "B1103", "A user was deleted"),
+    AuditAction("credential.updated", "B1312", "A credential was renamed or its secret rotated"),
+    AuditAction("host.tested", "B1326", "An admin tested the connection to a host"),
+    AuditAction("rule.updated", "B2312", "A command filter rule was changed, enabled or disabled"),
+    AuditAction("app.updated", "B1302", "A category was renamed or described"),
+    AuditAction("report.exported", "B2400", "The audit log, sessions or commands were exported as CSV"),
 )
 ACTIONS: dict[str, AuditAction] = {a.name: a for a in _ACTIONS}
 SECRET_KEYS = ("password", "secret", "token", "private_key", "totp", "code")

@@ -142,3 +142,19 @@ def query_float(value: str | None, name: str) -> float | None:
     if not 0 <= number < 1e11:
         raise Invalid(f"{name} is out of range")
     return number
+
+
+def day_range(date_from: str, date_to: str) -> tuple[float | None, float | None]:
+    """A From/To pair of YYYY-MM-DD dates as epoch bounds: from the start of the first UTC day to the end of the
+    last (an unreadable date is ignored, as a search box would)."""
+    import calendar
+    import time as _time
+
+    def day(text: str) -> float | None:
+        try:
+            return float(calendar.timegm(_time.strptime(text, "%Y-%m-%d")))
+        except ValueError:
+            return None
+    start = day(date_from) if date_from else None
+    end = day(date_to) if date_to else None
+    return start, (end + 86400 if end is not None else None)

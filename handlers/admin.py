@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote
 
+from bastion import editing
 from bastion import validation as v
 from bastion.errors import Invalid, NotFound
 from bastion.store import page_bounds
@@ -60,6 +61,13 @@ class UserHandler(APIHandler):
             if user.disabled:  # every node ends the user's live sessions (and re-checks periodically)
                 await self.hub.policy_changed(user.id, by=self.actor, why="user disabled")
         self.send(user.public())
+
+    @role("admin")
+    async def delete(self, user_id: str) -> None:
+        user = await editing.delete_user(self.store, self.audit, user_id, actor=self.principal.user)
+        self.services.recent_logins.forget_user(user.id)
+        await self.hub.policy_changed(user.id, by=self.actor, why="user deleted")  # their live sessions end
+        self.send({"ok": True})
 
 
 class LocksHandler(APIHandler):

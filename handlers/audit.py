@@ -4,12 +4,13 @@ from __future__ import annotations
 from bastion import validation as v
 from bastion.audit import ACTIONS
 from bastion.errors import Invalid
-from bastion.store import page_bounds
+from bastion.store import Event, page_bounds
 
 from .base import APIHandler, role
+from .ui import ExportMixin
 
 
-class EventsHandler(APIHandler):
+class EventsHandler(ExportMixin, APIHandler):
     @role("auditor", "admin")
     async def get(self) -> None:
         action = self.get_query_argument("action", None) or None
@@ -21,8 +22,9 @@ class EventsHandler(APIHandler):
         since = v.query_float(self.get_query_argument("since", None), "since")
         until = v.query_float(self.get_query_argument("until", None), "until")
         limit, offset = page_bounds(self.get_query_argument("limit", None), self.get_query_argument("offset", None))
-        self.send_page(await self.store.list_events(action=action, actor=actor, since=since, until=until,
-                                                    limit=limit, offset=offset))
+        await self.send_listing(lambda lim, off: self.store.list_events(action=action, actor=actor, since=since,
+                                                                         until=until, limit=lim, offset=off),
+                                Event, "audit", limit, offset)
 
 
 default_handlers = [(r"/api/events", EventsHandler)]

@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import asyncio
 
+from bastion import editing
 from bastion import validation as v
-from bastion.commands import compile_rule
 from bastion.errors import Invalid, NotFound
 from bastion.playback import recording_file, verify_session
-from bastion.store import CommandRule, page_bounds
+from bastion.store import Command, page_bounds
 
 from .base import CSP, APIHandler, BaseHandler, role
 from .sessions import SessionsMixin
-
-RULE_FIELDS = ("name", "kind", "pattern", "action", "scope", "scope_value", "priority", "enabled")
+from .ui import ExportMixin
 
 
 class SessionCommandsHandler(SessionsMixin, APIHandler):
@@ -33,7 +32,7 @@ class SessionVerifyHandler(SessionsMixin, APIHandler):
                    "message": result.message})
 
 
-class CommandSearchHandler(APIHandler):
+class CommandSearchHandler(ExportMixin, APIHandler):
     @role("auditor", "admin")
     async def get(self) -> None:
         arg = self.arg
@@ -44,10 +43,10 @@ class CommandSearchHandler(APIHandler):
         host_id = v.record_id(arg("host_id"), "host_id") if arg("host_id") else None
         blocked = self.flag_arg("blocked")
         limit, offset = page_bounds(arg("limit"), arg("offset"))
-        page = await self.store.search_commands(q, user_id=user_id, host_id=host_id, blocked=blocked,
-                                                since=v.query_float(arg("since"), "since"),
-                                                until=v.query_float(arg("until"), "until"), limit=limit, offset=offset)
-        self.send_page(page)
+        since, until = v.query_float(arg("since"), "since"), v.query_float(arg("until"), "until")
+        await self.send_listing(lambda lim, off: self.store.search_commands(
+            q, user_id=user_id, host_id=host_id, blocked=blocked, since=since, until=until, limit=lim, offset=off),
+            Command, "commands", limit, offset)
 
 
 class RulesHandler(APIHandler):
@@ -58,40 +57,18 @@ class RulesHandler(APIHandler):
 
     @role("admin")
     async def post(self) -> None:
-        body = self.body()
-        v.only_fields(body, RULE_FIELDS)
-        rule = CommandRule(
-            name=v.text(body, "name", pattern=v.NAME_RE, rule="must be 1-64 letters, digits, spaces or .:@()+-_"),
-            kind=v.text(body, "kind", required=False, default="regex", max_len=10),
-            pattern=v.text(body, "pattern", max_len=1000),
-            action=v.text(body, "action", required=False, default="deny", max_len=10),
-            scope=v.text(body, "scope", required=False, default="all", max_len=10),
-            scope_value=v.text(body, "scope_value", required=False, max_len=64),
-            priority=v.integer(body, "priority", required=False, minimum=0, maximum=100000, default=100),
-            enabled=v.boolean(body, "enabled", default=True))
-        if rule.kind not in ("regex", "words"):
-            raise Invalid("kind must be regex or words")
-        if rule.action not in ("deny", "warn"):
-            raise Invalid("action must be deny or warn")
-        if rule.scope not in ("all", "app", "host", "role"):
-            raise Invalid("scope must be all, app, host or role")
-        compile_rule(rule.kind, rule.pattern)  # a pattern that does not compile is refused here
-        if rule.scope == "all":
-            rule.scope_value = ""
-        elif rule.scope == "role" and rule.scope_value not in v.ROLES:
-            raise Invalid(f"scope_value must be a role: {', '.join(v.ROLES)}")
-        elif rule.scope == "app" and await self.store.get_app(v.record_id(rule.scope_value, "scope_value")) is None:
-            raise NotFound("category not found")
-        elif rule.scope == "host" and await self.store.get_host(v.record_id(rule.scope_value, "scope_value")) is None:
-            raise NotFound("host not found")
-        await self.store.create_rule(rule)
+        rule = await editing.create_rule(self.store, self.audit, self.body(), self.actor)
         self.services.rules.changed()
-        await self.audit.record("rule.created", actor=self.actor, target=rule.name, pattern=rule.pattern,
-                                rule_action=rule.action, scope=rule.scope)
         self.send(rule.public(), status=201)
 
 
 class RuleHandler(APIHandler):
+    @role("admin")
+    async def patch(self, rule_id: str) -> None:
+        rule = await editing.update_rule(self.store, self.audit, rule_id, self.body(), self.actor)
+        self.services.rules.changed()
+        self.send(rule.public())
+
     @role("admin")
     async def delete(self, rule_id: str) -> None:
         rule = await self.store.delete_rule(v.record_id(rule_id, "rule id"))

@@ -1,6 +1,7 @@
 """Categories, credentials, hosts and grants."""
 from __future__ import annotations
 
+from bastion import editing
 from bastion import validation as v
 from bastion.store import page_bounds
 
@@ -25,6 +26,10 @@ class AppsHandler(PagedMixin, APIHandler):
 
 class AppHandler(APIHandler):
     @role("admin")
+    async def patch(self, app_id: str) -> None:
+        self.send((await editing.update_app(self.inventory, app_id, self.body(), self.actor)).public())
+
+    @role("admin")
     async def delete(self, app_id: str) -> None:
         await self.inventory.delete_app(app_id, self.actor)
         self.send({"ok": True})
@@ -42,6 +47,10 @@ class CredentialsHandler(PagedMixin, APIHandler):
 
 
 class CredentialHandler(APIHandler):
+    @role("admin")
+    async def patch(self, cred_id: str) -> None:
+        self.send((await editing.update_credential(self.inventory, cred_id, self.body(), self.actor)).public())
+
     @role("admin")
     async def delete(self, cred_id: str) -> None:
         await self.inventory.delete_credential(cred_id, self.actor)

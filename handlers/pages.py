@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from urllib.parse import urlparse
+from urllib.parse import urlencode, urlparse
 
 from bastion.auth import token_view
 from bastion.errors import NotFound
-from bastion.store import page_bounds
+from bastion.store import Page, page_bounds
 
 from .base import BaseHandler, authenticated, enrolling, public, role
 
@@ -18,6 +18,12 @@ def _safe_next(target: str | None) -> str:
         return "/"
     parsed = urlparse(target)
     return parsed.path + (("?" + parsed.query) if parsed.query else "")
+
+
+def host_matches(host, q: str, category: str) -> bool:  # noqa: ANN001 - a Host record
+    """Whether every word of a search is in the host's name, address, category or tags."""
+    text = " ".join([host.name, f"{host.address}:{host.port}", category, *host.tags]).lower()
+    return all(word in text for word in q.lower().split())
 
 
 class LoginPage(BaseHandler):
@@ -39,7 +45,11 @@ class HomePage(BaseHandler):
         groups: dict[str, list] = defaultdict(list)
         for host in hosts:
             groups[apps[host.app_id].name if host.app_id in apps else "Uncategorised"].append(host)
-        self.page("home.html", groups=sorted(groups.items()), host_count=len(hosts))
+        setup = None
+        if not hosts and self.principal.has_role("admin"):  # first run: what is still missing before a terminal
+            setup = {"apps": len(apps), "creds": (await self.store.list_credentials(limit=1)).total,
+                     "hosts": (await self.store.list_hosts(limit=1)).total}
+        self.page("home.html", groups=sorted(groups.items()), host_count=len(hosts), setup=setup)
 
 
 class AccountPage(BaseHandler):
@@ -66,9 +76,15 @@ class InventoryPage(BaseHandler):
         apps = (await self.store.list_apps(limit=500)).items
         creds = (await self.store.list_credentials(limit=500)).items
         limit, offset = page_bounds(self.get_query_argument("limit", None), self.get_query_argument("offset", None), default=100)
-        hosts = await self.store.list_hosts(limit=limit, offset=offset)
+        q = (self.get_query_argument("q", "") or "").strip()[:64]
+        if q:  # every word in the host's name, address, category or tags
+            names = {a.id: a.name for a in apps}
+            found = [h for h in await self.store.all_hosts() if host_matches(h, q, names.get(h.app_id, ""))]
+            hosts = Page(items=found[offset:offset + limit], total=len(found))
+        else:
+            hosts = await self.store.list_hosts(limit=limit, offset=offset)
         self.page("inventory.html", apps=apps, creds=creds, hosts=hosts, app_names={a.id: a.name for a in apps},
-                  cred_names={c.id: c.name for c in creds}, limit=limit, offset=offset)
+                  cred_names={c.id: c.name for c in creds}, limit=limit, offset=offset, q=q)
 
 
 class GrantsPage(BaseHandler):
@@ -77,8 +93,9 @@ class GrantsPage(BaseHandler):
         users = (await self.store.list_users(limit=500)).items
         apps = (await self.store.list_apps(limit=500)).items
         hosts = await self.store.all_hosts()
-        grants = await self.store.list_grants(limit=500)
-        self.page("grants.html", users=users, apps=apps, hosts=hosts, grants=grants,
+        limit, offset = page_bounds(self.get_query_argument("limit", None), self.get_query_argument("offset", None), default=100)
+        grants = await self.store.list_grants(limit=limit, offset=offset)
+        self.page("grants.html", users=users, apps=apps, hosts=hosts, grants=grants, limit=limit, offset=offset,
                   user_names={u.id: u.username for u in users}, app_names={a.id: a.name for a in apps},
                   host_names={h.id: h.name for h in hosts})
 
@@ -87,14 +104,23 @@ class AuditPage(BaseHandler):
     @role("auditor", "admin")
     async def get(self) -> None:
         from bastion.audit import ACTIONS
+        from bastion.validation import day_range
         action = self.get_query_argument("action", "") or None
         actor = (self.get_query_argument("actor", "") or "")[:64] or None
         if action not in ACTIONS:
             action = None
+        date_from, date_to = self.get_query_argument("from", "")[:10], self.get_query_argument("to", "")[:10]
+        since, until = day_range(date_from, date_to)  # whole UTC days, like the other pages' date filters
         limit, offset = page_bounds(self.get_query_argument("limit", None), self.get_query_argument("offset", None))
-        events = await self.store.list_events(action=action, actor=actor, limit=limit, offset=offset)
+        events = await self.store.list_events(action=action, actor=actor, since=since, until=until, limit=limit,
+                                              offset=offset)
+        filters = {"action": action or "", "actor": actor or "", "from": date_from, "to": date_to}
+        export = {"action": action or "", "actor": actor or "", "since": since or "", "until": until or "",
+                  "format": "csv"}
         self.page("audit.html", events=events, actions=sorted(ACTIONS), action=action or "", actor=actor or "",
-                  limit=limit, offset=offset)
+                  date_from=date_from, date_to=date_to, limit=limit, offset=offset,
+                  page_query=urlencode({k: x for k, x in filters.items() if x}),
+                  export_query=urlencode({k: x for k, x in export.items() if x}))
 
 
 class NotFoundPage(BaseHandler):

@@ -11,6 +11,7 @@ from bastion.playback import recording_file
 from bastion.store import Session, page_bounds
 
 from .base import APIHandler, BaseHandler, authenticated, role
+from .ui import ExportMixin
 
 END_REASONS = ("exit", "closed", "host_lost", "idle", "expired", "revoked", "slow_client", "kicked", "shutdown",
                "interrupted", "failed", "record_failed")
@@ -31,7 +32,7 @@ class SessionsMixin:
         return doc
 
 
-class SessionsHandler(SessionsMixin, APIHandler):
+class SessionsHandler(ExportMixin, SessionsMixin, APIHandler):
     @role("auditor", "admin")
     async def get(self) -> None:
         arg = self.arg
@@ -42,10 +43,10 @@ class SessionsHandler(SessionsMixin, APIHandler):
         if reason and reason not in END_REASONS:
             raise v.Invalid(f"reason must be one of {', '.join(END_REASONS)}")
         limit, offset = page_bounds(arg("limit"), arg("offset"))
-        page = await self.store.list_sessions(live=live, user_id=user_id, host_id=host_id, end_reason=reason,
-                                              since=v.query_float(arg("since"), "since"),
-                                              until=v.query_float(arg("until"), "until"), limit=limit, offset=offset)
-        self.send_page(page, self.session_view)
+        since, until = v.query_float(arg("since"), "since"), v.query_float(arg("until"), "until")
+        await self.send_listing(lambda lim, off: self.store.list_sessions(
+            live=live, user_id=user_id, host_id=host_id, end_reason=reason, since=since, until=until, limit=lim,
+            offset=off), Session, "sessions", limit, offset, self.session_view)
 
 
 class SessionHandler(SessionsMixin, APIHandler):

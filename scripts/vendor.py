@@ -11,6 +11,7 @@ FILES = {
     "@xterm/addon-fit/lib/addon-fit.js": "addon-fit.js",
     "asciinema-player/dist/bundle/asciinema-player.min.js": "asciinema-player.min.js",
     "asciinema-player/dist/bundle/asciinema-player.css": "asciinema-player.css",
+    "chart.js/dist/chart.umd.min.js": "chart.umd.min.js",  # dashboard charts
 }
 
 

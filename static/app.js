@@ -99,8 +99,11 @@ const Bastion = (() => {
         continue;
       }
       const value = el.value;
-      if (value === "") continue; // optional fields left empty are omitted
       const type = el.dataset.type;
+      if (value === "") { // optional fields left empty are omitted, or sent empty where emptying them is a change
+        if (el.dataset.empty === "send") body[el.name] = type === "list" ? [] : "";
+        continue;
+      }
       if (type === "int") body[el.name] = Number.parseInt(value, 10);
       else if (type === "list") body[el.name] = value.split(",").map((s) => s.trim()).filter(Boolean);
       else body[el.name] = value;
@@ -227,6 +230,115 @@ const Bastion = (() => {
     });
   }
 
+  // Edit dialogs: a button[data-edit] names a <dialog>; its form gets the button's API URL and values, then opens.
+  function bindEditors(root) {
+    for (const btn of root.querySelectorAll("button[data-edit]")) {
+      btn.addEventListener("click", () => {
+        const dialog = document.getElementById(btn.dataset.edit);
+        const form = dialog.querySelector("form");
+        form.reset();
+        form.dataset.api = btn.dataset.editUrl;
+        const values = JSON.parse(btn.dataset.values || "{}");
+        for (const el of form.elements) {
+          if (!el.name || !(el.name in values)) continue;
+          const v = values[el.name];
+          if (el.type === "checkbox") el.checked = Array.isArray(v) ? v.includes(el.value) : Boolean(v);
+          else el.value = Array.isArray(v) ? v.join(", ") : (v === null || v === undefined ? "" : String(v));
+        }
+        const title = dialog.querySelector(".dialog-title");
+        if (title) title.textContent = btn.dataset.title || "";
+        const errorEl = form.querySelector(".form-error");
+        if (errorEl) errorEl.textContent = "";
+        dialog.showModal();
+      });
+    }
+    for (const b of root.querySelectorAll("dialog [data-close]")) {
+      b.addEventListener("click", () => b.closest("dialog").close());
+    }
+  }
+
+  // A search box over a list: input[data-filter-rows=<selector>] hides the matching rows whose data-search text
+  // lacks every typed word; a [data-filter-group] holding no shown row is hidden too; [data-filter-count] says how
+  // many are shown.
+  function bindRowFilters(root) {
+    for (const input of root.querySelectorAll("input[data-filter-rows]")) {
+      const rows = [...document.querySelectorAll(input.dataset.filterRows)];
+      const count = input.dataset.filterCount ? document.getElementById(input.dataset.filterCount) : null;
+      const apply = () => {
+        const words = input.value.toLowerCase().split(/\s+/).filter(Boolean);
+        let shown = 0;
+        for (const row of rows) {
+          const text = (row.dataset.search || row.textContent).toLowerCase();
+          row.hidden = !words.every((w) => text.includes(w));
+          if (!row.hidden) shown += 1;
+        }
+        for (const group of document.querySelectorAll("[data-filter-group]")) {
+          const members = group.querySelectorAll(input.dataset.filterRows);
+          group.hidden = members.length > 0 && [...members].every((r) => r.hidden);
+        }
+        if (count) count.textContent = words.length ? `${shown} of ${rows.length} shown` : "";
+      };
+      input.addEventListener("input", apply);
+      if (input.value) apply();
+    }
+  }
+
+  // A searchable picker: input[data-filter-options=<select id>] hides the select's options that do not match and
+  // picks the first match, so a long host list is found by typing.
+  function bindOptionFilters(root) {
+    for (const input of root.querySelectorAll("input[data-filter-options]")) {
+      const select = document.getElementById(input.dataset.filterOptions);
+      input.addEventListener("input", () => {
+        const q = input.value.trim().toLowerCase();
+        let first = null;
+        for (const opt of select.options) {
+          if (!opt.value) continue; // the "—"/"any" choice stays
+          opt.hidden = Boolean(q) && !opt.textContent.toLowerCase().includes(q);
+          if (!opt.hidden && !first) first = opt;
+        }
+        if (q && first) select.value = first.value;
+        else if (q) select.value = "";
+        select.dispatchEvent(new Event("change"));
+      });
+    }
+  }
+
+  // Inventory: "Test" connects to a host with its credential and says what it found.
+  function bindHostTests(root) {
+    const out = document.getElementById("host-test-result");
+    for (const btn of root.querySelectorAll("button[data-test-host]")) {
+      btn.addEventListener("click", async () => {
+        btn.disabled = true;
+        out.hidden = false;
+        out.className = "test-result";
+        out.textContent = `Testing ${btn.dataset.name}…`;
+        try {
+          const r = await api("POST", btn.dataset.testHost);
+          out.className = "test-result " + (r.ok ? "good" : "bad");
+          out.textContent = r.message + (r.key === "changed" ? ` (pinned: ${r.pinned_fingerprint})` : "");
+          const keyCell = btn.closest("tr").querySelector(".host-key");
+          if (keyCell && r.key === "first_use") keyCell.textContent = r.fingerprint;
+        } catch (err) {
+          out.className = "test-result bad";
+          out.textContent = err.message;
+        } finally {
+          btn.disabled = false;
+        }
+      });
+    }
+  }
+
+  // End a live session (auditor, admin): asks for the reason the user is shown; true when it ended.
+  async function endSession(id, username) {
+    const reason = window.prompt(`Reason for ending ${username}'s session (shown to the user):`, "ended by security team");
+    if (!reason) return false;
+    try {
+      await api("POST", `/api/sessions/${encodeURIComponent(id)}/kill`, { reason });
+      toast(`${username}'s session ended`);
+      return true;
+    } catch (err) { toast(err.message, true); return false; }
+  }
+
   function initNav() {
     // Narrow screens: the navigation and account links fold behind a Menu button (static/app.css).
     const toggle = document.getElementById("nav-toggle");
@@ -253,11 +365,15 @@ const Bastion = (() => {
       });
     }
     bindForms(document);
+    bindEditors(document);
+    bindRowFilters(document);
+    bindOptionFilters(document);
+    bindHostTests(document);
     initLogin();
     initAccount();
   }
 
-  return { api, toast, init, xsrfToken, cell, pager, fmtTime, formMessage };
+  return { api, toast, init, xsrfToken, cell, pager, fmtTime, formMessage, endSession };
 })();
 
 document.addEventListener("DOMContentLoaded", Bastion.init);

@@ -11,15 +11,31 @@
   let modules = {};
   let selected = null;
 
-  document.getElementById("category-filter").addEventListener("change", (ev) => {
+  // Hosts shown: those of the chosen category (others are unticked) whose name has every typed word (a host the
+  // search hides stays ticked, so several searches add up); the count says how many are ticked in all.
+  const categoryFilter = document.getElementById("category-filter");
+  const hostFind = document.getElementById("host-find");
+  const picked = document.getElementById("hosts-picked");
+  function countPicked() {
+    const n = document.querySelectorAll(".host-pick input:checked").length;
+    picked.textContent = n ? `${n} host${n === 1 ? "" : "s"} selected` : "";
+  }
+  function filterHosts() {
+    const words = hostFind.value.toLowerCase().split(/\s+/).filter(Boolean);
     for (const label of document.querySelectorAll(".host-pick")) {
-      const show = !ev.target.value || label.dataset.appId === ev.target.value;
-      label.hidden = !show;
-      if (!show) label.querySelector("input").checked = false;
+      const inCategory = !categoryFilter.value || label.dataset.appId === categoryFilter.value;
+      const text = label.textContent.toLowerCase();
+      label.hidden = !inCategory || !words.every((w) => text.includes(w));
+      if (!inCategory) label.querySelector("input").checked = false;
     }
-  });
+    countPicked();
+  }
+  categoryFilter.addEventListener("change", filterHosts);
+  hostFind.addEventListener("input", filterHosts);
+  document.getElementById("host-picks").addEventListener("change", countPicked);
   document.getElementById("select-all").addEventListener("click", () => {
     for (const label of document.querySelectorAll(".host-pick")) if (!label.hidden) label.querySelector("input").checked = true;
+    countPicked();
   });
 
   function field(p) {

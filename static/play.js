@@ -76,6 +76,30 @@
     }
   }
 
+  // The command list follows playback: the last command at or before the player's time is highlighted and
+  // scrolled into the list's view (the list scrolls, never the page).
+  let current = null;
+  async function follow() {
+    if (!player) return;
+    let t;
+    try { t = await player.getCurrentTime(); } catch (err) { return; }
+    let hit = null;
+    for (const li of list.querySelectorAll("li[data-offset]")) {
+      if (Number(li.dataset.offset) <= t + 0.05) hit = li; else break;
+    }
+    if (hit === current) return;
+    if (current) { current.classList.remove("current"); current.removeAttribute("aria-current"); }
+    current = hit;
+    if (!hit) return;
+    hit.classList.add("current");
+    hit.setAttribute("aria-current", "true");
+    const top = hit.offsetTop, bottom = top + hit.offsetHeight;
+    if (top < list.scrollTop || bottom > list.scrollTop + list.clientHeight) {
+      list.scrollTop = Math.max(0, top - list.clientHeight / 3);
+    }
+  }
+  setInterval(follow, 250);
+
   if (root.dataset.available === "1") {
     create(pendingSeek || 0);
     if (pendingSeek) setTimeout(() => seek(pendingSeek), 300);

@@ -17,6 +17,9 @@
     if (f.get("blocked")) q.set("blocked", "1");
     if (f.get("since")) q.set("since", String(Date.parse(f.get("since")) / 1000));
     if (f.get("until")) q.set("until", String(Date.parse(f.get("until")) / 1000 + 86400));
+    const csv = new URLSearchParams(q);
+    csv.delete("limit"); csv.delete("offset"); csv.set("format", "csv");
+    document.getElementById("commands-csv").href = `/api/commands/search?${csv}`;
     let data;
     try { data = await Bastion.api("GET", `/api/commands/search?${q}`); } catch (err) { Bastion.toast(err.message, true); return; }
     body.replaceChildren();

@@ -45,19 +45,16 @@
   }
 
   async function kill(id, user) {
-    const reason = window.prompt(`Reason for ending ${user}'s session (shown to the user):`, "ended by security team");
-    if (!reason) return;
-    try {
-      await Bastion.api("POST", `/api/sessions/${encodeURIComponent(id)}/kill`, { reason });
-      refreshLive();
-      loadEnded();
-    } catch (err) { Bastion.toast(err.message, true); }
+    if (!await Bastion.endSession(id, user)) return;
+    refreshLive();
+    loadEnded();
   }
 
   async function refreshLive() {
     let data;
     try { data = await Bastion.api("GET", "/api/sessions?live=1&limit=200"); } catch (err) { return; }
-    document.getElementById("live-count").textContent = `${data.total} live`;
+    document.getElementById("live-count").textContent =
+      data.total > data.items.length ? `${data.total} live (the ${data.items.length} newest shown)` : `${data.total} live`;
     document.getElementById("updated").textContent = `updated ${Bastion.fmtTime(Date.now() / 1000).slice(11)}`;
     if (!data.items.length) { empty(liveBody, 8, "No live sessions."); return; }
     // Rows are kept and updated in place, so an End button does not move or vanish under a click.
@@ -102,6 +99,9 @@
   }
 
   async function loadEnded() {
+    const csv = new URLSearchParams(filterQuery());
+    csv.delete("limit"); csv.delete("offset"); csv.set("format", "csv");
+    document.getElementById("sessions-csv").href = `/api/sessions?${csv}`;
     let data;
     try { data = await Bastion.api("GET", `/api/sessions?${filterQuery()}`); } catch (err) { Bastion.toast(err.message, true); return; }
     if (!data.items.length) empty(endedBody, 9, "No ended sessions match.");

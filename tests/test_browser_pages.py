@@ -30,7 +30,8 @@ async def seed(bastion: BastionApp, sshd) -> dict[str, str]:
     live_id = (await live.control("session"))["id"]
     await live.send("echo live''-line\r")
     await live.expect("live-line")
-    return {"host_id": ids["host_id"], "ended": ended_id, "live": live_id, "client": live}
+    event_id = (await bastion.services.store.list_events(action="session.started", limit=1)).items[0].id
+    return {"host_id": ids["host_id"], "ended": ended_id, "live": live_id, "client": live, "event": event_id}
 
 
 def paths_for(role: str, ids: dict[str, str]) -> list[str]:
@@ -38,7 +39,7 @@ def paths_for(role: str, ids: dict[str, str]) -> list[str]:
     if role == "user":
         paths.append(f"/terminal/{ids['host_id']}")
     else:
-        paths += [f"/watch/{ids['live']}", f"/watch/{ids['ended']}", f"/play/{ids['ended']}"]
+        paths += [f"/watch/{ids['live']}", f"/watch/{ids['ended']}", f"/play/{ids['ended']}", f"/audit/{ids['event']}"]
     return paths
 
 
@@ -53,6 +54,8 @@ async def settle(page, path: str) -> None:
         await page.wait_for_selector("#verify:not(:has-text('checking'))")
     elif path == "/sessions":
         await page.wait_for_selector("#ended-table tr[data-session-id]")
+    elif path == "/dashboard":
+        await page.wait_for_selector("#dash-live tr[data-session-id]")
     await page.wait_for_load_state("networkidle")
 
 

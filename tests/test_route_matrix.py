@@ -82,6 +82,14 @@ MATRIX = [
     ("DELETE", "/api/pod-grants/{missing}", ADMIN, None, 404),
     ("GET", "/api/k8s/namespaces", ALL, None, 200),
     ("GET", "/api/k8s/{missing}/team-a/pods", ALL, None, 404),
+    # issue 13: editing, connection test, event detail
+    ("PATCH", "/api/apps/{app_id}", ADMIN, {"description": "edited"}, 200),
+    ("PATCH", "/api/credentials/{credential_id}", ADMIN, {"password": "rotated-secret"}, 200),
+    ("DELETE", "/api/users/{missing}", ADMIN, None, 404),
+    ("PATCH", "/api/command-rules/{missing}", ADMIN, {"enabled": False}, 404),
+    ("POST", "/api/hosts/{host_id}/test", ADMIN, None, 200),
+    ("GET", "/api/events/{missing}", SEC, None, 404),
+    ("GET", "/api/stats", SEC, None, 200),
 ]
 PUBLIC = {("POST", "/api/login"), ("POST", "/api/login/totp"), ("POST", "/api/logout")}
 

@@ -545,6 +545,20 @@ class Store(abc.ABC):
         grant = await self._must(PodGrant, id, "grant")
         await self._delete(PodGrant.collection, id)
         return grant
+    # ---- editing from the UI (issue 13): single lookups and deleting a user --------------------------------
+    async def get_event(self, id: str) -> Event | None:
+        return await self._load(Event, id)
+
+    async def get_rule(self, id: str) -> CommandRule | None:
+        return await self._load(CommandRule, id)
+
+    async def delete_user(self, id: str) -> User:
+        """Delete a user with their grants, API tokens, logins and access locks (sessions and commands stay)."""
+        user = await self._must(User, id, "user")
+        for cls in (Grant, ApiToken, Login, AccessLock):
+            await self._delete_where(cls.collection, Query(eq={"user_id": id}))
+        await self._delete(User.collection, id)
+        return user
 
 
 def page_bounds(limit: Any, offset: Any, *, default: int = 50, maximum: int = 500) -> tuple[int, int]:
