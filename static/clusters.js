@@ -107,12 +107,6 @@
       list.appendChild(li);
     }
     box.appendChild(list);
-    if (result.warning) {
-      const w = document.createElement("p");
-      w.className = "warn-text";
-      w.textContent = result.warning;
-      box.appendChild(w);
-    }
   }
 
   for (const btn of document.querySelectorAll("button[data-test-cluster]")) {

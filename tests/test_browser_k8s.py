@@ -80,7 +80,7 @@ async def test_admin_adds_tests_edits_and_grants_a_cluster(bastion: BastionApp, 
     keeps the write-only token, a grant lets a user see the namespace, and the page fits a phone."""
     await bastion.services.auth.create_user("alice", "user-password-1", ["user"], actor="test")
     pages.expect_status(r"/api/clusters$", 400)  # the first, incomplete form is refused on purpose
-    page = await pages.page(1280, 900)
+    page = await pages.page(1440, 900)
     await login(page, bastion.base_url, "admin", ADMIN_PASSWORD)
     await page.click("#main-nav a:has-text('Clusters')")
     await page.wait_for_url("**/admin/clusters")
@@ -140,6 +140,8 @@ async def test_admin_adds_tests_edits_and_grants_a_cluster(bastion: BastionApp, 
         "✓ The token may list pods in team-a (5 pods)."]
     assert "test-eu" in await page.inner_text("#pod-grant-table tr[data-grant='alice/team-a']")
     await page.screenshot(path=str(tmp_path / "clusters-desktop.png"), full_page=True)
+    dims = await page.evaluate(OVERFLOW_JS)
+    assert dims["scroll"] <= dims["inner"], dims  # the admin's navigation, one link longer, still fits
 
     alice = await bastion.user("alice")
     mine = (await alice.get("/api/k8s/namespaces")).json["items"]
@@ -148,7 +150,9 @@ async def test_admin_adds_tests_edits_and_grants_a_cluster(bastion: BastionApp, 
     # on a phone: add a cluster without TLS verification (warned before and after), then delete it
     phone = await pages.page(390, 844)
     await login(phone, bastion.base_url, "admin", ADMIN_PASSWORD)
-    await phone.goto(bastion.base_url + "/admin/clusters")
+    await phone.click("#nav-toggle")
+    await phone.click("#main-nav a:has-text('Clusters')")
+    await phone.wait_for_url("**/admin/clusters")
     pform = phone.locator("#cluster-form")
     await pform.locator("input[name=name]").fill("lab")
     await pform.locator("input[name=api_url]").fill(kubeapi.url)
