@@ -201,8 +201,8 @@ class PodTerminals:
         result: dict[str, Any] = {"ok": False, "reached": False, "may_list": False, "version": "", "pods": {},
                                   "warning": INSECURE_WARNING if cluster.insecure else "", "checks": checks}
 
-        def cause(exc: BastionError) -> str:
-            return exc.message.removeprefix(f"{cluster.name}: ")
+        def cause(exc: BastionError) -> str:  # the error's words without the cluster's name and a final stop
+            return exc.message.removeprefix(f"{cluster.name}: ").rstrip(".")
 
         try:
             result["version"] = await client.version()
