@@ -50,3 +50,16 @@ async def test_edit_without_a_token_keeps_it(bastion: BastionApp, kubeapi: KubeA
     cleared = await admin.patch(f"/api/clusters/{cluster_id}", {"ca_bundle": ""})
     assert cleared.status == 400
     assert cleared.json["error"] == "give the cluster's CA bundle (PEM), or choose explicitly to skip TLS verification"
+
+
+async def test_duplicates_are_refused_in_words(bastion: BastionApp, kubeapi: KubeAPI) -> None:
+    admin, _, cluster_id = await pod_user(bastion, kubeapi)
+    again = await admin.post("/api/clusters", {"name": "test", "api_url": kubeapi.url, "ca_bundle": kubeapi.ca_pem,
+                                               "token": "t"})
+    assert again.status == 409 and again.json["error"] == "a cluster named test already exists"
+    other = await add_cluster(admin, kubeapi, name="other")
+    renamed = await admin.patch(f"/api/clusters/{other}", {"name": "test"})
+    assert renamed.status == 409 and renamed.json["error"] == "a cluster named test already exists"
+    uid = (await bastion.services.store.get_user_by_name("alice")).id
+    twice = await admin.post("/api/pod-grants", {"user_id": uid, "cluster_id": cluster_id, "namespace": "team-a"})
+    assert twice.status == 409 and twice.json["error"] == "alice already has this grant on test/team-a"

@@ -133,7 +133,10 @@ class PodTerminals:
         token = fields.pop("token")
         cluster = Cluster(**fields)
         cluster.sealed_token = self.vault.seal(token, f"cluster:{cluster.id}")
-        await self.store.create_cluster(cluster)
+        try:
+            await self.store.create_cluster(cluster)
+        except Conflict:
+            raise Conflict(f"a cluster named {cluster.name} already exists") from None
         await self.audit.record("cluster.created", actor=actor, target=cluster.name, api_url=cluster.api_url,
                                 insecure=cluster.insecure)
         if cluster.insecure:
@@ -152,7 +155,10 @@ class PodTerminals:
             raise Invalid(NO_TRUST)
         if token is not None:
             cluster.sealed_token = self.vault.seal(token, f"cluster:{cluster.id}")
-        await self.store.save(cluster)
+        try:
+            await self.store.save(cluster)
+        except Conflict:
+            raise Conflict(f"a cluster named {cluster.name} already exists") from None
         await self.audit.record("cluster.updated", actor=actor, target=cluster.name,
                                 fields=sorted(list(changes) + (["token"] if token is not None else [])))
         return cluster
@@ -244,8 +250,12 @@ class PodTerminals:
         cluster = await self.get_cluster(v.text(body, "cluster_id"))
         namespace = namespace_name(body.get("namespace"))
         selector = label_selector(v.text(body, "selector", required=False, max_len=500))
-        grant = await self.store.create_pod_grant(PodGrant(user_id=user.id, cluster_id=cluster.id, namespace=namespace,
-                                                           selector=selector))
+        try:
+            grant = await self.store.create_pod_grant(PodGrant(user_id=user.id, cluster_id=cluster.id,
+                                                               namespace=namespace, selector=selector))
+        except Conflict:
+            raise Conflict(f"{user.username} already has this grant on {cluster.name}/{namespace}"
+                           + (f" [{selector}]" if selector else "")) from None
         await self.audit.record("pod_grant.created", actor=actor, target=user.username,
                                 to=f"{cluster.name}/{namespace}" + (f" [{selector}]" if selector else ""))
         return grant
