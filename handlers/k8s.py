@@ -5,6 +5,7 @@ from __future__ import annotations
 from tornado.websocket import WebSocketHandler
 
 from bastion.errors import Conflict
+from bastion.k8s.service import INSECURE_WARNING
 from bastion.protocol import parse_size_args
 
 from .base import APIHandler, BaseHandler, authenticated, role
@@ -78,6 +79,21 @@ class PodsHandler(APIHandler):
         self.send({"items": [p.public() for p in pods], "total": len(pods)})
 
 
+class ClustersPage(BaseHandler):
+    """/admin/clusters: clusters (add, edit, test, delete) and pod grants; the forms call the JSON API above."""
+
+    @role("admin")
+    async def get(self) -> None:
+        pods = self.services.pods
+        clusters = await pods.clusters()
+        users = (await self.store.list_users(limit=500)).items
+        apps = (await self.store.list_apps(limit=500)).items
+        self.page("clusters.html", clusters=[pods.public(c) for c in clusters], grants=await pods.grants(),
+                  users=users, apps=apps, user_names={u.id: u.username for u in users},
+                  app_names={a.id: a.name for a in apps}, cluster_names={c.id: c.name for c in clusters},
+                  insecure_warning=INSECURE_WARNING)
+
+
 class PodPickerPage(BaseHandler):
     @authenticated
     async def get(self) -> None:
@@ -140,6 +156,7 @@ default_handlers = [
     (r"/api/k8s/namespaces", MyNamespacesHandler),
     (r"/api/k8s/([^/]+)/" + NAME + "/pods", PodsHandler),
     (r"/k8s", PodPickerPage),
+    (r"/admin/clusters", ClustersPage),
     (r"/k8s/([^/]+)/" + NAME + "/" + NAME, PodTerminalPage),
     (r"/ws/k8s/([^/]+)/" + NAME + "/" + NAME, PodTerminalSocket),
 ]

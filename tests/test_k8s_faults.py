@@ -96,9 +96,12 @@ async def test_wrong_token(bastion: BastionApp, kubeapi: KubeAPI) -> None:
     kubeapi.tokens["bogus"] = "not-the-token"
     cluster_id = await add_cluster(admin, kubeapi, role="bogus", name="wrong")
     tested = await admin.post(f"/api/clusters/{cluster_id}/test", {"namespace": "team-a"})
-    assert tested.status == 400
-    assert tested.json["error"] == ("wrong: the cluster refused the service-account token (401 Unauthorized); "
-                                    "an admin must give the cluster a valid token")
+    # the test ran: its result says the API was reached and the token may not list pods, and why
+    assert tested.status == 200
+    assert (tested.json["ok"], tested.json["reached"], tested.json["may_list"]) == (False, True, False)
+    assert tested.json["checks"][-1] == {
+        "ok": False, "text": "The token may not list pods in team-a: the cluster refused the service-account token "
+                            "(401 Unauthorized); an admin must give the cluster a valid token."}
     assert "not-the-token" not in tested.body.decode()
     user = await bastion.user("carol")
     await grant_namespace(admin, (await bastion.services.store.get_user_by_name("carol")).id, cluster_id)
@@ -109,7 +112,10 @@ async def test_wrong_token(bastion: BastionApp, kubeapi: KubeAPI) -> None:
 async def test_token_that_may_list_but_not_exec(bastion: BastionApp, kubeapi: KubeAPI) -> None:
     admin, user, cluster_id = await pod_user(bastion, kubeapi, role="reader")
     tested = await admin.post(f"/api/clusters/{cluster_id}/test")
-    assert tested.status == 200 and tested.json["pods"] == {"team-a": 5}
+    assert tested.status == 200 and tested.json["pods"] == {"team-a": 5} and tested.json["ok"] is True
+    assert [c["text"] for c in tested.json["checks"]] == [
+        f"Reached the API server at {kubeapi.url} (Kubernetes v1.33.0-bastion-test).",
+        "The token may list pods in team-a (5 pods)."]
     term = await open_pod(user, cluster_id, "web-0", "app")
     closed = await term.control("closed")
     assert closed["code"] == "failed"
@@ -125,15 +131,18 @@ async def test_ca_mismatch(bastion: BastionApp, kubeapi: KubeAPI) -> None:
     cluster_id = await add_cluster(admin, kubeapi, name="mitm",
                                    ca_bundle=other_ca.public_bytes(serialization.Encoding.PEM).decode())
     tested = await admin.post(f"/api/clusters/{cluster_id}/test", {"namespace": "team-a"})
-    assert tested.status == 400
-    assert tested.json["error"].startswith("mitm: the cluster's TLS certificate is not trusted by its CA bundle (")
+    assert tested.status == 200 and (tested.json["ok"], tested.json["reached"]) == (False, False)
+    assert [c["ok"] for c in tested.json["checks"]] == [False]
+    assert tested.json["checks"][0]["text"].startswith(
+        "Could not reach the API server: the cluster's TLS certificate is not trusted by its CA bundle (")
     refused = await admin.post("/api/clusters", {"name": "nothing", "api_url": kubeapi.url, "token": "x"})
     assert refused.status == 400 and "CA bundle" in refused.json["error"]
     insecure = await admin.post("/api/clusters", {"name": "lax", "api_url": kubeapi.url, "token": kubeapi.tokens["team-a"],
                                                   "insecure": True})
     assert insecure.status == 201 and insecure.json["warning"].startswith("TLS verification is OFF")
     assert "sealed_token" not in insecure.json and "token" not in insecure.json
-    assert (await admin.post(f"/api/clusters/{insecure.json['id']}/test", {"namespace": "team-a"})).status == 200
+    lax = await admin.post(f"/api/clusters/{insecure.json['id']}/test", {"namespace": "team-a"})
+    assert lax.status == 200 and lax.json["ok"] is True and lax.json["warning"].startswith("TLS verification is OFF")
 
 
 async def test_pod_deleted_mid_session(bastion: BastionApp, fresh_kubeapi: KubeAPI) -> None:
@@ -156,7 +165,7 @@ async def test_api_server_restart(bastion: BastionApp, fresh_kubeapi: KubeAPI) -
     await term.control("session")
     await term.send("echo first-life\r")
     await term.expect("first-life")
-    fresh_kubeapi.restart()
+    await fresh_kubeapi.arestart()
     closed = await term.control("closed")
     assert closed["code"] == "host_lost"
     record = await wait_ended(bastion, term.session_id)
@@ -170,7 +179,7 @@ async def test_api_server_restart(bastion: BastionApp, fresh_kubeapi: KubeAPI) -
 
 async def test_cluster_that_refuses_websocket_exec(bastion: BastionApp, tmp_path: Path) -> None:
     api = make_kubeapi(tmp_path / "noupgrade", websocket_exec=False)
-    api.start()
+    await api.astart()
     try:
         _, user, cluster_id = await pod_user(bastion, api)
         term = await open_pod(user, cluster_id, "web-0", "app")
@@ -178,12 +187,12 @@ async def test_cluster_that_refuses_websocket_exec(bastion: BastionApp, tmp_path
         assert closed["code"] == "failed"
         assert "refused WebSocket exec: Upgrade request required; Bastion needs WebSocket exec" in closed["reason"]
     finally:
-        api.stop()
+        await api.astop()
 
 
 async def test_v4_only_cluster(bastion: BastionApp, tmp_path: Path) -> None:
     api = make_kubeapi(tmp_path / "v4", protocols=["v4.channel.k8s.io"])
-    api.start()
+    await api.astart()
     try:
         _, user, cluster_id = await pod_user(bastion, api)
         term = await open_pod(user, cluster_id, "web-0", "app")
@@ -194,7 +203,7 @@ async def test_v4_only_cluster(bastion: BastionApp, tmp_path: Path) -> None:
         assert closed["code"] == "exit" and "exit status 0" in closed["reason"]
         assert [e["protocol"] for e in api.log() if e.get("event") == "exec"][-1] == "v4.channel.k8s.io"
     finally:
-        api.stop()
+        await api.astop()
 
 
 async def test_auditor_watches_and_ends_a_pod_session(bastion: BastionApp, kubeapi: KubeAPI) -> None:
@@ -226,3 +235,57 @@ async def test_withdrawn_grant_ends_the_session(bastion: BastionApp, kubeapi: Ku
     closed = await term.control("closed")
     assert closed["code"] == "revoked"
     assert (await user.get(f"/k8s/{cluster_id}/team-a/web-0")).status == 404
+
+
+async def test_deleting_a_cluster_ends_its_live_sessions(bastion: BastionApp, kubeapi: KubeAPI) -> None:
+    admin, user, cluster_id = await pod_user(bastion, kubeapi)
+    other_id = await add_cluster(admin, kubeapi, name="other")
+    await grant_namespace(admin, (await bastion.services.store.get_user_by_name("alice")).id, other_id)
+    doomed = await open_pod(user, cluster_id, "web-0", "app")
+    await doomed.control("session")
+    kept = await open_pod(user, other_id, "web-0", "sidecar")
+    await kept.control("session")
+    await doomed.send("echo before''-delete\r")
+    await doomed.expect("before-delete")
+    assert (await admin.delete(f"/api/clusters/{cluster_id}")).status == 200
+    closed = await doomed.control("closed")
+    assert closed["code"] == "revoked" and "the cluster was deleted" in closed["reason"]
+    record = await wait_ended(bastion, doomed.session_id)
+    # ended by the delete itself (the periodic re-check would say "policy"), with the recording kept
+    assert (record.end_reason, record.reason, record.ended_by) == ("revoked", "the cluster was deleted", "admin")
+    assert b"before-delete" in Path(record.recording_path).read_bytes()
+    # the other cluster's session goes on, and the deleted cluster's grants went with it
+    await kept.send("echo still''-here\r")
+    await kept.expect("still-here")
+    assert [g["cluster_id"] for g in (await admin.get("/api/pod-grants")).json["items"]] == [other_id]
+    assert (await user.get(f"/k8s/{cluster_id}/team-a/web-0")).status == 404
+    kept.close()
+
+
+async def test_cluster_that_swallows_websocket_exec(make_bastion, tmp_path: Path) -> None:
+    """A proxy that takes the exec upgrade and never answers: the terminal fails within the connect timeout
+    (it never hangs), says why, and the session ends."""
+    bastion = await make_bastion(terminal_connect_timeout="2")
+    api = make_kubeapi(tmp_path / "stall", exec_stall=True)
+    await api.astart()
+    try:
+        _, user, cluster_id = await pod_user(bastion, api)
+        term = await open_pod(user, cluster_id, "web-0", "app")
+        closed = await term.control("closed", timeout=10)
+        assert closed["code"] == "failed"
+        assert f"the cluster API at {api.url} did not open the terminal within 2 seconds" in closed["reason"]
+        record = await wait_ended(bastion, term.session_id)
+        assert record.end_reason == "failed"
+        assert [e["event"] for e in api.log() if e.get("event", "").startswith("exec")] == ["exec_stalled"]
+    finally:
+        await api.astop()
+
+
+async def test_test_server_harness_never_blocks_the_loop(tmp_path: Path) -> None:
+    """Inside a test the harness's blocking calls are refused, and a server that cannot start fails at once."""
+    api = make_kubeapi(tmp_path / "broken", pods=[{"namespace": "no-name-nor-containers"}])
+    with pytest.raises(RuntimeError, match="await KubeAPI.astart"):
+        api.start()
+    with pytest.raises(RuntimeError, match="did not start"):
+        await api.astart()
+    assert api.proc is not None and api.proc.poll() is not None

@@ -13,10 +13,14 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.simple_httpclient import HTTPTimeoutError
 
 from ..errors import BastionError, Forbidden, NotFound, Unavailable
 
 REQUEST_TIMEOUT = 10.0
+# The code of errors raised before the cluster answered anything (TLS trust, refused, timeout): a connection test
+# tells "could not reach the API" from "reached it, but the token may not do this".
+UNREACHABLE = "unreachable"
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class ClusterAccess:
         try:
             return ssl.create_default_context(cadata=self.ca_bundle)
         except (ssl.SSLError, ValueError):
-            raise BastionError(f"{self.name}: the CA bundle is not a readable PEM certificate") from None
+            raise BastionError(f"{self.name}: the CA bundle is not a readable PEM certificate", code=UNREACHABLE) from None
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
@@ -143,19 +147,25 @@ def http_failure(access: ClusterAccess, code: int, body: bytes, doing: str) -> B
 
 
 def connection_failure(access: ClusterAccess, exc: BaseException) -> BastionError:
-    """The BastionError for a failure to reach the API at all (TLS trust, refused, timeout)."""
+    """The BastionError for a failure to reach the API at all (TLS trust, refused, timeout); its code is UNREACHABLE."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         return BastionError(f"{access.name}: the cluster's TLS certificate is not trusted by its CA bundle "
-                            f"({exc.verify_message or 'verification failed'}); check the CA bundle")
+                            f"({exc.verify_message or 'verification failed'}); check the CA bundle", code=UNREACHABLE)
     if isinstance(exc, ssl.SSLError):
-        return BastionError(f"{access.name}: TLS with the cluster failed ({exc.reason or 'handshake error'})")
+        return BastionError(f"{access.name}: TLS with the cluster failed ({exc.reason or 'handshake error'})",
+                            code=UNREACHABLE)
+    if isinstance(exc, HTTPTimeoutError):
+        return Unavailable(f"{access.name}: the cluster API at {access.api_url} did not answer in time", code=UNREACHABLE)
     if isinstance(exc, HTTPClientError) and exc.code == 599:
-        return Unavailable(f"{access.name}: the cluster API at {access.api_url} did not answer in time")
+        return Unavailable(f"{access.name}: the cluster API at {access.api_url} closed the connection without "
+                           "answering", code=UNREACHABLE)
     if isinstance(exc, ConnectionRefusedError):
-        return Unavailable(f"{access.name}: cannot reach the cluster API at {access.api_url} (connection refused)")
+        return Unavailable(f"{access.name}: cannot reach the cluster API at {access.api_url} (connection refused)",
+                           code=UNREACHABLE)
     if isinstance(exc, OSError):
-        return Unavailable(f"{access.name}: cannot reach the cluster API at {access.api_url} ({exc.strerror or 'network error'})")
-    return Unavailable(f"{access.name}: cannot reach the cluster API at {access.api_url}")
+        return Unavailable(f"{access.name}: cannot reach the cluster API at {access.api_url} "
+                           f"({exc.strerror or 'network error'})", code=UNREACHABLE)
+    return Unavailable(f"{access.name}: cannot reach the cluster API at {access.api_url}", code=UNREACHABLE)
 
 
 class KubeClient:

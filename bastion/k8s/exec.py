@@ -18,11 +18,12 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.simple_httpclient import HTTPTimeoutError
 from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, WebSocketError, websocket_connect
 
 from ..errors import BastionError, NotFound
 from ..sessions.doors import UpstreamEvents
-from .api import ClusterAccess, KubeClient, connection_failure, http_failure, status_message
+from .api import UNREACHABLE, ClusterAccess, KubeClient, connection_failure, http_failure, status_message
 
 log = logging.getLogger(__name__)
 V5 = "v5.channel.k8s.io"
@@ -76,19 +77,35 @@ def not_found_executable(status: dict[str, Any]) -> bool:
     return exit_code(status) in (126, 127) or "executable file not found" in text or "no such file or directory" in text.lower()
 
 
-async def connect(access: ClusterAccess, target: PodTarget, command: list[str]) -> WebSocketClientConnection:
-    """Open the exec WebSocket (v5, else v4) or raise a BastionError naming the cause."""
+def _close_late(fut: "asyncio.Future[WebSocketClientConnection]") -> None:
+    """A connection that completed after we stopped waiting for it: close it (nobody will read it)."""
+    if not fut.cancelled() and fut.exception() is None:
+        fut.result().close()
+
+
+async def connect(access: ClusterAccess, target: PodTarget, command: list[str],
+                  timeout: float = CONNECT_TIMEOUT) -> WebSocketClientConnection:
+    """Open the exec WebSocket (v5, else v4) within `timeout` seconds or raise a BastionError naming the cause."""
     query = [("command", c) for c in command] + [("container", target.container), ("stdin", "true"),
                                                    ("stdout", "true"), ("stderr", "false"), ("tty", "true")]
     path = (f"/api/v1/namespaces/{quote(target.namespace, safe='')}/pods/{quote(target.pod, safe='')}/exec?"
             + urlencode(query))
     url = access.api_url.rstrip("/").replace("https://", "wss://", 1).replace("http://", "ws://", 1) + path
+    # no redirects: Tornado's WebSocket client cannot follow one (it would never answer), and a cluster that
+    # redirects exec is misconfigured anyway
     request = HTTPRequest(url, headers={"Authorization": f"Bearer {access.token}"}, ssl_options=access.ssl_context(),
-                          connect_timeout=CONNECT_TIMEOUT, request_timeout=CONNECT_TIMEOUT)
+                          connect_timeout=timeout, request_timeout=timeout, follow_redirects=False)
+    pending = websocket_connect(request, subprotocols=[V5, V4], ping_interval=20)
+    too_slow = BastionError(f"{access.name}: the cluster API at {access.api_url} did not open the terminal within "
+                            f"{timeout:g} seconds", code=UNREACHABLE)
     try:
-        conn = await websocket_connect(request, subprotocols=[V5, V4], ping_interval=20)
+        # Tornado's own timeouts stop at the response headers; this bounds the whole handshake whatever the
+        # cluster (or a proxy) does, and a connection that completes after we gave up is closed, not leaked
+        conn = await asyncio.wait_for(asyncio.shield(pending), timeout + 1)
     except HTTPClientError as exc:
         body = exc.response.body if exc.response is not None and exc.response.body else b""
+        if isinstance(exc, HTTPTimeoutError):
+            raise too_slow from None
         if exc.code == 599:
             raise connection_failure(access, exc) from None
         message = status_message(body)
@@ -101,8 +118,14 @@ async def connect(access: ClusterAccess, target: PodTarget, command: list[str]) 
     except WebSocketError:
         raise BastionError(f"{access.name}: the cluster (or a proxy in front of it) does not accept WebSocket exec; "
                            "Bastion needs WebSocket exec (v5/v4.channel.k8s.io) to reach pods") from None
-    except (OSError, TimeoutError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, asyncio.TimeoutError):
+        pending.add_done_callback(_close_late)
+        raise too_slow from None
+    except OSError as exc:
         raise connection_failure(access, exc) from None
+    except BaseException:  # cancelled (the session ended while opening): never leave the connection behind
+        pending.add_done_callback(_close_late)
+        raise
     if conn.selected_subprotocol not in (V5, V4):
         conn.close()
         raise BastionError(f"{access.name}: the cluster did not agree on an exec protocol "
@@ -132,15 +155,34 @@ class K8sUpstream:
 
     @classmethod
     async def open(cls, access: ClusterAccess, target: PodTarget, events: UpstreamEvents, *, cols: int,
-                   rows: int) -> "K8sUpstream":
-        """Probe bash then sh; return the connected shell or raise a BastionError saying why there is none."""
+                   rows: int, connect_timeout: float = CONNECT_TIMEOUT) -> "K8sUpstream":
+        """Probe bash then sh; return the connected shell or raise a BastionError saying why there is none.
+
+        Bounded: each exec connection gets `connect_timeout`, each probe PROBE_WAIT, and the whole open at most
+        both for every shell tried, whatever the cluster does (accepts and stalls, answers half, never closes)."""
+        opened: list[WebSocketClientConnection] = []
+        limit = len(SHELLS) * (connect_timeout + 1 + PROBE_WAIT) + 1
+        try:
+            return await asyncio.wait_for(cls._probe(access, target, events, cols, rows, connect_timeout, opened), limit)
+        except (TimeoutError, asyncio.TimeoutError):
+            raise BastionError(f"{access.name}: the pod's terminal did not open within {limit:.0f} seconds "
+                               "(the cluster accepted the exec but did not answer)", code=UNREACHABLE) from None
+        except BaseException:
+            for conn in opened:
+                conn.close()
+            raise
+
+    @classmethod
+    async def _probe(cls, access: ClusterAccess, target: PodTarget, events: UpstreamEvents, cols: int, rows: int,
+                     connect_timeout: float, opened: list[WebSocketClientConnection]) -> "K8sUpstream":
         tried: list[str] = []
         for command in SHELLS:
-            conn = await connect(access, target, command)
+            conn = await connect(access, target, command, connect_timeout)
+            opened.append(conn)
             _send(conn, RESIZE, json.dumps({"Width": cols, "Height": rows}).encode())
             try:
                 first = await asyncio.wait_for(conn.read_message(), PROBE_WAIT)
-            except asyncio.TimeoutError:
+            except (TimeoutError, asyncio.TimeoutError):
                 first = b""  # a quiet shell: started, nothing to show yet
             if isinstance(first, bytes) and first[:1] == bytes([STATUS]):
                 status = parse_status(first[1:])
@@ -152,6 +194,7 @@ class K8sUpstream:
             if first is None:
                 raise BastionError(f"{access.name}: the cluster closed the terminal as it opened")
             upstream = cls(access, target, conn, command[0], events)
+            opened.clear()  # the upstream owns the connection now
             upstream._task = asyncio.get_running_loop().create_task(upstream._read(first))
             return upstream
         raise BastionError(f"the container {target.container} has no shell (tried {' and '.join(tried)})")

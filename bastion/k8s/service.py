@@ -11,13 +11,13 @@ from urllib.parse import urlsplit
 
 from .. import validation as v
 from ..audit import Audit
-from ..errors import Conflict, Invalid, NotFound
+from ..errors import BastionError, Conflict, Invalid, NotFound
 from ..sessions.doors import FrontDoor, Upstream
 from ..sessions.engine import Admission, SessionEngine
 from ..sessions.session import LiveSession
 from ..store import Cluster, Host, PodGrant, Session, Store, User
 from ..vault import Vault
-from .api import ClusterAccess, KubeClient, PodInfo
+from .api import UNREACHABLE, ClusterAccess, KubeClient, PodInfo
 from .exec import K8sUpstream, PodTarget
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,8 @@ SELECTOR_TERM = re.compile(r"^!?[A-Za-z0-9]([A-Za-z0-9_./-]{0,250}[A-Za-z0-9])?(
 MAX_CA = 64 * 1024
 MAX_TOKEN = 16 * 1024
 INSECURE_WARNING = "TLS verification is OFF for this cluster: anyone on the network path can read its terminals"
+NO_TRUST = "give the cluster's CA bundle (PEM), or choose explicitly to skip TLS verification"
+CLUSTER_DELETED = "the cluster was deleted"
 
 
 def namespace_name(value: Any, what: str = "namespace") -> str:
@@ -127,11 +129,14 @@ class PodTerminals:
     async def create_cluster(self, body: dict[str, Any], actor: str) -> Cluster:
         fields = await self._cluster_fields(body, partial=False)
         if not fields["ca_bundle"] and not fields["insecure"]:
-            raise Invalid("give the cluster's CA bundle (PEM), or set insecure explicitly to skip TLS verification")
+            raise Invalid(NO_TRUST)
         token = fields.pop("token")
         cluster = Cluster(**fields)
         cluster.sealed_token = self.vault.seal(token, f"cluster:{cluster.id}")
-        await self.store.create_cluster(cluster)
+        try:
+            await self.store.create_cluster(cluster)
+        except Conflict:
+            raise Conflict(f"a cluster named {cluster.name} already exists") from None
         await self.audit.record("cluster.created", actor=actor, target=cluster.name, api_url=cluster.api_url,
                                 insecure=cluster.insecure)
         if cluster.insecure:
@@ -147,18 +152,27 @@ class PodTerminals:
         for name, value in changes.items():
             setattr(cluster, name, value)
         if not cluster.ca_bundle and not cluster.insecure:
-            raise Invalid("give the cluster's CA bundle (PEM), or set insecure explicitly to skip TLS verification")
+            raise Invalid(NO_TRUST)
         if token is not None:
             cluster.sealed_token = self.vault.seal(token, f"cluster:{cluster.id}")
-        await self.store.save(cluster)
+        try:
+            await self.store.save(cluster)
+        except Conflict:
+            raise Conflict(f"a cluster named {cluster.name} already exists") from None
         await self.audit.record("cluster.updated", actor=actor, target=cluster.name,
                                 fields=sorted(list(changes) + (["token"] if token is not None else [])))
         return cluster
 
     async def delete_cluster(self, cluster_id: str, actor: str) -> None:
+        """Delete a cluster and its pod grants; its live pod sessions end (reason `revoked`) on every node."""
         cluster = await self.get_cluster(cluster_id)
+        # whoever may hold a session on it: its grantees (any node) and this node's live sessions on it
+        users = {g.user_id for g in await self.store.list_pod_grants() if g.cluster_id == cluster.id}
+        users |= {s.record.user_id for s in self.engine.hub.live() if s.record.host_id == f"k8s:{cluster.id}"}
         await self.store.delete_cluster(cluster.id)
         await self.audit.record("cluster.deleted", actor=actor, target=cluster.name)
+        for user_id in sorted(users):
+            await self.engine.hub.policy_changed(user_id, by=actor, why=CLUSTER_DELETED)
 
     async def get_cluster(self, cluster_id: str) -> Cluster:
         cluster = await self.store.get_cluster(v.record_id(cluster_id, "cluster id"))
@@ -179,18 +193,53 @@ class PodTerminals:
                              insecure=cluster.insecure, token=self.vault.open(cluster.sealed_token, f"cluster:{cluster.id}"))
 
     async def test_connection(self, cluster_id: str, namespace: str | None) -> dict[str, Any]:
-        """Reach the API and check that the token may list pods (in `namespace`, else each granted one)."""
+        """Reach the API, then check that the token may list pods (in `namespace`, else in each granted one).
+
+        A cluster that cannot be reached or refuses the token is the test's result, not a bad request: the answer
+        says in words whether the API was reached and whether the token may list pods (`checks`, `ok`)."""
         cluster = await self.get_cluster(cluster_id)
         if namespace:
             namespaces = [namespace_name(namespace)]
         else:
             namespaces = sorted({g.namespace for g in await self.store.list_pod_grants() if g.cluster_id == cluster.id}) or ["default"]
         client = KubeClient(self.access(cluster))
-        version = await client.version()
-        counts = {ns: len(await client.list_pods(ns)) for ns in namespaces}
-        return {"ok": True, "version": version, "pods": counts, "warning": INSECURE_WARNING if cluster.insecure else "",
-                "message": f"{cluster.name} answers ({version}); the token may list pods in "
-                           + ", ".join(f"{ns} ({n})" for ns, n in counts.items())}
+        checks: list[dict[str, Any]] = []
+        result: dict[str, Any] = {"ok": False, "reached": False, "may_list": False, "version": "", "pods": {},
+                                  "warning": INSECURE_WARNING if cluster.insecure else "", "checks": checks}
+
+        def cause(exc: BastionError) -> str:  # the error's words without the cluster's name and a final stop
+            return exc.message.removeprefix(f"{cluster.name}: ").rstrip(".")
+
+        try:
+            result["version"] = await client.version()
+            result["reached"] = True
+            checks.append({"ok": True, "text": f"Reached the API server at {cluster.api_url} "
+                                               f"(Kubernetes {result['version']})."})
+        except BastionError as exc:
+            if exc.code == UNREACHABLE:
+                checks.append({"ok": False, "text": f"Could not reach the API server: {cause(exc)}."})
+                result["message"] = checks[-1]["text"]
+                return result
+            # it answered, but not to this token (clusters that refuse anonymous /version answer 401 here)
+            result["reached"] = True
+            checks.append({"ok": True, "text": f"Reached the API server at {cluster.api_url}."})
+            checks.append({"ok": False, "text": f"The token may not list pods: {cause(exc)}."})
+            result["message"] = " ".join(c["text"] for c in checks)
+            return result
+        may_list = True
+        for ns in namespaces:
+            try:
+                count = len(await client.list_pods(ns))
+            except BastionError as exc:
+                may_list = False
+                checks.append({"ok": False, "text": f"The token may not list pods in {ns}: {cause(exc)}."})
+                continue
+            result["pods"][ns] = count
+            checks.append({"ok": True, "text": f"The token may list pods in {ns} ({count} pod{'' if count == 1 else 's'})."})
+        result["may_list"] = may_list
+        result["ok"] = may_list
+        result["message"] = " ".join(c["text"] for c in checks)
+        return result
 
     # ---- grants (admin) ----------------------------------------------------------------------------------
     async def create_grant(self, body: dict[str, Any], actor: str) -> PodGrant:
@@ -201,8 +250,12 @@ class PodTerminals:
         cluster = await self.get_cluster(v.text(body, "cluster_id"))
         namespace = namespace_name(body.get("namespace"))
         selector = label_selector(v.text(body, "selector", required=False, max_len=500))
-        grant = await self.store.create_pod_grant(PodGrant(user_id=user.id, cluster_id=cluster.id, namespace=namespace,
-                                                           selector=selector))
+        try:
+            grant = await self.store.create_pod_grant(PodGrant(user_id=user.id, cluster_id=cluster.id,
+                                                               namespace=namespace, selector=selector))
+        except Conflict:
+            raise Conflict(f"{user.username} already has this grant on {cluster.name}/{namespace}"
+                           + (f" [{selector}]" if selector else "")) from None
         await self.audit.record("pod_grant.created", actor=actor, target=user.username,
                                 to=f"{cluster.name}/{namespace}" + (f" [{selector}]" if selector else ""))
         return grant
@@ -293,7 +346,8 @@ class PodTerminals:
         access = self.access(cluster)
 
         async def connect(session: LiveSession, window: int) -> Upstream:
-            return await K8sUpstream.open(access, target, session, cols=cols, rows=rows)
+            return await K8sUpstream.open(access, target, session, cols=cols, rows=rows,
+                                          connect_timeout=self.engine.config.terminal.connect_timeout)
 
         return await self.engine.open_session(
             admission, user, pod_host(cluster, target), cols, rows, door, address, connect=connect,
@@ -308,9 +362,14 @@ class PodTerminals:
         if user.disabled:
             return {r.id: "the user was disabled" for r in records}
         grants = await self.store.pod_grants_of_user(user.id)
+        clusters: dict[str, bool] = {}
         out = {}
         for r in records:
             cluster_id = r.host_id.removeprefix("k8s:")
-            if not any(g.cluster_id == cluster_id and g.namespace == r.namespace for g in grants):
+            if cluster_id not in clusters:
+                clusters[cluster_id] = await self.store.get_cluster(cluster_id) is not None
+            if not clusters[cluster_id]:
+                out[r.id] = CLUSTER_DELETED
+            elif not any(g.cluster_id == cluster_id and g.namespace == r.namespace for g in grants):
                 out[r.id] = "access to this namespace was withdrawn"
         return out

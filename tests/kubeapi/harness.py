@@ -2,6 +2,7 @@
 tokens and their rules, the pods, a kubeconfig for the real kubectl, and restart/stop by PID."""
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import json
@@ -18,7 +19,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from waiting import wait_until, wait_until_sync
+
 SERVER = Path(__file__).resolve().parent / "server.py"
+START_TIMEOUT = 60.0  # seconds for the server to make its pods' sandboxes and listen (a loaded machine is slow)
+STOP_TIMEOUT = 15.0  # seconds between SIGTERM and SIGKILL
 
 # Pods of the test cluster: several namespaces, a multi-container pod, a pod without bash, Pending and CrashLoopBackOff.
 DEFAULT_PODS: list[dict[str, Any]] = [
@@ -40,6 +45,15 @@ DEFAULT_PODS: list[dict[str, Any]] = [
 
 ALL = [{"verbs": ["*"], "resources": ["*"], "namespaces": ["*"]}]
 READ_ONLY = [{"verbs": ["get", "list"], "resources": ["pods", "namespaces"], "namespaces": ["*"]}]
+
+
+def _outside_loop(what: str) -> None:
+    """Refuse a blocking call on a running event loop: it would freeze Bastion (same loop) while it waits."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(f"KubeAPI.{what}() blocks; on the event loop, await KubeAPI.a{what}() instead")
 
 
 def _name(cn: str) -> x509.Name:
@@ -92,33 +106,91 @@ class KubeAPI:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        """Start (or restart on the same port) the server process and wait for it to listen."""
+    def _launch(self) -> None:
+        """Start the server process. Its stdout goes to a file, not a pipe: the pods' sandboxes inherit it, and a
+        pipe they hold open would keep a reader waiting after the server itself has died."""
         self.config["port"] = self.port
         cfg = self.dir / "config.json"
         cfg.write_text(json.dumps(self.config))
-        self.proc = subprocess.Popen([sys.executable, str(SERVER), str(cfg)], stdout=subprocess.PIPE,
-                                     stderr=open(self.dir / "server.err", "ab"), text=True)
-        line = self.proc.stdout.readline() if self.proc.stdout else ""  # blocks until it listens or exits
-        if not line.startswith("listening "):
-            self.proc.wait(10)
-            raise RuntimeError("the Kubernetes API test server did not start: " + (self.dir / "server.err").read_text()[-2000:])
-        self.port = int(line.split()[1])
+        out = self.dir / "server.out"
+        out.write_text("")
+        with out.open("ab") as stdout, (self.dir / "server.err").open("ab") as stderr:
+            self.proc = subprocess.Popen([sys.executable, str(SERVER), str(cfg)], stdin=subprocess.DEVNULL,
+                                         stdout=stdout, stderr=stderr)
+
+    def _listening(self) -> bool:
+        """Whether the server has said `listening <port>` (then the port is known); raise if it died first."""
+        for line in (self.dir / "server.out").read_text().splitlines():
+            if line.startswith("listening "):
+                self.port = int(line.split()[1])
+                return True
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError("the Kubernetes API test server did not start (exit status "
+                               f"{self.proc.returncode}): " + (self.dir / "server.err").read_text()[-2000:])
+        return False
+
+    def _not_started(self) -> None:
+        self._kill()
+        raise AssertionError(f"the Kubernetes API test server did not listen within {START_TIMEOUT:.0f}s: "
+                             + (self.dir / "server.err").read_text()[-2000:])
+
+    def start(self) -> None:
+        """Start (or restart on the same port) the server process and wait, at most START_TIMEOUT, for it to
+        listen. Blocking: for fixtures outside the event loop; a test inside it awaits `astart()`."""
+        _outside_loop("start")
+        self._launch()
+        try:
+            wait_until_sync(self._listening, START_TIMEOUT, what="the Kubernetes API test server listening")
+        except AssertionError:
+            self._not_started()
+
+    async def astart(self) -> None:
+        """`start()` for code on the event loop: the loop keeps running (Bastion in this process with it)."""
+        self._launch()
+        try:
+            await wait_until(self._listening, START_TIMEOUT, what="the Kubernetes API test server listening")
+        except AssertionError:
+            self._not_started()
+
+    def _exited(self) -> bool:
+        return self.proc is None or self.proc.poll() is not None
+
+    def _kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(STOP_TIMEOUT)  # SIGKILL: bounded by the kernel, not by the server
 
     def stop(self) -> None:
-        """End the server process we started (its sandboxes die with it)."""
+        """End the server process we started (its sandboxes die with it): SIGTERM, then SIGKILL after
+        STOP_TIMEOUT. Blocking, for fixtures; a test on the event loop awaits `astop()`."""
+        _outside_loop("stop")
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(15)
+                self.proc.wait(STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+                self._kill()
+        self.proc = None
+
+    async def astop(self) -> None:
+        """`stop()` for code on the event loop."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                await wait_until(self._exited, STOP_TIMEOUT, what="the Kubernetes API test server ending")
+            except AssertionError:
+                self._kill()
         self.proc = None
 
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    async def arestart(self) -> None:
+        """Stop and start again on the same port, without blocking the event loop."""
+        await self.astop()
+        await self.astart()
 
     def log(self) -> list[dict[str, Any]]:
         """What the server noted: exec requests (with protocol, tty), resizes, stdin closes, exits, deletions."""

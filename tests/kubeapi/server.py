@@ -73,9 +73,14 @@ def short_age(seconds: float) -> str:
     return f"{h // 24}d"
 
 
+# Loaded here, in the parent: the children's preexec functions run between fork and exec while the server has
+# threads (executor, child watcher), where loading a library (dlopen's lock) could deadlock the child.
+LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
+
+
 def _pdeathsig() -> None:
     """In the child: die with the server, even when it is killed (the sandbox's init follows via --kill-child)."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class Sandbox:
@@ -486,6 +491,10 @@ class Exec(tornado.websocket.WebSocketHandler):
         self.finish(json.dumps(doc))
 
     async def get(self, namespace: str, name: str) -> None:  # type: ignore[override]
+        if self.cluster.config.get("exec_stall"):
+            # what a proxy that swallows the upgrade does: it neither answers nor closes
+            self.cluster.note(event="exec_stalled", pod=f"{namespace}/{name}")
+            await asyncio.Event().wait()
         if self._admitted(namespace, name):
             await super().get(namespace, name)
 
