@@ -103,6 +103,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("terminal", "max_sessions_per_user", 10, "int", "Concurrent terminal sessions per user.", minimum=1, maximum=10000),
     Option("terminal", "max_session_duration", 0, "int", "Seconds a session may last at most, warned a minute before (0: no limit).", minimum=0, maximum=30 * 86400),
     Option("terminal", "policy_recheck_interval", 1.5, "float", "Seconds between re-checks of live sessions' users, grants and locks.", minimum=0.2, maximum=3600),
+    Option("terminal", "reconnect_grace", 60.0, "float", "Seconds a session waits for its browser to come back after a page reload or a lost connection (0: it ends at once).", minimum=0, maximum=3600),
     Option("terminal", "slow_client_timeout", 60.0, "float", "Seconds a terminal may hold output it does not read before the session ends.", minimum=1, maximum=3600),
     Option("terminal", "locale", "C.UTF-8", "str", "LANG/LC_CTYPE sent to hosts as SSH environment (empty: none); hosts must AcceptEnv it."),
     Option("terminal", "records_dir", "records", "str", "Directory for asciicast recordings."),
@@ -186,6 +187,7 @@ class TerminalConfig:
     max_sessions_per_user: int = _default("terminal", "max_sessions_per_user")
     max_session_duration: int = _default("terminal", "max_session_duration")
     policy_recheck_interval: float = _default("terminal", "policy_recheck_interval")
+    reconnect_grace: float = _default("terminal", "reconnect_grace")
     slow_client_timeout: float = _default("terminal", "slow_client_timeout")
     locale: str = _default("terminal", "locale")
     records_dir: str = _default("terminal", "records_dir")

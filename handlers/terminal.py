@@ -93,10 +93,20 @@ class TerminalSocket(SocketHandler):
     bad_frames = 0
     read_scope = "terminal"  # the upgrade is a GET, but an API token needs the terminal scope
 
+    resumed: LiveSession | None = None
+    fresh = True
+
     @authenticated
     async def get(self, host_id: str) -> None:
         host = await self.inventory.openable_host(self.principal.user, host_id, address=self.client_address)
         self.size = parse_size_args(self.get_query_argument("cols", None), self.get_query_argument("rows", None))
+        resume = self.get_query_argument("session", None)
+        if resume is not None:  # the browser comes back to its session (a reload, a lost connection)
+            self.resumed = self.services.sessions.resumable(resume, self.principal.user, host.id)
+            self.fresh = self.get_query_argument("fresh", "1") != "0"
+            self.host = host
+            await WebSocketHandler.get(self, host_id)
+            return
         # a slot is reserved before the upgrade and released when the session ends (or never starts)
         try:
             self.admission = await self.services.sessions.admit(self.principal.user, host, self.client_address)
@@ -113,6 +123,14 @@ class TerminalSocket(SocketHandler):
 
     async def open(self, host_id: str) -> None:
         self.set_nodelay(True)
+        if self.resumed is not None:
+            if not self.resumed.detached or self.resumed.closing:  # it ended, or another socket took it meanwhile
+                self.send_control(control("closed", reason="the session can no longer be resumed", code="gone"))
+                self.hang_up()
+                return
+            self.session = self.resumed
+            self.session.reattach(self, fresh=self.fresh)
+            return
         cols, rows = self.size
         assert self.admission is not None
         self.session = await self.services.sessions.open_session(
@@ -139,8 +157,14 @@ class TerminalSocket(SocketHandler):
             session.resize(frame.cols, frame.rows)
 
     def on_close(self) -> None:
-        if self.session is not None and not self.session.closing:
-            self.services.sessions.spawn(self.session.close("closed"))
+        session = self.session
+        if session is None or session.closing or session.door is not self:
+            return
+        grace = self.services.config.terminal.reconnect_grace
+        if grace > 0:
+            session.detach(grace)  # a reload or a network blip: the browser may come back to it
+        else:
+            self.services.sessions.spawn(session.close("closed"))
 
 
 class MonitorSocket(SocketHandler):

@@ -74,39 +74,79 @@
   }
 
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  const url = watching
+  const base = watching
     ? `${proto}//${location.host}/ws/monitor/${encodeURIComponent(el.dataset.sessionId)}`
     : el.dataset.socket  // a pod terminal names its own socket path (query included)
-      ? `${proto}//${location.host}${el.dataset.socket}&cols=${term.cols}&rows=${term.rows}`
-      : `${proto}//${location.host}/ws/terminal/${encodeURIComponent(el.dataset.hostId)}?cols=${term.cols}&rows=${term.rows}`;
-  const ws = new WebSocket(url);
-  ws.binaryType = "arraybuffer";
-  window.bastionSocket = ws;
+      ? `${proto}//${location.host}${el.dataset.socket}&`
+      : `${proto}//${location.host}/ws/terminal/${encodeURIComponent(el.dataset.hostId)}?`;
+  // A reload or a lost connection re-attaches to the same live session within the server's grace period: the
+  // session id is kept for this tab (sessionStorage), and a socket that drops is re-opened with it.
+  const resumeKey = watching ? null : `bastion.session.${el.dataset.socket || el.dataset.hostId}`;
+  let sessionId = resumeKey ? sessionStorage.getItem(resumeKey) : null;
+  let lostAt = 0;
+  let ws = null;
 
-  ws.onopen = () => setStatus(watching ? "watching" : "connecting to host…");
-  ws.onmessage = (ev) => {
-    if (typeof ev.data !== "string") {
-      if (!ended && statusEl.textContent.startsWith("connecting")) setStatus("connected", "ok");
-      term.write(new Uint8Array(ev.data));
-      return;
+  function open(resume, fresh) {
+    let url = base;
+    if (!watching) {
+      url += `cols=${term.cols}&rows=${term.rows}`;
+      if (resume) url += `&session=${encodeURIComponent(resume)}&fresh=${fresh ? 1 : 0}`;
     }
-    let msg;
-    try { msg = JSON.parse(ev.data); } catch (e) { return; }
-    if (msg.type === "session") {
-      const sid = document.getElementById("session-id");
-      if (sid) sid.textContent = msg.id;
-      if (watching) setStatus("watching", "ok");
-    } else if (msg.type === "notice") {
-      showBanner(String(msg.message), true, msg.level);
-    } else if (msg.type === "resize" && watching) {
-      term.resize(Math.max(1, msg.cols | 0), Math.max(1, msg.rows | 0));
-    } else if (msg.type === "command" && watching) {
-      if (msg.blocked) showBanner(`blocked command: ${String(msg.command)}`, true, "error");
-    } else if (msg.type === "closed") {
-      endWith(String(msg.reason));
-    }
-  };
-  ws.onclose = (ev) => { if (!ended) endWith(ev.code === 1006 ? "connection to the bastion was lost" : "the connection closed"); };
+    const socket = new WebSocket(url);
+    let opened = false;
+    socket.binaryType = "arraybuffer";
+    window.bastionSocket = ws = socket;
+    socket.onopen = () => {
+      opened = true;
+      if (!resume) setStatus(watching ? "watching" : "connecting to host…");
+    };
+    socket.onmessage = (ev) => {
+      if (typeof ev.data !== "string") {
+        if (!ended && statusEl.textContent.startsWith("connecting")) setStatus("connected", "ok");
+        term.write(new Uint8Array(ev.data));
+        return;
+      }
+      let msg;
+      try { msg = JSON.parse(ev.data); } catch (e) { return; }
+      if (msg.type === "session") {
+        const sid = document.getElementById("session-id");
+        if (sid) sid.textContent = msg.id;
+        if (watching) setStatus("watching", "ok");
+        if (resumeKey) { sessionId = String(msg.id); sessionStorage.setItem(resumeKey, sessionId); }
+        if (msg.resumed) { lostAt = 0; setStatus("connected", "ok"); }
+      } else if (msg.type === "notice") {
+        showBanner(String(msg.message), true, msg.level);
+      } else if (msg.type === "resize" && watching) {
+        term.resize(Math.max(1, msg.cols | 0), Math.max(1, msg.rows | 0));
+      } else if (msg.type === "command" && watching) {
+        if (msg.blocked) showBanner(`blocked command: ${String(msg.command)}`, true, "error");
+      } else if (msg.type === "closed") {
+        if (resumeKey) sessionStorage.removeItem(resumeKey);
+        endWith(String(msg.reason));
+      }
+    };
+    socket.onclose = (ev) => {
+      if (ended || socket !== ws) return;
+      if (resume && fresh && !opened) {  // the stored session is gone (ended, or past its grace): start a new one
+        sessionStorage.removeItem(resumeKey);
+        sessionId = null;
+        open(null, true);
+        return;
+      }
+      if (!watching && sessionId && (opened || lostAt)) {  // try to get back to it, for up to a minute
+        const now = Date.now();
+        if (!lostAt) lostAt = now;
+        if (now - lostAt < 60000) {
+          setStatus("reconnecting…", "");
+          showBanner("connection to the bastion was lost; reconnecting…", true, "warn");
+          setTimeout(() => { if (!ended) open(sessionId, false); }, Math.min(4000, 500 + (now - lostAt) / 4));
+          return;
+        }
+      }
+      endWith(ev.code === 1006 ? "connection to the bastion was lost" : "the connection closed");
+    };
+  }
+  open(sessionId, true);
 
   function send(obj) { if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj)); }
 

@@ -56,6 +56,11 @@ def mongo_db_url(base: str) -> str:
 
 
 # ---- the app ----------------------------------------------------------------------------------------
+# Bastion processes the tests start (they inherit this environment) end a session as soon as its socket closes;
+# the reconnect tests set a grace of their own.
+os.environ.setdefault("BASTION_TERMINAL_RECONNECT_GRACE", "0")
+
+
 def make_config(tmp_path: Path, **overrides: Any) -> Config:
     values = {
         "server_host": "127.0.0.1",
@@ -65,6 +70,7 @@ def make_config(tmp_path: Path, **overrides: Any) -> Config:
         "database_url": f"sqlite:///{tmp_path / 'var' / 'bastion.db'}",
         "terminal_records_dir": str(tmp_path / "records"),
         "terminal_connect_timeout": "5",
+        "terminal_reconnect_grace": "0",  # a closed socket ends its session at once (reconnect tests set a grace)
         "modules_dir": str(tmp_path / "modules"),
         "modules_poll_interval": "0.2",
     }

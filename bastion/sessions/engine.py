@@ -119,6 +119,14 @@ class SessionEngine:
             if not self._opening[address]:
                 del self._opening[address]
 
+    def resumable(self, session_id: str, user: User, host_id: str) -> LiveSession:
+        """The user's own session on this host, waiting on this node for its browser to come back."""
+        session = self.hub.get(session_id) if len(session_id) <= 64 else None
+        if (session is None or session.closing or not session.detached or session.record.user_id != user.id
+                or session.record.host_id != host_id):
+            raise NotFound("that session can no longer be resumed; open a new one")
+        return session
+
     def release(self, admission: Admission) -> None:
         """Give the slot back (idempotent)."""
         if not admission.released:

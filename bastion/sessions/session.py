@@ -27,6 +27,7 @@ from ..protocol import control
 from ..recorder import NullRecorder, Recorder
 from ..store import Command, Host, Session, User
 from .doors import FrontDoor, Upstream
+from .reattach import HeldDoor
 from .replay import REPLAY_WINDOW, ReplayWindow, SnapshotScreen
 from .watchers import Item, Watcher, share_budget
 
@@ -89,6 +90,8 @@ class LiveSession:
         self._last_out = self._last_in = self.started
         self._input: asyncio.Queue[str] = asyncio.Queue(maxsize=1000)
         self._window: int | None = None  # the SSH window this session's share allows (None: as opened)
+        self._held: HeldDoor | None = None  # while the user's door is away (see reattach.py)
+        self._grace_timer: asyncio.TimerHandle | None = None
         self._feeding = False  # the input pump is deciding something (input must queue behind it)
         self._recorded_ahead = False  # the input at the head of the queue was recorded by send_input
         self._pump: asyncio.Task | None = None
@@ -133,8 +136,48 @@ class LiveSession:
         return self._pending
 
     def stalled_for(self, now: float) -> float:
-        """Seconds the user's door has had output pending without draining any (0 when it keeps up)."""
-        return now - self._last_drain if self._pending > 0 else 0.0
+        """Seconds the user's door has had output pending without draining any (0 when it keeps up, and while
+        the door is away: the reconnect grace bounds that wait)."""
+        return now - self._last_drain if self._pending > 0 and self._held is None else 0.0
+
+    @property
+    def detached(self) -> bool:
+        """The user's door went away and the session waits for it to come back."""
+        return self._held is not None
+
+    # ---- the user's door going away and coming back ----------------------------------------------------
+    def detach(self, grace: float) -> None:
+        """The user's door closed unexpectedly: keep the session for `grace` seconds for it to come back."""
+        if self.closing or self._held is not None:
+            return
+        self._held = HeldDoor()
+        self.door = self._held
+        self._grace_timer = asyncio.get_running_loop().call_later(
+            grace, lambda: self._spawn_close("closed", note=f"the browser did not come back within {grace:g} s"))
+        self.recorder.marker("the user's browser disconnected")
+
+    def reattach(self, door: FrontDoor, fresh: bool) -> None:
+        """The user's door is back. A fresh terminal gets the recent screen; one that kept its screen gets
+        exactly the output it missed."""
+        held = self._held
+        if held is None or self.closing:
+            raise RuntimeError("the session is not waiting for its user")
+        self._held = None
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            self._grace_timer = None
+        self._flush_output()
+        self.door = door
+        door.send_control(control("session", id=self.id, resumed=True))
+        if fresh:
+            held.release()
+            for item in self.replay.frames():
+                if isinstance(item, bytes):
+                    door.send_output(item)
+        else:
+            held.hand_over(door)
+        door.send_control(control("notice", level="info", message="reconnected to the same session"))
+        self.recorder.marker("the user's browser reconnected")
 
     @property
     def watcher_count(self) -> int:
@@ -386,6 +429,8 @@ class LiveSession:
         self._flush_output()  # output already read still reaches the user, the recording and watchers
         if self._resize_timer is not None:
             self._resize_timer.cancel()
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
         text = REASON_TEXT.get(reason, reason)
         if reason == "kicked":
             text = f"ended by {by}" + (f": {note}" if note else "")
