@@ -6,7 +6,9 @@ the store. Applying is idempotent (records carry their id; a clash means "alread
 no longer live is already ended), so replaying the file after a crash or an outage stores nothing twice.
 While the store does not answer, the writer retries with backoff and the file keeps growing; memory stays
 bounded because past `max_memory` entries the queue keeps only what the file holds and reloads it later.
-The file is emptied once everything in it has reached the store.
+Once everything in the file has reached the store it is emptied, lazily (past TRUNCATE_AT bytes, and when the
+journal closes): replaying a drained file is harmless, and skipping a truncate and its fsync per command keeps
+that work away from busy sessions.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from .store import Command, Event, Session, Store
 
 log = logging.getLogger(__name__)
 BATCH = 500
+TRUNCATE_AT = 256 * 1024  # bytes in a fully applied file before it is emptied (it always is at close)
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Journal:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._closing = False
+        self._file_bytes = 0  # appended since the file was last emptied (by this process)
         self.retries = 0
 
     # ---- the non-blocking side --------------------------------------------------------------------------
@@ -110,6 +114,8 @@ class Journal:
                 except asyncio.CancelledError:
                     pass
         await self._write_file()
+        if not self._queue and not self._spilled:
+            await self._after_drain(force=True)
 
     async def drained(self, timeout: float) -> bool:
         """Wait until everything reached the store (tests, shutdown)."""
@@ -169,11 +175,13 @@ class Journal:
                 os.close(fd)
         try:
             await asyncio.get_running_loop().run_in_executor(self.io, append)
+            self._file_bytes += len(data)
         except OSError:
             log.exception("journal: cannot write %s; writes stay in memory only", self.path)
 
-    async def _after_drain(self) -> None:
-        """Memory is empty: reload a spill from the file, or empty the file when it holds nothing new."""
+    async def _after_drain(self, force: bool = False) -> None:
+        """Memory is empty: reload a spill from the file, or empty the file when it holds nothing new (once it
+        is big enough to be worth it, or `force`)."""
         if self._unwritten:
             return
         if self._spilled:
@@ -183,6 +191,10 @@ class Journal:
                 self._queue.append(entry)
             self._spilled = len(entries) > self.max_memory
             return
+
+        if self._file_bytes < TRUNCATE_AT and not force:
+            return
+        self._file_bytes = 0
 
         def truncate() -> None:
             with open(self.path, "r+b") as fh:
