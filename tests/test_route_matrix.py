@@ -71,6 +71,8 @@ MATRIX = [
     ("POST", "/api/commands", ALL, {"envelope": "bst1.server.AAAA"}, 400),
     ("GET", "/api/runs", ALL, None, 200),
     ("GET", "/api/runs/{missing}", ALL, None, 404),
+    ("POST", "/api/runs/{missing}/cancel", ALL, {}, 404),
+    ("POST", "/api/runs/{missing}/rerun", ALL, {}, 404),
 ]
 PUBLIC = {("POST", "/api/login"), ("POST", "/api/login/totp"), ("POST", "/api/logout")}
 
