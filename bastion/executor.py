@@ -134,11 +134,16 @@ class Executor:
 
     async def _job(self, module: ModuleState, path: str, hosts: list[Host], params: dict[str, Any]) -> dict[str, Any]:
         targets = []
+        # a fleet shares a few credentials: read and open each once, not once per host
+        creds: dict[str, tuple[str, str, str]] = {}
         for host in hosts:
-            cred = await self.store.get_credential(host.credential_id)
+            if host.credential_id not in creds:
+                cred = await self.store.get_credential(host.credential_id)
+                creds[host.credential_id] = ((cred.username, cred.kind, self.inventory.open_secret(cred)) if cred
+                                             else ("", "password", ""))
+            username, kind, secret = creds[host.credential_id]
             targets.append({"id": host.id, "name": host.name, "address": host.address, "port": host.port,
-                            "username": cred.username if cred else "", "kind": cred.kind if cred else "password",
-                            "secret": self.inventory.open_secret(cred) if cred else "", "host_key": host.host_key})
+                            "username": username, "kind": kind, "secret": secret, "host_key": host.host_key})
         return {"module_id": module.id, "path": path, "hosts": targets, "params": params, "output_cap": self.output_cap,
                 "concurrency": self.host_concurrency, "host_timeout": max(1.0, min(float(module.timeout), 300.0))}
 

@@ -143,14 +143,19 @@ class RunService:
         if not all(isinstance(h, str) and ID_RE.match(h) for h in host_ids):
             raise Invalid("host ids must be id strings")
         hosts: list[Host] = []
-        for host_id in dict.fromkeys(host_ids):
-            host = await self.store.get_host(host_id)
-            # unknown and not granted read the same, and the refusal never names the host
-            if host is None or not await self.inventory.may_open(user, host):
+        # a fleet: one read of the inventory and one of the grants, not two queries per host
+        wanted = list(dict.fromkeys(host_ids))
+        known = {h.id: h for h in await self.store.all_hosts()} if len(wanted) > 20 else None
+        for host_id in wanted:
+            host = known.get(host_id) if known is not None else await self.store.get_host(host_id)
+            if host is None:
                 raise NotFound(HOST_NOT_FOUND)
-            if module.allowed_apps and host.app_id not in module.allowed_apps:
-                raise Forbidden(f"module {module.id} may not run on one of the chosen hosts (its category is not allowed)")
             hosts.append(host)
+        # unknown and not granted read the same (checked before anything else), and the refusal never names the host
+        if not await self.inventory.may_open_all(user, hosts):
+            raise NotFound(HOST_NOT_FOUND)
+        if module.allowed_apps and any(host.app_id not in module.allowed_apps for host in hosts):
+            raise Forbidden(f"module {module.id} may not run on one of the chosen hosts (its category is not allowed)")
         return hosts
 
     async def _check_params(self, params: dict[str, Any], user: User, hosts: list[Host]) -> None:
