@@ -100,7 +100,7 @@ def normalize_return(ret: Any, elapsed: float) -> dict[str, Any]:
     return result(True, 0, text, "", elapsed)
 
 
-def _cache_root() -> str:
+def cache_root() -> str:
     """A 0700 directory of this user for salt's thin bundle; a fresh one if the usual place is not safely ours."""
     base = os.path.join(os.environ.get("HOME") or tempfile.gettempdir(), ".cache", "bastion-salt")
     try:
@@ -160,7 +160,7 @@ def _run_in(private: str, salt_ssh: str, hosts: list["HostTarget"], function: st
             known.append(f"{host.address if host.port == 22 else f'[{host.address}]:{host.port}'} {host.host_key}")
     _write_private(os.path.join(private, "roster"), "\n".join(roster) + "\n")
     _write_private(known_hosts, "\n".join(known) + "\n")
-    cache = _cache_root()
+    cache = cache_root()
     master = {"root_dir": cache, "cachedir": "cache", "pki_dir": "pki", "sock_dir": "sock", "log_file": "master.log",
               "ssh_log_file": "ssh.log", "known_hosts_file": known_hosts, "ssh_max_procs": max(1, concurrency)}
     _write_private(os.path.join(private, "master"), json.dumps(master) + "\n")
