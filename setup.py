@@ -1,11 +1,5 @@
 from setuptools import find_packages, setup
 
-# The salt platform (salt-ssh). Salt's source distribution declares no dependencies in its metadata, so what
-# salt-ssh needs on the bastion is pinned here. 3008.x needs a newer certifi than our package index has.
-SALT = ["salt==3007.8", "looseversion==1.3.0", "jmespath==1.1.0", "msgpack==1.2.4", "pyzmq==27.3.0",
-        "pycryptodomex==3.24.2", "psutil==7.2.2", "distro==1.9.0", "PyYAML==6.0.4", "MarkupSafe==3.0.4",
-        "packaging==26.4"]
-
 setup(
     name="bastion",
     version="0.1.0",
@@ -36,10 +30,17 @@ setup(
             "websockets==17.4",
             "ansible-core==2.19.14",
             "ansible-runner==2.4.3",
-            *SALT,
+            # the salt platform (as in the salt extra below)
+            "salt==3007.8", "looseversion==1.3.0", "jmespath==1.1.0", "msgpack==1.2.4", "pyzmq==27.3.0",
+            "pycryptodomex==3.24.2", "psutil==7.2.2", "distro==1.9.0", "PyYAML==6.0.4", "MarkupSafe==3.0.4",
+            "packaging==26.4",
         ],
         "ansible": ["ansible-core==2.19.14", "ansible-runner==2.4.3"],
-        "salt": SALT,
+        # the salt platform (salt-ssh): Salt's source distribution declares no dependencies in its metadata, so
+        # what salt-ssh needs is pinned here; 3008.x needs a newer certifi than the package index offers
+        "salt": ["salt==3007.8", "looseversion==1.3.0", "jmespath==1.1.0", "msgpack==1.2.4", "pyzmq==27.3.0",
+            "pycryptodomex==3.24.2", "psutil==7.2.2", "distro==1.9.0", "PyYAML==6.0.4", "MarkupSafe==3.0.4",
+            "packaging==26.4"],
     },
     entry_points={"console_scripts": ["bastion=bastion.cli:main"]},
 )
