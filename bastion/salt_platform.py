@@ -148,7 +148,9 @@ def _run_in(private: str, salt_ssh: str, hosts: list["HostTarget"], function: st
         key = f"h{index}"  # roster ids are ours; host names never reach salt's target matching
         by_key[key] = host.name
         entry: dict[str, Any] = {"host": host.address, "port": host.port, "user": host.username,
-                                 "set_path": REMOTE_PATH, "timeout": max(1, int(min(host_timeout, 60)))}
+                                 "set_path": REMOTE_PATH, "timeout": max(1, int(min(host_timeout, 60))),
+                                 # salt-call logs to /var/log/salt/minion by default, which a plain account may not write
+                                 "minion_opts": {"log_file": "/dev/null"}}
         if host.kind == "private_key":
             keyfile = os.path.join(private, f"key-{index}")
             _write_private(keyfile, host.secret if host.secret.endswith("\n") else host.secret + "\n")
