@@ -164,17 +164,20 @@ class Executor:
             self._cancelled.pop(run.id, None)
 
     async def _finish(self, run: Run, module: ModuleState, hosts: list[Host]) -> None:
+        # a host without a result waited from the start until now: that is its duration
+        waited = time.time() - run.started_at if run.started_at else 0.0
         if run.id in self._cancelled:
             # a cancel wins over whatever the killed worker's end looked like; finished hosts keep their results
             run.status, run.cancelled_by = "cancelled", self._cancelled[run.id]
             run.error = f"cancelled by {run.cancelled_by}"
             for host in hosts:
                 if host.name not in run.results:
-                    self._stamp(run, host.name, {**result(False, stderr="cancelled before this host finished"),
-                                                 "cancelled": True})
+                    self._stamp(run, host.name, {**result(False, stderr="cancelled before this host finished",
+                                                          elapsed=waited), "cancelled": True})
         for host in hosts:
             if host.name not in run.results:
-                self._stamp(run, host.name, {**result(False, stderr=run.error or "no result"), "missing": True})
+                self._stamp(run, host.name, {**result(False, stderr=run.error or "no result", elapsed=waited),
+                                             "missing": True})
         if run.status == "running":
             oks = [r.get("ok") for r in run.results.values()]
             run.status = "ok" if oks and all(oks) else "partial" if any(oks) else "failed"
