@@ -93,6 +93,8 @@ async def test_cancel_kills_worker_and_remote_commands_and_keeps_finished_hosts(
     for name in ("node2", "node3"):
         r = run["results"][name]
         assert not r["ok"] and r["cancelled"] and "cancelled" in r["stderr"], r
+        # it waited from the run's start until the cancel: longer than the hosts that answered
+        assert r["elapsed"] >= max(run["results"][n]["elapsed"] for n in ("node0", "node1")), run["results"]
     assert run["progress"] == {"total": 4, "done": 4, "ok": 2, "failed": 0, "cancelled": 2, "waiting": 0}
     assert run["duration"] > 0 and run["final"]
     # the worker's process is gone (reaped), and the target's process table shows nothing left of the commands
