@@ -101,15 +101,17 @@ class Executor:
         """The in-memory run while it is queued or running on this node (fresher than the store)."""
         return self._live.get(run_id)
 
-    def cancel(self, run_id: str, actor: str) -> bool:
-        """Cancel a queued or running run of this node; False when it is not executing here."""
-        if run_id not in self._live or run_id in self._cancelled:
-            return run_id in self._cancelled
+    def cancel(self, run_id: str, actor: str) -> str:
+        """Cancel a queued or running run of this node: "cancelled", "already" (being cancelled) or "absent"."""
+        if run_id in self._cancelled:
+            return "already"
+        if run_id not in self._live:
+            return "absent"
         self._cancelled[run_id] = actor
         proc = self._procs.get(run_id)
         if proc is not None:
             self._kill(proc)
-        return True
+        return "cancelled"
 
     def _stamp(self, run: Run, host: str, outcome: Any) -> None:
         """Store one host's result with the next sequence number (an identical repeat is not a change)."""

@@ -106,7 +106,10 @@ class RunService:
             raise Forbidden("only the user who started a run, or an admin, may cancel it")
         if run.status not in ("queued", "running"):
             raise Conflict(f"the run has already ended ({run.status})")
-        if not self.executor.cancel(run.id, user.username):
+        outcome = self.executor.cancel(run.id, user.username)
+        if outcome == "already":
+            raise Conflict("the run is already being cancelled")
+        if outcome == "absent":
             raise Conflict("the run is not executing on this bastion node: cancel it on the node that started it")
         await self.audit.record("module.run_cancelled", actor=user.username, target=run.module_name, run=run.id,
                                 address=address)
