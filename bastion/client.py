@@ -87,11 +87,17 @@ def _follow(url: str, token: str, run_id: str, timeout: float, *, cancel_on_inte
     Ctrl-C cancels the run (the hosts that finished keep their results) and goes on waiting for its end.
     """
     deadline = time.monotonic() + timeout
+    seq, names, results = 0, [], {}
     while True:
         try:
-            run = _call(url, token, "GET", f"/api/runs/{run_id}")
-            total = len(run["host_names"])
-            _progress(len([h for h in run["results"] if h in run["host_names"]]), total, run["status"])
+            # only the results stamped since the last poll, and the host list once: a 500-host run stays cheap
+            run = _call(url, token, "GET", f"/api/runs/{run_id}?since={seq}")
+            names = run.get("host_names", names)
+            for name, res in run["results"].items():
+                results[name] = res
+                seq = max(seq, int(res.get("seq", 0)))
+            run["host_names"], run["results"] = names, results
+            _progress(run["progress"]["done"], run["progress"]["total"], run["status"])
             if run["status"] in FINAL:
                 sys.stderr.write("\n")
                 return run
