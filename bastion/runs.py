@@ -110,6 +110,9 @@ class RunService:
         if outcome == "already":
             raise Conflict("the run is already being cancelled")
         if outcome == "absent":
+            current = await self.store.get_run(run.id)  # it may have ended since it was read
+            if current is not None and current.status not in ("queued", "running"):
+                raise Conflict(f"the run has already ended ({current.status})")
             raise Conflict("the run is not executing on this bastion node: cancel it on the node that started it")
         await self.audit.record("module.run_cancelled", actor=user.username, target=run.module_name, run=run.id,
                                 address=address)
