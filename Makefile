@@ -51,6 +51,7 @@ bench: test-setup
 	$(PY) tests/perf/bench_hub.py
 	$(PY) tests/perf/bench_modules.py
 	$(PY) tests/perf/bench_multinode.py
+	$(PY) tests/perf/bench_fleet.py
 
 clean:
 	rm -rf $(VENV) node_modules static/vendor

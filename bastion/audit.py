@@ -69,6 +69,7 @@ _ACTIONS = (
     AuditAction("module.run_refused", "B3002", "A module run or command envelope was refused"),
     AuditAction("module.updated", "B3010", "An admin changed a module's availability"),
     AuditAction("module.reserved", "B3011", "An admin reserved a new module id"),
+    AuditAction("module.run_cancelled", "B3003", "A user or an admin cancelled a module run"),
     AuditAction("login.malformed", "B1006", "A login request was malformed"),
     AuditAction("websocket.refused_origin", "B1009", "A WebSocket from another site's page was refused"),
     AuditAction("login.refused", "B1007", "A login was refused by a login rule"),

@@ -96,6 +96,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", default=None, help="API token (default: $BASTION_TOKEN)")
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for the run (default 600)")
 
+    p = sub.add_parser("cancel", help="cancel a module run through a bastion's API",
+                       description="Cancel a queued or running module run: its worker and the commands it started on "
+                                   "the hosts are ended; hosts that had finished keep their results. Waits for the "
+                                   "run to end and prints the per-host table. Exit 0 when the run ended cancelled.")
+    p.add_argument("run_id", help="the run's id (on its page and in `bastion run`'s output)")
+    p.add_argument("--url", default=None, help="bastion URL (default: $BASTION_URL or http://127.0.0.1:8022)")
+    p.add_argument("--key", default=None, help="API token (default: $BASTION_TOKEN)")
+    p.add_argument("--timeout", type=float, default=60, help="seconds to wait for the run to end (default 60)")
+
+    p = sub.add_parser("rerun", help="re-run the failed hosts of a module run",
+                       description="Start a new run of the same module, with the same parameters, on the hosts that "
+                                   "did not succeed in the given run; the new run links to it. Secret parameters "
+                                   "must be given again with --param. Exit 0 when every host succeeded.")
+    p.add_argument("run_id", help="the earlier run's id")
+    p.add_argument("--param", action="append", default=[], metavar="K=V", help="parameter (repeatable)")
+    p.add_argument("--url", default=None, help="bastion URL (default: $BASTION_URL or http://127.0.0.1:8022)")
+    p.add_argument("--key", default=None, help="API token (default: $BASTION_TOKEN)")
+    p.add_argument("--timeout", type=float, default=600, help="seconds to wait for the run (default 600)")
+
     p = sub.add_parser("purge", help="delete recordings past the retention period",
                        description="Delete recordings older than [terminal] retention_days (or --days), keeping "
                                    "session metadata marked purged.")
@@ -251,9 +270,9 @@ async def _init(services: Any) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "run":
-        from .client import run_command
-        return run_command(args)
+    if args.command in ("run", "cancel", "rerun"):
+        from .client import cancel_command, rerun_command, run_command
+        return {"run": run_command, "cancel": cancel_command, "rerun": rerun_command}[args.command](args)
     try:
         overrides: dict[str, Any] = {}
         if args.command == "serve":

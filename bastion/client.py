@@ -8,6 +8,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from urllib.parse import quote
 from typing import Any
 
 from . import protocol
@@ -57,19 +58,72 @@ def _table(run: dict[str, Any]) -> None:
         print(f"\nrun error: {run['error'].strip().splitlines()[-1] if run['error'].strip() else ''}")
 
 
-def run_command(args: argparse.Namespace) -> int:
+FINAL = ("ok", "partial", "failed", "timeout", "cancelled")
+
+
+def _credentials(args: argparse.Namespace) -> tuple[str, str] | None:
     url = args.url or os.environ.get("BASTION_URL", "http://127.0.0.1:8022")
     token = args.key or os.environ.get("BASTION_TOKEN", "")
     if not token.startswith("bst_"):
         print("bastion: give an API token with --key or $BASTION_TOKEN (create one on the Account page)", file=sys.stderr)
-        return 2
+        return None
+    return url, token
+
+
+def _params(items: list[str]) -> dict[str, Any] | None:
     params: dict[str, Any] = {}
-    for item in args.param:
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             print(f"bastion: --param {item!r}: expected K=V", file=sys.stderr)
-            return 2
+            return None
         params[key] = value
+    return params
+
+
+def _follow(url: str, token: str, run_id: str, timeout: float, *, cancel_on_interrupt: bool = True) -> dict[str, Any] | None:
+    """Poll a run until it ends, showing progress; None when it is still going after `timeout` seconds.
+
+    Ctrl-C cancels the run (the hosts that finished keep their results) and goes on waiting for its end.
+    """
+    deadline = time.monotonic() + timeout
+    seq, names, results = 0, [], {}
+    while True:
+        try:
+            # only the results stamped since the last poll, and the host list once: a 500-host run stays cheap
+            run = _call(url, token, "GET", f"/api/runs/{run_id}?since={seq}")
+            names = run.get("host_names", names)
+            for name, res in run["results"].items():
+                results[name] = res
+                seq = max(seq, int(res.get("seq", 0)))
+            run["host_names"], run["results"] = names, results
+            _progress(run["progress"]["done"], run["progress"]["total"], run["status"])
+            if run["status"] in FINAL:
+                sys.stderr.write("\n")
+                return run
+            if time.monotonic() > deadline:
+                sys.stderr.write("\n")
+                print(f"bastion: run {run_id} still {run['status']} after {timeout:g} s", file=sys.stderr)
+                return None
+            time.sleep(0.3)
+        except KeyboardInterrupt:
+            if not cancel_on_interrupt:
+                raise
+            cancel_on_interrupt = False
+            sys.stderr.write("\ncancelling the run...\n")
+            try:
+                _call(url, token, "POST", f"/api/runs/{run_id}/cancel", {})
+            except APIError as exc:
+                print(f"bastion: {exc}", file=sys.stderr)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """`bastion run`: seal, submit, follow, print the table."""
+    creds = _credentials(args)
+    params = _params(args.param)
+    if creds is None or params is None:
+        return 2
+    url, token = creds
     try:
         me = _call(url, token, "GET", "/api/me")["user"]["username"]
         hosts = {h["name"]: h["id"] for h in _call(url, token, "GET", "/api/hosts?limit=500")["items"]}
@@ -81,18 +135,48 @@ def run_command(args: argparse.Namespace) -> int:
         envelope = protocol.seal(protocol.token_envelope_key(token), protocol.token_key_id(token),
                                  protocol.new_payload(args.module_id, [hosts[h] for h in wanted], params, me))
         run = _call(url, token, "POST", "/api/commands", {"envelope": envelope})
-        deadline = time.monotonic() + args.timeout
-        while True:
-            run = _call(url, token, "GET", f"/api/runs/{run['id']}")
-            _progress(len([h for h in run["results"] if h in run["host_names"]]), len(run["host_names"]), run["status"])
-            if run["status"] in ("ok", "partial", "failed", "timeout"):
-                break
-            if time.monotonic() > deadline:
-                sys.stderr.write("\n")
-                print(f"bastion: run {run['id']} still {run['status']} after {args.timeout:g} s", file=sys.stderr)
-                return 3
-            time.sleep(0.3)
-        sys.stderr.write("\n")
+        sys.stderr.write(f"run {run['id']}\n")
+        run = _follow(url, token, run["id"], args.timeout)
+        if run is None:
+            return 3
+    except APIError as exc:
+        print(f"bastion: {exc}", file=sys.stderr)
+        return 2
+    _table(run)
+    return 0 if run["status"] == "ok" else 1
+
+
+def cancel_command(args: argparse.Namespace) -> int:
+    """`bastion cancel RUN_ID`: cancel, wait for the end, print the table."""
+    creds = _credentials(args)
+    if creds is None:
+        return 2
+    url, token = creds
+    try:
+        _call(url, token, "POST", f"/api/runs/{quote(args.run_id, safe='')}/cancel", {})
+        run = _follow(url, token, quote(args.run_id, safe=""), args.timeout, cancel_on_interrupt=False)
+        if run is None:
+            return 3
+    except APIError as exc:
+        print(f"bastion: {exc}", file=sys.stderr)
+        return 2
+    _table(run)
+    return 0 if run["status"] == "cancelled" else 1
+
+
+def rerun_command(args: argparse.Namespace) -> int:
+    """`bastion rerun RUN_ID`: a new run on the failed hosts, followed like `bastion run`."""
+    creds = _credentials(args)
+    params = _params(args.param)
+    if creds is None or params is None:
+        return 2
+    url, token = creds
+    try:
+        run = _call(url, token, "POST", f"/api/runs/{quote(args.run_id, safe='')}/rerun", {"params": params})
+        sys.stderr.write(f"run {run['id']} (re-run of {args.run_id} on {len(run['host_names'])} host(s))\n")
+        run = _follow(url, token, run["id"], args.timeout)
+        if run is None:
+            return 3
     except APIError as exc:
         print(f"bastion: {exc}", file=sys.stderr)
         return 2

@@ -45,6 +45,34 @@ def worker_environment(parent: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (from /proc), children before grandchildren."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        # the command name (field 2) may hold spaces and parentheses: the fields after its last ")" are fixed
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
 class Executor:
     """Runs module jobs in worker processes with bounded concurrency."""
 
@@ -59,12 +87,41 @@ class Executor:
         self._slots = asyncio.Semaphore(max_runs)
         self._tasks: set[asyncio.Task] = set()
         self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._live: dict[str, Run] = {}  # runs queued or running on this node, by id
+        self._cancelled: dict[str, str] = {}  # run id -> who cancelled it
         self.finished: dict[str, int] = {}
 
     def submit(self, run: Run, module: ModuleState, path: str, hosts: list[Host], params: dict[str, Any]) -> None:
+        self._live[run.id] = run
         task = asyncio.get_running_loop().create_task(self._execute(run, module, path, hosts, params))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def live_run(self, run_id: str) -> Run | None:
+        """The in-memory run while it is queued or running on this node (fresher than the store)."""
+        return self._live.get(run_id)
+
+    def cancel(self, run_id: str, actor: str) -> str:
+        """Cancel a queued or running run of this node: "cancelled", "already" (being cancelled) or "absent"."""
+        if run_id in self._cancelled:
+            return "already"
+        if run_id not in self._live:
+            return "absent"
+        self._cancelled[run_id] = actor
+        proc = self._procs.get(run_id)
+        if proc is not None:
+            self._kill(proc)
+        return "cancelled"
+
+    def _stamp(self, run: Run, host: str, outcome: Any) -> None:
+        """Store one host's result with the next sequence number (an identical repeat is not a change)."""
+        if not isinstance(outcome, dict):
+            outcome = result(False, stderr="the worker sent a malformed result")
+        previous = run.results.get(host)
+        if previous is not None and {k: v for k, v in previous.items() if k != "seq"} == outcome:
+            return
+        run.seq += 1
+        run.results[host] = {**outcome, "seq": run.seq}
 
     async def _save(self, run: Run) -> None:
         for _ in range(3):
@@ -79,33 +136,58 @@ class Executor:
 
     async def _job(self, module: ModuleState, path: str, hosts: list[Host], params: dict[str, Any]) -> dict[str, Any]:
         targets = []
+        # a fleet shares a few credentials: read and open each once, not once per host
+        creds: dict[str, tuple[str, str, str]] = {}
         for host in hosts:
-            cred = await self.store.get_credential(host.credential_id)
+            if host.credential_id not in creds:
+                cred = await self.store.get_credential(host.credential_id)
+                creds[host.credential_id] = ((cred.username, cred.kind, self.inventory.open_secret(cred)) if cred
+                                             else ("", "password", ""))
+            username, kind, secret = creds[host.credential_id]
             targets.append({"id": host.id, "name": host.name, "address": host.address, "port": host.port,
-                            "username": cred.username if cred else "", "kind": cred.kind if cred else "password",
-                            "secret": self.inventory.open_secret(cred) if cred else "", "host_key": host.host_key})
+                            "username": username, "kind": kind, "secret": secret, "host_key": host.host_key})
         return {"module_id": module.id, "path": path, "hosts": targets, "params": params, "output_cap": self.output_cap,
                 "concurrency": self.host_concurrency, "host_timeout": max(1.0, min(float(module.timeout), 300.0))}
 
     async def _execute(self, run: Run, module: ModuleState, path: str, hosts: list[Host], params: dict[str, Any]) -> None:
-        async with self._slots:
-            run.status, run.started_at = "running", time.time()
-            await self._save(run)
-            try:
-                await self._run_worker(run, module, path, hosts, params)
-            except Exception as exc:
-                log.exception("run %s failed in the executor", run.id)
-                run.status, run.error = "failed", f"executor error: {type(exc).__name__}"
+        try:
+            async with self._slots:
+                if run.id not in self._cancelled:
+                    run.status, run.started_at = "running", time.time()
+                    await self._save(run)
+                    try:
+                        await self._run_worker(run, module, path, hosts, params)
+                    except Exception as exc:
+                        log.exception("run %s failed in the executor", run.id)
+                        run.status, run.error = "failed", f"executor error: {type(exc).__name__}"
+                await self._finish(run, module, hosts)
+        finally:
+            self._live.pop(run.id, None)
+            self._cancelled.pop(run.id, None)
+
+    async def _finish(self, run: Run, module: ModuleState, hosts: list[Host]) -> None:
+        # a host without a result waited from the start until now: that is its duration
+        waited = time.time() - run.started_at if run.started_at else 0.0
+        if run.id in self._cancelled:
+            # a cancel wins over whatever the killed worker's end looked like; finished hosts keep their results
+            run.status, run.cancelled_by = "cancelled", self._cancelled[run.id]
+            run.error = f"cancelled by {run.cancelled_by}"
             for host in hosts:
-                run.results.setdefault(host.name, {**result(False, stderr=run.error or "no result"), "missing": True})
-            if run.status == "running":
-                oks = [r.get("ok") for r in run.results.values()]
-                run.status = "ok" if oks and all(oks) else "partial" if any(oks) else "failed"
-            run.ended_at = time.time()
-            await self._save(run)
-            self.finished[run.status] = self.finished.get(run.status, 0) + 1
-            await self.audit.record("module.run_finished", actor=run.username, target=module.name,
-                                             run=run.id, status=run.status, hosts=len(hosts), ok=run.status == "ok")
+                if host.name not in run.results:
+                    self._stamp(run, host.name, {**result(False, stderr="cancelled before this host finished",
+                                                          elapsed=waited), "cancelled": True})
+        for host in hosts:
+            if host.name not in run.results:
+                self._stamp(run, host.name, {**result(False, stderr=run.error or "no result", elapsed=waited),
+                                             "missing": True})
+        if run.status == "running":
+            oks = [r.get("ok") for r in run.results.values()]
+            run.status = "ok" if oks and all(oks) else "partial" if any(oks) else "failed"
+        run.ended_at = time.time()
+        await self._save(run)
+        self.finished[run.status] = self.finished.get(run.status, 0) + 1
+        await self.audit.record("module.run_finished", actor=run.username, target=module.name,
+                                run=run.id, status=run.status, hosts=len(hosts), ok=run.status == "ok")
 
     async def _run_worker(self, run: Run, module: ModuleState, path: str, hosts: list[Host], params: dict[str, Any]) -> None:
         job = await self._job(module, path, hosts, params)
@@ -115,6 +197,8 @@ class Executor:
             stderr=asyncio.subprocess.PIPE, start_new_session=True, env=env, cwd=ROOT,
             limit=4 * self.output_cap + 1024 * 1024)
         self._procs[run.id] = proc
+        if run.id in self._cancelled:  # cancelled while the worker was starting
+            self._kill(proc)
         by_id = {h.id: h for h in hosts}
         proc.stdin.write(json.dumps(job).encode())
         await proc.stdin.drain()
@@ -141,7 +225,7 @@ class Executor:
                     continue
                 kind = message.get("type")
                 if kind == "host" and isinstance(message.get("host"), str):
-                    run.results[message["host"][:200]] = message.get("result", {})
+                    self._stamp(run, message["host"][:200], message.get("result", {}))
                     if time.monotonic() - last_save > 0.2:
                         last_save = time.monotonic()
                         await self._save(run)
@@ -167,11 +251,24 @@ class Executor:
 
     @staticmethod
     def _kill(proc: asyncio.subprocess.Process) -> None:
-        """SIGKILL the worker's whole process group (it leads its own session)."""
+        """SIGKILL the worker's whole process group (it leads its own session) and everything it started."""
+        # Found before the group dies: once the worker is gone its children are re-parented and cannot be traced.
+        # Tools such as ansible-runner's pexpect start their children in sessions of their own.
+        strays = descendants(proc.pid)
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        for pid in strays:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def worker_pid(self, run_id: str) -> int | None:
+        """The process id of a run's worker while it runs (its process group id too)."""
+        proc = self._procs.get(run_id)
+        return proc.pid if proc is not None else None
 
     def running(self) -> int:
         return len(self._procs)

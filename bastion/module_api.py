@@ -7,7 +7,8 @@ A module file defines::
     class Modulehandle(bastion.Modulehandle):
         name = "System version"                 # required, ≤ 80 characters
         description = "Shows /etc/os-release"   # shown in the module list
-        platform = "ssh"                        # "ssh" (asyncssh fan-out) or "ansible" (ansible-runner)
+        platform = "ssh"                        # "ssh" (asyncssh fan-out), "ansible" (ansible-runner) or
+                                                # "salt" (salt-ssh); a module uses only its platform's helper
         category = "System"                     # groups modules in the UI
         timeout = 60                            # seconds; the run is killed after this
         params = [                              # declarative parameters, validated before any run
@@ -78,6 +79,10 @@ def result(ok: bool, rc: int | None = None, stdout: str = "", stderr: str = "", 
     return {"ok": bool(ok), "rc": rc, "stdout": stdout, "stderr": stderr, "elapsed": round(elapsed, 3)}
 
 
+class PlatformMismatch(RuntimeError):
+    """A module called the helper of a platform other than the one it declares."""
+
+
 class Modulehandle:
     """Base class of every task module; see the module docstring for the contract."""
 
@@ -99,6 +104,12 @@ class Modulehandle:
     def run(self) -> Any:  # pragma: no cover - every module overrides it
         raise NotImplementedError("a module must define run()")
 
+    def _require_platform(self, platform: str, helper: str) -> None:
+        """A module written for one platform is refused, before it reaches any host, on another's helper."""
+        if self.platform != platform:
+            raise PlatformMismatch(f"this module is written for the {self.platform} platform and cannot use "
+                                   f"self.{helper}() of the {platform} platform (declare platform = \"{platform}\")")
+
     def report(self, host: str, outcome: dict[str, Any]) -> None:
         """Stream one host's result to the run page as soon as it is known."""
         self._emit({"type": "host", "host": host, "result": outcome})
@@ -107,6 +118,7 @@ class Modulehandle:
     async def ssh(self, command_args: list[str], *, timeout: float | None = None) -> dict[str, dict[str, Any]]:
         """Run one command (a list of arguments, each quoted) on every host in parallel."""
         from .ssh import BastionError, Target, connect
+        self._require_platform("ssh", "ssh")
         if not isinstance(command_args, list) or not command_args or not all(isinstance(a, str) for a in command_args):
             raise TypeError("command_args must be a non-empty list of strings")
         command = remote_command(command_args)
@@ -144,6 +156,7 @@ class Modulehandle:
         is removed afterwards. Argument values are passed as `!unsafe` extra vars, so nothing in them is
         templated on the bastion.
         """
+        self._require_platform("ansible", "ansible")
         try:
             import ansible_runner  # imported here: only ansible modules need it, and `make run` does not install it
         except ImportError:
@@ -218,3 +231,16 @@ class Modulehandle:
                            cancel_callback=lambda: False, forks=min(50, max(1, len(self.hosts))),
                            envvars=envvars, json_mode=False)
         return outcomes
+
+    # ---- salt platform ----------------------------------------------------------------------------
+    def salt(self, function: str, args: list[Any] | dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+        """Run a Salt execution function on every host through salt-ssh (see bastion/salt_platform.py).
+
+        `args` is a list of positional arguments or a dict of keyword arguments; values pass as data, never as
+        templates. A `cmd.run_all`-shaped return keeps its exit code and streams; other returns become the host's
+        output as JSON.
+        """
+        self._require_platform("salt", "salt")
+        from .salt_platform import run_salt
+        return run_salt(self.hosts, function, args, report=self.report, concurrency=self._concurrency,
+                        host_timeout=self._host_timeout)

@@ -25,7 +25,8 @@ MODULE_FILE = re.compile(r"^Mid_([0-9]{1,9})\.py$")
 MODULE_ID = re.compile(r"^[0-9]{1,9}$")  # ASCII digits only (str.isdigit() accepts full-width digits)
 PARAM_NAME = re.compile(r"^sys_param_([1-9][0-9]?)$")
 PARAM_TYPES = ("str", "int", "choice", "secret")
-PLATFORMS = ("ssh", "ansible")
+PLATFORMS = ("ssh", "ansible", "salt")
+HELPERS = {"ssh": "ssh", "ansible": "ansible", "salt": "salt"}  # platform -> the Modulehandle helper it uses
 FIRST_ID = 1001
 MAX_FILE = 256 * 1024
 
@@ -139,6 +140,14 @@ def parse_module(path: Path) -> dict[str, Any]:
     platform = attrs.get("platform", "ssh")
     if platform not in PLATFORMS:
         raise ValueError(f"platform must be one of {', '.join(PLATFORMS)}")
+    # a module written for one platform is refused on another: calling another platform's helper is an error here,
+    # before anything runs (the helpers refuse it again at run time)
+    for node in ast.walk(cls):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "self" and node.func.attr in HELPERS.values()
+                and node.func.attr != HELPERS[platform]):
+            raise ValueError(f"the module is declared for the {platform} platform but calls self.{node.func.attr}() "
+                             f"of the {node.func.attr} platform (line {node.lineno})")
     timeout = attrs.get("timeout", 60)
     if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= 86400:
         raise ValueError("timeout must be an integer number of seconds (1-86400)")

@@ -60,16 +60,16 @@ class RunService:
             return bytes.fromhex(self.vault.open(token.sealed_envelope_key, f"envelope-key:{token.id}"))
         return None
 
-    async def accept(self, envelope: Any, user: User, *, via: str, address: str = "") -> Run:
+    async def accept(self, envelope: Any, user: User, *, via: str, address: str = "", rerun_of: str = "") -> Run:
         """Open, check and start a run; raises a BastionError and runs nothing when anything is wrong."""
         try:
-            return await self._accept(envelope, user, via=via)
+            return await self._accept(envelope, user, via=via, rerun_of=rerun_of)
         except (Invalid, Forbidden, NotFound, Conflict) as exc:
             await self.audit.record("module.run_refused", actor=user.username, address=address, ok=False,
                                              why=exc.message[:300], reason_code=exc.code, via=via)
             raise
 
-    async def _accept(self, envelope: Any, user: User, *, via: str) -> Run:
+    async def _accept(self, envelope: Any, user: User, *, via: str, rerun_of: str = "") -> Run:
         kid = envelope.split(".")[1] if isinstance(envelope, str) and envelope.count(".") == 2 else ""
         key = await self._key_for(kid, user) if protocol._KID_RE.match(kid or "-") else None
         payload = protocol.open_envelope(envelope, lambda k: key if k == kid else None)
@@ -93,12 +93,52 @@ class RunService:
         path = str(self.registry.path_of(module_id))
         run = Run(module_id=module_id, module_name=module.name, user_id=user.id, username=user.username,
                   host_ids=[h.id for h in hosts], host_names=[h.name for h in hosts],
-                  params=mask_params(module.params, params), via=via, envelope_id=payload["jti"])
+                  params=mask_params(module.params, params), via=via, envelope_id=payload["jti"], rerun_of=rerun_of)
         await self.store.create_run(run)
         await self.audit.record("module.run_started", actor=user.username, target=module.name, run=run.id,
                                          hosts=run.host_names[:50], params=run.params, via=via)
         self.executor.submit(run, module, path, hosts, params)
         return run
+
+    async def cancel(self, run: Run, user: User, *, address: str = "") -> Run:
+        """Cancel a queued or running run (its owner or an admin): the worker and its remote commands end."""
+        if run.user_id != user.id and "admin" not in user.roles:
+            raise Forbidden("only the user who started a run, or an admin, may cancel it")
+        if run.status not in ("queued", "running"):
+            raise Conflict(f"the run has already ended ({run.status})")
+        outcome = self.executor.cancel(run.id, user.username)
+        if outcome == "already":
+            raise Conflict("the run is already being cancelled")
+        if outcome == "absent":
+            current = await self.store.get_run(run.id)  # it may have ended since it was read
+            if current is not None and current.status not in ("queued", "running"):
+                raise Conflict(f"the run has already ended ({current.status})")
+            raise Conflict("the run is not executing on this bastion node: cancel it on the node that started it")
+        await self.audit.record("module.run_cancelled", actor=user.username, target=run.module_name, run=run.id,
+                                address=address)
+        return self.executor.live_run(run.id) or run
+
+    async def rerun_failed(self, run: Run, user: User, params: Any, *, via: str, address: str = "") -> Run:
+        """A new run of the same module on the hosts that did not succeed in `run`, linked to it."""
+        if run.status in ("queued", "running"):
+            raise Conflict("the run is still going: wait for it to end or cancel it first")
+        failed = [hid for hid, name in zip(run.host_ids, run.host_names) if not (run.results.get(name) or {}).get("ok")]
+        if not failed:
+            raise Conflict("every host succeeded in this run: there is nothing to re-run")
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise Invalid("params must be an object")
+        module = await self.store.get_module(check_module_id(run.module_id))
+        secret = {p["name"]: p["label"] for p in (module.params if module else []) if p["type"] == "secret"}
+        # the run kept its secret parameters masked: those must be given again, the others are taken as they were
+        merged = {k: v for k, v in run.params.items() if k not in secret}
+        merged.update(params)
+        for name, label in secret.items():
+            if name in run.params and name not in merged:
+                raise Invalid(f"the run had a secret parameter ({label}): give it again to re-run")
+        envelope = self.seal_for_web(user, run.module_id, failed, merged)
+        return await self.accept(envelope, user, via=via, address=address, rerun_of=run.id)
 
     async def _hosts(self, host_ids: list[Any], user: User, module: ModuleState) -> list[Host]:
         if not host_ids:
@@ -109,14 +149,19 @@ class RunService:
         if not all(isinstance(h, str) and ID_RE.match(h) for h in host_ids):
             raise Invalid("host ids must be id strings")
         hosts: list[Host] = []
-        for host_id in dict.fromkeys(host_ids):
-            host = await self.store.get_host(host_id)
-            # unknown and not granted read the same, and the refusal never names the host
-            if host is None or not await self.inventory.may_open(user, host):
+        # a fleet: one read of the inventory and one of the grants, not two queries per host
+        wanted = list(dict.fromkeys(host_ids))
+        known = {h.id: h for h in await self.store.all_hosts()} if len(wanted) > 20 else None
+        for host_id in wanted:
+            host = known.get(host_id) if known is not None else await self.store.get_host(host_id)
+            if host is None:
                 raise NotFound(HOST_NOT_FOUND)
-            if module.allowed_apps and host.app_id not in module.allowed_apps:
-                raise Forbidden(f"module {module.id} may not run on one of the chosen hosts (its category is not allowed)")
             hosts.append(host)
+        # unknown and not granted read the same (checked before anything else), and the refusal never names the host
+        if not await self.inventory.may_open_all(user, hosts):
+            raise NotFound(HOST_NOT_FOUND)
+        if module.allowed_apps and any(host.app_id not in module.allowed_apps for host in hosts):
+            raise Forbidden(f"module {module.id} may not run on one of the chosen hosts (its category is not allowed)")
         return hosts
 
     async def _check_params(self, params: dict[str, Any], user: User, hosts: list[Host]) -> None:

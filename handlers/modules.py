@@ -7,11 +7,12 @@ from typing import Any
 from bastion import validation as v
 from bastion.errors import Invalid, NotFound
 from bastion.modules import TEMPLATE, check_module_id
+from bastion.run_view import run_view
 from bastion.store import ModuleState, page_bounds
 
 from .base import APIHandler, BaseHandler, authenticated, role
 
-RUN_STATUSES = ("queued", "running", "ok", "partial", "failed", "timeout")
+RUN_STATUSES = ("queued", "running", "ok", "partial", "failed", "timeout", "cancelled")
 
 
 def module_view(m: ModuleState) -> dict[str, Any]:
@@ -115,13 +116,43 @@ class RunsHandler(APIHandler):
             raise Invalid(f"status must be one of {', '.join(RUN_STATUSES)}")
         limit, offset = page_bounds(arg("limit"), arg("offset"))
         page = await self.store.list_runs(user_id=user_id, module_id=module_id, status=status, limit=limit, offset=offset)
-        self.send_page(page, lambda r: {k: val for k, val in r.public().items() if k != "results"})
+        self.send_page(page, lambda r: run_view(r, with_results=False))
 
 
 class RunHandler(APIHandler):
     @authenticated
     async def get(self, run_id: str) -> None:
-        self.send((await self.load_run(run_id)).public())
+        run = await self.load_run(run_id)
+        # while it executes on this node, the executor's copy is fresher than the store's (saved every 0.2 s)
+        run = self.services.executor.live_run(run.id) or run
+        since = self.arg("since")
+        if since is not None and not (since.isascii() and since.isdigit() and len(since) <= 12):
+            raise Invalid("since must be a result sequence number (0 or more)")
+        self.send(run_view(run, int(since) if since is not None else None))
+
+
+class RunCancelHandler(APIHandler):
+    write_scope = "runs"
+
+    @authenticated
+    async def post(self, run_id: str) -> None:
+        run = await self.load_run(run_id)
+        run = await self.services.runs.cancel(run, self.principal.user, address=self.client_address)
+        self.send(run_view(run, with_results=False))
+
+
+class RunRerunHandler(APIHandler):
+    write_scope = "runs"
+
+    @authenticated
+    async def post(self, run_id: str) -> None:
+        run = await self.load_run(run_id)
+        body = self.body() if self.request.body.strip() else {}
+        v.only_fields(body, ("params",))
+        new = await self.services.runs.rerun_failed(run, self.principal.user, body.get("params"),
+                                                    via="web" if self.principal.via == "cookie" else "api",
+                                                    address=self.client_address)
+        self.send({"run_id": new.id, **run_view(new)}, status=201)
 
 
 class ModulesPage(BaseHandler):
@@ -140,7 +171,9 @@ class ModulesPage(BaseHandler):
 class RunPage(BaseHandler):
     @authenticated
     async def get(self, run_id: str) -> None:
-        self.page("run.html", run=await self.load_run(run_id))
+        run = await self.load_run(run_id)
+        user = self.principal.user
+        self.page("run.html", run=run, may_cancel=run.user_id == user.id or self.principal.has_role("admin"))
 
 
 class RunsPage(BaseHandler):
@@ -157,6 +190,8 @@ default_handlers = [
     (r"/api/commands", CommandsHandler),
     (r"/api/runs", RunsHandler),
     (r"/api/runs/([^/]+)", RunHandler),
+    (r"/api/runs/([^/]+)/cancel", RunCancelHandler),
+    (r"/api/runs/([^/]+)/rerun", RunRerunHandler),
     (r"/modules", ModulesPage),
     (r"/runs", RunsPage),
     (r"/runs/([^/]+)", RunPage),

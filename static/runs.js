@@ -18,10 +18,12 @@
       cell(tr, Bastion.fmtTime(r.created_at), "nowrap");
       cell(tr, `${r.module_id} ${r.module_name}`, "strong");
       cell(tr, r.username);
-      cell(tr, r.host_names.join(", "));
+      // a fleet run lists hundreds of hosts: name a few, count the rest
+      const names = r.host_names.slice(0, 5).join(", ");
+      cell(tr, r.host_names.length > 5 ? `${names} and ${r.host_names.length - 5} more` : names);
       const st = cell(tr, "");
       const b = document.createElement("span");
-      b.className = "badge " + ({ ok: "good", partial: "warn", failed: "bad", timeout: "bad" }[r.status] || "");
+      b.className = "badge " + ({ ok: "good", partial: "warn", failed: "bad", timeout: "bad", cancelled: "warn" }[r.status] || "");
       b.textContent = r.status;
       st.appendChild(b);
       const act = cell(tr, "", "actions");

@@ -90,6 +90,8 @@ MATRIX = [
     ("POST", "/api/hosts/{host_id}/test", ADMIN, None, 200),
     ("GET", "/api/events/{missing}", SEC, None, 404),
     ("GET", "/api/stats", SEC, None, 200),
+    ("POST", "/api/runs/{missing}/cancel", ALL, {}, 404),
+    ("POST", "/api/runs/{missing}/rerun", ALL, {}, 404),
 ]
 PUBLIC = {("POST", "/api/login"), ("POST", "/api/login/totp"), ("POST", "/api/logout")}
 

@@ -265,7 +265,7 @@ class Run(Record):
     host_ids: list[str] = field(default_factory=list)
     host_names: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)  # secrets masked
-    status: str = "queued"  # queued | running | ok | partial | failed | timeout
+    status: str = "queued"  # queued | running | ok | partial | failed | timeout | cancelled
     via: str = "web"  # web | api | cli
     envelope_id: str = ""
     created_at: float = field(default_factory=time.time)
@@ -274,6 +274,9 @@ class Run(Record):
     results: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     log: str = ""  # what the module printed (first 64 KiB)
+    seq: int = 0  # results stamped so far: each result carries its own "seq", so a page asks only for newer ones
+    rerun_of: str = ""  # the run whose failed hosts this run re-runs
+    cancelled_by: str = ""
 
 
 @dataclass
