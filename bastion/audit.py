@@ -77,6 +77,11 @@ _ACTIONS = (
     AuditAction("login_rule.updated", "B1021", "A login rule was changed"),
     AuditAction("login_rule.deleted", "B1022", "A login rule was deleted"),
     AuditAction("token.refused", "B1202", "An API token was refused (unknown, expired or lacking a scope)"),
+    AuditAction("sso.failed", "B1031", "A single sign-on attempt failed (provider, token, directory or mapping)"),
+    AuditAction("sso.user_created", "B1032", "A user was created at their first single sign-on"),
+    AuditAction("sso.mapping_applied", "B1033", "A user's roles or grants changed from their groups at sign-in"),
+    AuditAction("sso.mapping_changed", "B1034", "A provider's group mapping changed in the configuration"),
+    AuditAction("sso.deprovisioned", "B1035", "A directory user was disabled: the directory no longer lists them as enabled"),
 )
 ACTIONS: dict[str, AuditAction] = {a.name: a for a in _ACTIONS}
 SECRET_KEYS = ("password", "secret", "token", "private_key", "totp", "code")

@@ -20,6 +20,7 @@ from .logins import RecentLogins
 from .modules import ModuleRegistry
 from .runs import RunService
 from .sessions.engine import SessionEngine
+from .sso import SsoService
 from .store import Store
 from .vault import Vault
 
@@ -56,6 +57,7 @@ class Services(Core):
     executor: Executor
     runs: RunService
     trusted_proxies: tuple[Network, ...]
+    sso: SsoService | None = None  # single sign-on (None only where a test builds Services without it)
 
 
 def make_templates(template_dir: str) -> jinja2.Environment:

@@ -14,7 +14,7 @@ from typing import Any, Sequence, TypeVar
 
 from ..errors import Conflict, Invalid, NotFound
 from .records import (ApiToken, App, Command, CommandRule, Credential, Event, Failure, Grant, Host, Login, LoginRule,
-                      ModuleState, Node, Record, Run, SeenEnvelope, Session, Setting, User, AccessLock)
+                      ModuleState, Node, Record, Run, SeenEnvelope, Session, Setting, SsoState, User, AccessLock)
 
 R = TypeVar("R", bound=Record)
 FIELD_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
@@ -508,6 +508,33 @@ class Store(abc.ABC):
         rule = await self._must(LoginRule, id, "login rule")
         await self._delete(LoginRule.collection, id)
         return rule
+
+    # ---- single sign-on: pending sign-ins, named settings kept up to date -------------------------------------
+    async def create_sso_state(self, state: SsoState) -> SsoState:
+        return await self._create(state)
+
+    async def take_sso_state(self, id: str, now: float | None = None) -> SsoState | None:
+        """A pending sign-in, removed as it is read: only the one caller whose delete wins gets it (no replay)."""
+        state = await self._load(SsoState, id)
+        if state is None or not await self._delete(SsoState.collection, id):
+            return None
+        return state if state.expires_at > (now or time.time()) else None
+
+    async def purge_expired_sso_states(self, now: float | None = None) -> int:
+        return await self._delete_where(SsoState.collection, Query(ranges={"expires_at": (None, now or time.time())}))
+
+    async def put_setting(self, name: str, value: str) -> Setting:
+        """Create or replace a named value."""
+        current = await self._load(Setting, name)
+        if current is None:
+            try:
+                return await self._create(Setting(id=name, value=value))
+            except Conflict:
+                current = await self._load(Setting, name)
+                if current is None:
+                    raise
+        current.value, current.updated_at = value, time.time()
+        return await self.save(current)
 
 
 def page_bounds(limit: Any, offset: Any, *, default: int = 50, maximum: int = 500) -> tuple[int, int]:

@@ -58,6 +58,8 @@ class User(Record):
     totp_pending: str = ""  # vault-sealed secret awaiting its first code
     totp_last_step: int = 0  # last accepted TOTP time step: a code is accepted once
     created_at: float = field(default_factory=time.time)
+    sso_provider: str = ""  # "oidc:<name>" | "ldap:<name>" for a user made by single sign-on; "" for a local account
+    sso_subject: str = ""  # the provider's stable id of the user (OIDC `sub`, LDAP DN)
 
     def public(self) -> dict[str, Any]:
         doc = super().public()
@@ -109,6 +111,7 @@ class Grant(Record):
     host_id: str = ""
     key: str = ""  # "user_id/app_id/host_id": unique
     created_at: float = field(default_factory=time.time)
+    source: str = ""  # "" an admin's grant; "sso:<provider>" kept in step with the user's groups at each SSO login
 
     def public(self) -> dict[str, Any]:
         doc = super().public()
@@ -329,9 +332,24 @@ class LoginRule(Record):
     created_at: float = field(default_factory=time.time)
 
 
+@dataclass
+class SsoState(Record):
+    """A sign-in started at an OpenID provider (id = the `state` sent): used once, then deleted."""
+
+    collection: ClassVar[str] = "sso_states"
+    secret_fields: ClassVar[tuple[str, ...]] = ("nonce", "code_verifier", "browser_hash")
+    provider: str = ""
+    nonce: str = ""
+    code_verifier: str = ""  # PKCE
+    browser_hash: str = ""  # SHA-256 of the random value in the browser's sign-in cookie (binds state to browser)
+    next_url: str = ""
+    redirect_uri: str = ""
+    expires_at: float = 0.0
+
+
 ALL_RECORDS: tuple[type[Record], ...] = (User, App, Credential, Host, Grant, ApiToken, Login, Failure, Event, Session,
                                          Command, CommandRule, ModuleState, Run, SeenEnvelope, Node, Setting, LoginRule,
-                                         AccessLock)
+                                         AccessLock, SsoState)
 
 # Fields with a unique index, per collection.
 UNIQUE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -356,4 +374,5 @@ INDEXED_FIELDS: dict[str, tuple[str, ...]] = {
     "runs": ("user_id", "module_id", "status", "created_at"),
     "envelopes": ("expires_at",),
     "access_locks": ("user_id", "until"),
+    "sso_states": ("expires_at",),
 }
