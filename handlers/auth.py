@@ -89,6 +89,8 @@ class PasswordHandler(APIHandler):
         old = v.text(body, "old_password", max_len=256)
         new = v.text(body, "new_password", max_len=256)
         user = self.principal.user
+        if user.sso_provider:
+            raise Invalid("this account signs in through single sign-on and cannot have a local password")
         if not await self.auth.verify_password(old, user.password_hash):
             raise Invalid("old_password is wrong")
         await self.auth.set_password(user, new, actor=user.username)

@@ -28,7 +28,8 @@ class LoginPage(BaseHandler):
             self.redirect(nxt)
             return
         self.xsrf_token  # noqa: B018 - sets the _xsrf cookie the login form needs
-        self.page("login.html", next=nxt, totp_step=self.half_login is not None)
+        sso = self.services.sso.buttons if self.services.sso else []
+        self.page("login.html", next=nxt, totp_step=self.half_login is not None, sso=sso, sso_error="")
 
 
 class HomePage(BaseHandler):
