@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -43,17 +44,18 @@ class LdapClient:
         self.directory = directory
         self.executor = executor
         self.timeout = timeout
+        self._whole_seconds = max(1, math.ceil(timeout))  # ldap3 packs its socket timeouts as whole seconds
 
     def _server(self) -> Server:
         d = self.directory
         tls = None
         if d.ldaps or d.start_tls:
             tls = Tls(validate=ssl.CERT_REQUIRED, version=ssl.PROTOCOL_TLS_CLIENT, ca_certs_file=d.ca_file or None)
-        return Server(d.host, port=d.port, use_ssl=d.ldaps, tls=tls, get_info=NONE, connect_timeout=self.timeout)
+        return Server(d.host, port=d.port, use_ssl=d.ldaps, tls=tls, get_info=NONE, connect_timeout=self._whole_seconds)
 
     def _connect(self, user: str, password: str) -> Connection:
         """An open, secured connection bound as `user` (raises DirectoryRefused on bad credentials)."""
-        conn = Connection(self._server(), user=user, password=password, receive_timeout=self.timeout,
+        conn = Connection(self._server(), user=user, password=password, receive_timeout=self._whole_seconds,
                           raise_exceptions=False, read_only=True, auto_referrals=False)
         try:
             conn.open()
@@ -77,7 +79,7 @@ class LdapClient:
     def _find_sync(self, conn: Connection, username: str) -> DirectoryEntry | None:
         d = self.directory
         user_filter = d.user_filter.replace("{username}", escape_filter_chars(username))
-        if not conn.search(d.user_base, user_filter, SUBTREE, attributes=[], size_limit=2, time_limit=int(self.timeout) or 1):
+        if not conn.search(d.user_base, user_filter, SUBTREE, attributes=[], size_limit=2, time_limit=self._whole_seconds):
             return None
         entries = [e for e in conn.response or [] if e.get("type") == "searchResEntry"]
         if len(entries) != 1:
@@ -85,12 +87,12 @@ class LdapClient:
         dn = entries[0]["dn"]
         enabled = True
         if d.enabled_filter:
-            enabled = bool(conn.search(dn, d.enabled_filter, BASE, attributes=[], time_limit=int(self.timeout) or 1)
+            enabled = bool(conn.search(dn, d.enabled_filter, BASE, attributes=[], time_limit=self._whole_seconds)
                            and any(e.get("type") == "searchResEntry" for e in conn.response or []))
         groups: set[str] = set()
         group_filter = d.group_filter.replace("{user_dn}", escape_filter_chars(dn))
         if d.group_base and conn.search(d.group_base, group_filter, SUBTREE, attributes=[d.group_name_attribute],
-                                        time_limit=int(self.timeout) or 1):
+                                        time_limit=self._whole_seconds):
             for e in conn.response or []:
                 if e.get("type") != "searchResEntry":
                     continue
@@ -135,7 +137,7 @@ class LdapClient:
         loop = asyncio.get_running_loop()
         try:
             # the thread has its own timeouts; this bound keeps the loop's caller honest even if they fail
-            return await asyncio.wait_for(loop.run_in_executor(self.executor, fn, *args), self.timeout * 4 + 1)
+            return await asyncio.wait_for(loop.run_in_executor(self.executor, fn, *args), self._whole_seconds * 4 + 1)
         except asyncio.TimeoutError:
             raise Unavailable(f"the directory {self.directory.label} did not answer in time") from None
 
