@@ -112,7 +112,7 @@ class TotpHandler(APIHandler):
 
     @authenticated
     async def delete(self) -> None:
-        if self.config.auth.require_totp:
+        if self.config.auth.mfa_required:
             raise Invalid("TOTP is required on this bastion and cannot be turned off")
         user = await self.auth.disable_totp(self.principal.user, actor=self.actor)
         self.send({"user": user.public()})

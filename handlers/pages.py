@@ -47,7 +47,7 @@ class AccountPage(BaseHandler):
     @enrolling
     async def get(self) -> None:
         tokens = [token_view(t, self.config) for t in await self.store.list_tokens(self.principal.user.id)]
-        self.page("account.html", tokens=tokens, require_totp=self.config.auth.require_totp, now=time.time(),
+        self.page("account.html", tokens=tokens, require_totp=self.config.auth.mfa_required, now=time.time(),
                   ttl_default=min(self.config.auth.token_ttl_default, self.config.auth.token_ttl_max),
                   ttl_max=self.config.auth.token_ttl_max)
 

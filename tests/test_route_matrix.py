@@ -72,7 +72,7 @@ MATRIX = [
     ("GET", "/api/runs", ALL, None, 200),
     ("GET", "/api/runs/{missing}", ALL, None, 404),
 ]
-PUBLIC = {("POST", "/api/login"), ("POST", "/api/login/totp"), ("POST", "/api/logout")}
+PUBLIC = {("POST", "/api/login"), ("POST", "/api/login/totp"), ("POST", "/api/logout"), ("POST", "/api/login/directory")}
 
 
 def test_matrix_covers_every_api_route() -> None:
