@@ -32,6 +32,7 @@ from .runs import RunService
 from .services import Core, Services, make_templates, trusted_networks
 from .sessions.engine import SessionEngine
 from .sessions.jobs import reap_sessions, recheck_policy, recover_interrupted
+from .passkeys import PasskeyService
 from .sso import SsoService
 from .store import make_store
 from .vault import Vault
@@ -141,7 +142,7 @@ async def open_bastion(config: Config) -> AsyncIterator[Services]:
         await sso.start()
         services = Services(**vars(core), templates=make_templates(str(TEMPLATE_DIR)), hub=hub, rules=rules, sessions=engine,
                             registry=registry, executor=executor, runs=runs, trusted_proxies=trusted_networks(config),
-                            sso=sso)
+                            sso=sso, passkeys=PasskeyService(config, core.store, core.audit, core.auth))
         jobs = BackgroundJobs(services)
         jobs.start()
         stack.push_async_callback(jobs.stop)
@@ -239,6 +240,7 @@ class BackgroundJobs:
                 await store.forget_envelopes(time.time())
                 await store.purge_expired_locks()
                 await store.purge_expired_sso_states()
+                await store.purge_expired_passkey_challenges()
             except Exception:
                 log.exception("purging expired logins, envelope ids and locks failed")
 

@@ -229,7 +229,7 @@ class AuthService:
             await self.audit.record("login.failed", actor=user.username, address=address, ok=False, why="sso required")
             raise Forbidden("this account must sign in with single sign-on")
         await self.login_rules.check(user, address)  # after the password, so rules reveal nothing to guessers
-        needs_totp = bool(user.totp_secret)
+        needs_totp = bool(user.totp_secret or user.passkey_count)  # the second step: a TOTP code or a passkey
         login = await self._new_login(user, "totp" if needs_totp else "full", address)
         if not needs_totp:
             await self.store.delete_failure(keys[0])
@@ -239,10 +239,17 @@ class AuthService:
     async def login_verified(self, user: User, address: str, *, via: str) -> Login:
         """A login for a user another service verified (single sign-on): login rules and the TOTP step still apply."""
         await self.login_rules.check(user, address)
-        needs_totp = bool(user.totp_secret)
+        needs_totp = bool(user.totp_secret or user.passkey_count)
         login = await self._new_login(user, "totp" if needs_totp else "full", address)
         if not needs_totp:
             await self.audit.record("login.ok", actor=user.username, address=address, via=via)
+        return login
+
+    async def full_login(self, user: User, address: str, *, via: str) -> Login:
+        """A full login after a second factor checked elsewhere (a passkey); clears the user's failure count."""
+        await self.clear_failures(user.username, address)
+        login = await self._new_login(user, "full", address)
+        await self.audit.record("login.ok", actor=user.username, address=address, via=via)
         return login
 
     async def check_lock(self, username: str, address: str) -> None:
@@ -268,6 +275,8 @@ class AuthService:
             raise Unauthenticated("log in with your password first")
         keys = self._lock_keys(user.username, address)
         await self._check_locked(keys)
+        if not user.totp_secret:
+            raise Unauthenticated("this account has no authenticator app: use your passkey")
         secret = self.vault.open(user.totp_secret, f"totp:{user.id}")
         step = self._verify_totp(secret, code, user.totp_last_step)
         if step is None:

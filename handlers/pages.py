@@ -47,7 +47,8 @@ class AccountPage(BaseHandler):
     @enrolling
     async def get(self) -> None:
         tokens = [token_view(t, self.config) for t in await self.store.list_tokens(self.principal.user.id)]
-        self.page("account.html", tokens=tokens, require_totp=self.config.auth.mfa_required, now=time.time(),
+        passkeys = await self.store.passkeys_of_user(self.principal.user.id)
+        self.page("account.html", tokens=tokens, require_totp=self.config.auth.mfa_required, now=time.time(), passkeys=passkeys,
                   ttl_default=min(self.config.auth.token_ttl_default, self.config.auth.token_ttl_max),
                   ttl_max=self.config.auth.token_ttl_max)
 

@@ -60,6 +60,7 @@ class User(Record):
     created_at: float = field(default_factory=time.time)
     sso_provider: str = ""  # "oidc:<name>" | "ldap:<name>" for a user made by single sign-on; "" for a local account
     sso_subject: str = ""  # the provider's stable id of the user (OIDC `sub`, LDAP DN)
+    passkey_count: int = 0  # enrolled passkeys (kept by bastion/passkeys.py; a second factor when > 0)
 
     def public(self) -> dict[str, Any]:
         doc = super().public()
@@ -347,9 +348,37 @@ class SsoState(Record):
     expires_at: float = 0.0
 
 
+@dataclass
+class Passkey(Record):
+    """A WebAuthn credential (passkey) a user enrolled: a second factor, or a passwordless login."""
+
+    collection: ClassVar[str] = "passkeys"
+    secret_fields: ClassVar[tuple[str, ...]] = ("public_key",)
+    user_id: str = ""
+    credential_id: str = ""  # base64url; unique
+    public_key: str = ""  # base64url COSE key
+    sign_count: int = 0  # the authenticator's counter: an assertion must raise it (a cloned key falls behind)
+    name: str = ""
+    created_at: float = field(default_factory=time.time)
+    last_used_at: float = 0.0
+
+
+@dataclass
+class PasskeyChallenge(Record):
+    """A WebAuthn challenge handed out for one ceremony (id = its handle): used once, then deleted."""
+
+    collection: ClassVar[str] = "passkey_challenges"
+    secret_fields: ClassVar[tuple[str, ...]] = ("challenge",)
+    purpose: str = ""  # register | login
+    user_id: str = ""  # "" for a passwordless login (the credential names the user)
+    login_id: str = ""  # the half login a second-factor challenge belongs to
+    challenge: str = ""  # base64url
+    expires_at: float = 0.0
+
+
 ALL_RECORDS: tuple[type[Record], ...] = (User, App, Credential, Host, Grant, ApiToken, Login, Failure, Event, Session,
                                          Command, CommandRule, ModuleState, Run, SeenEnvelope, Node, Setting, LoginRule,
-                                         AccessLock, SsoState)
+                                         AccessLock, SsoState, Passkey, PasskeyChallenge)
 
 # Fields with a unique index, per collection.
 UNIQUE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -360,6 +389,7 @@ UNIQUE_FIELDS: dict[str, tuple[str, ...]] = {
     "grants": ("key",),
     "command_rules": ("name",),
     "login_rules": ("name",),
+    "passkeys": ("credential_id",),
 }
 
 # Fields queried by equality or range, per collection (indexed on both backends).
@@ -375,4 +405,6 @@ INDEXED_FIELDS: dict[str, tuple[str, ...]] = {
     "envelopes": ("expires_at",),
     "access_locks": ("user_id", "until"),
     "sso_states": ("expires_at",),
+    "passkeys": ("user_id",),
+    "passkey_challenges": ("expires_at",),
 }
