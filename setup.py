@@ -18,6 +18,11 @@ setup(
         "segno==1.6.6",
         "redis==8.1.0",
         "hiredis==3.5.0",
+        # single sign-on and passkeys (bastion/sso/, bastion/passkeys.py)
+        "authlib==1.9.6",
+        "joserfc==1.8.0",
+        "ldap3==2.9.1",
+        "webauthn==3.0.1",
     ],
     extras_require={
         "test": [
@@ -30,6 +35,7 @@ setup(
             "websockets==17.4",
             "ansible-core==2.19.14",
             "ansible-runner==2.4.3",
+            "oidc-provider-mock==0.3.4",  # a real OpenID provider process for tests/test_sso_oidc.py
         ],
         "ansible": ["ansible-core==2.19.14", "ansible-runner==2.4.3"],
     },
