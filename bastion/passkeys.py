@@ -20,7 +20,7 @@ from . import validation as v
 from .audit import Audit
 from .auth import AuthService
 from .config import Config
-from .errors import Conflict, Invalid, NotFound, Unauthenticated
+from .errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated
 from .store import Login, Passkey, PasskeyChallenge, Store, User
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,11 @@ class PasskeyService:
         if half_login is not None and pending.login_id:
             await self.store.delete_login(half_login.id)
         else:
+            if user.sso_provider or set(user.roles) & set(self.config.sso.required_for_roles):
+                # roles of these users come from (or must be checked by) single sign-on at each login
+                await self.audit.record("login.failed", actor=user.username, address=address, ok=False,
+                                        why="sso required")
+                raise Forbidden("this account must sign in with single sign-on (a passkey is its second step)")
             await self.auth.login_rules.check(user, address)
         login = await self.auth.full_login(user, address, via="passkey")
         return user, login

@@ -120,8 +120,8 @@ class SsoService:
         client = self._oidc_client(name)
         provider = client.provider
         try:
-            if error:
-                raise Unauthenticated(f"the sign-in provider refused: {error[:80]}")
+            if error:  # an OAuth error code; anything else in it is dropped (it is shown on our page)
+                raise Unauthenticated(f"the sign-in provider refused: {re.sub(r'[^a-z_]', '', error)[:40] or 'error'}")
             pending = await self.store.take_sso_state(state) if STATE_RE.match(state or "") else None
             if pending is None or pending.provider != name:
                 raise Unauthenticated("this sign-in link was already used or has expired; start again")
