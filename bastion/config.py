@@ -74,6 +74,19 @@ def _check_node_id(value: str) -> str | None:
     return "must be 1-64 characters of letters, digits, '.', '_' or '-'"
 
 
+def _check_public_url(value: str) -> str | None:
+    if value == "" or re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+        return None
+    return "must be http(s)://host[:port][/path]"
+
+
+def _check_roles(values: tuple[str, ...]) -> str | None:
+    for role in values:
+        if role not in ("admin", "auditor", "user"):
+            return f"unknown role {role!r}; allowed: admin, auditor, user"
+    return None
+
+
 OPTIONS: tuple[Option, ...] = (
     Option("server", "host", "127.0.0.1", "str", "Address to listen on."),
     Option("server", "port", 8022, "int", "TCP port to listen on (0: any free port).", minimum=0, maximum=65535),
@@ -124,11 +137,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("hub", "node_timeout", 30.0, "float", "A node silent this long is dead: its live sessions become interrupted.", minimum=1, maximum=86400),
     # ---- [sso]: single sign-on (bastion/sso/) ----
     Option("sso", "providers_file", "", "str", "TOML file describing OpenID Connect providers ([[oidc]]) and LDAP directories ([[ldap]]) with their group mappings (see README). Empty: local accounts only."),
-    Option("sso", "public_url", "", "str", "Base URL users reach the bastion at (redirect URIs are built from it). Empty: from each request's own host.", check=lambda v: None if v == "" or re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", v) else "must be http(s)://host[:port][/path]"),
+    Option("sso", "public_url", "", "str", "Base URL users reach the bastion at (redirect URIs are built from it). Empty: from each request's own host.", check=_check_public_url),
     Option("sso", "clock_skew", 60, "int", "Seconds of clock difference tolerated when checking ID token times (exp, iat, nbf).", minimum=0, maximum=300),
     Option("sso", "http_timeout", 10.0, "float", "Seconds to wait for an OpenID provider (discovery, keys, token exchange) or an LDAP server.", minimum=0.5, maximum=120),
     Option("sso", "state_ttl", 600, "int", "Seconds a sign-in started at a provider may take to come back.", minimum=30, maximum=3600),
-    Option("sso", "required_for_roles", (), "list", "Roles whose users must sign in through single sign-on (their local password is refused).", check=lambda v: next((f"unknown role {r!r}; allowed: admin, auditor, user" for r in v if r not in ("admin", "auditor", "user")), None)),
+    Option("sso", "required_for_roles", (), "list", "Roles whose users must sign in through single sign-on (their local password is refused).", check=_check_roles),
     Option("sso", "directory_recheck_interval", 60.0, "float", "Seconds between checks that directory (LDAP) users with live sessions still exist and are enabled.", minimum=0.5, maximum=86400),
 )
 

@@ -108,9 +108,17 @@ class LdapClient:
         if result.get("result") not in (0, 32, 4, None):  # success, noSuchObject, sizeLimitExceeded
             raise Unavailable(f"the directory {self.directory.label} answered with an error: {result.get('description', 'unknown')}")
 
+    def _service(self) -> Connection:
+        """A connection bound as the service account (its refusal is the deployment's problem, not the user's)."""
+        try:
+            return self._connect(self.directory.bind_dn, self.directory.bind_password)
+        except DirectoryRefused:
+            log.error("directory %s: the service account %s was refused", self.directory.name, self.directory.bind_dn)
+            raise Unavailable(f"the directory {self.directory.label} refused Bastion's service account; "
+                              "tell an administrator") from None
+
     def _authenticate_sync(self, username: str, password: str) -> DirectoryEntry:
-        d = self.directory
-        service = self._connect(d.bind_dn, d.bind_password)
+        service = self._service()
         try:
             entry = self._find_sync(service, username)
             self._check_result(service)
@@ -124,8 +132,7 @@ class LdapClient:
         return entry
 
     def _lookup_sync(self, username: str) -> DirectoryEntry | None:
-        d = self.directory
-        service = self._connect(d.bind_dn, d.bind_password)
+        service = self._service()
         try:
             entry = self._find_sync(service, username)
             self._check_result(service)

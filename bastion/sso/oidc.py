@@ -2,13 +2,14 @@
 and ID token validation against the provider's JWKS (joserfc: signature, issuer, audience, times)."""
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlparse
+from urllib.parse import quote_plus, urlencode, urlparse
 
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jwt
@@ -141,12 +142,17 @@ class OidcClient:
     async def exchange(self, code: str, redirect_uri: str, code_verifier: str, nonce: str) -> dict[str, Any]:
         """Trade the code for tokens; return the validated ID token's claims."""
         meta = await self.metadata()
+        p = self.provider
         form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
-                "client_id": self.provider.client_id, "code_verifier": code_verifier}
-        if self.provider.client_secret:
-            form["client_secret"] = self.provider.client_secret  # client_secret_post
+                "client_id": p.client_id, "code_verifier": code_verifier}
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        if p.client_secret and p.token_auth_method == "client_secret_post":
+            form["client_secret"] = p.client_secret
+        elif p.client_secret:  # client_secret_basic (RFC 6749 2.3.1: each part form-urlencoded first)
+            pair = f"{quote_plus(p.client_id)}:{quote_plus(p.client_secret)}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         data = await self._fetch_json(meta["token_endpoint"], "token request", method="POST", body=urlencode(form),
-                                      headers={"Content-Type": "application/x-www-form-urlencoded"})
+                                      headers=headers)
         id_token = data.get("id_token")
         if not isinstance(id_token, str) or not id_token:
             raise OidcRefused("the sign-in provider sent no ID token")

@@ -56,6 +56,7 @@ class OidcProvider:
     scopes: tuple[str, ...] = ("openid", "profile", "email")
     username_claim: str = "preferred_username"
     groups_claim: str = "groups"
+    token_auth_method: str = "client_secret_basic"  # or client_secret_post
     rules: tuple[MappingRule, ...] = ()
 
     @property
@@ -233,7 +234,7 @@ def _name(entry: _Entry, seen: set[str]) -> str:
 
 def _oidc(entry: _Entry, seen: set[str]) -> OidcProvider:
     entry.known({"name", "label", "issuer", "client_id", "client_secret", "client_secret_file", "scopes",
-                 "username_claim", "groups_claim", "map"})
+                 "username_claim", "groups_claim", "token_auth_method", "map"})
     name = _name(entry, seen)
     issuer = entry.text("issuer").rstrip("/")
     parsed = urlparse(issuer)
@@ -252,9 +253,12 @@ def _oidc(entry: _Entry, seen: set[str]) -> OidcProvider:
     client_id = entry.text("client_id")
     if not client_id:
         raise entry.fail("client_id", "is required")
+    token_auth_method = entry.text("token_auth_method", "client_secret_basic")
+    if token_auth_method not in ("client_secret_basic", "client_secret_post"):
+        raise entry.fail("token_auth_method", "must be client_secret_basic or client_secret_post")
     return OidcProvider(name=name, label=entry.text("label", name) or name, issuer=issuer, client_id=client_id,
                         client_secret=entry.secret("client_secret"), scopes=scopes, username_claim=username_claim,
-                        groups_claim=groups_claim, rules=_rules(entry))
+                        groups_claim=groups_claim, token_auth_method=token_auth_method, rules=_rules(entry))
 
 
 def _ldap(entry: _Entry, seen: set[str]) -> LdapDirectory:
