@@ -135,12 +135,17 @@ class Slapd:
     root: Path
     ca: TestCA
     port: int = 0
+    ldaps_port: int = 0
     proc: subprocess.Popen | None = None
     users: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
         return f"ldap://127.0.0.1:{self.port}"
+
+    @property
+    def ldaps_url(self) -> str:
+        return f"ldaps://127.0.0.1:{self.ldaps_port}"
 
     def _conf(self) -> Path:
         conf = self.root / "slapd.conf"
@@ -183,14 +188,16 @@ class Slapd:
 
     def start(self) -> "Slapd":
         self.port = self.port or free_port()
+        self.ldaps_port = self.ldaps_port or free_port()
         log = open(self.root / "slapd.log", "ab")
         try:
             # -d 0: stay in the foreground (our child, ended by PID), logging nothing
-            self.proc = subprocess.Popen([SLAPD, "-f", str(self._conf()), "-h", f"ldap://127.0.0.1:{self.port}/",
-                                          "-d", "0"], stdout=log, stderr=log)
+            listen = f"ldap://127.0.0.1:{self.port}/ ldaps://127.0.0.1:{self.ldaps_port}/"
+            self.proc = subprocess.Popen([SLAPD, "-f", str(self._conf()), "-h", listen, "-d", "0"], stdout=log, stderr=log)
         finally:
             log.close()
         wait_port("127.0.0.1", self.port, proc=self.proc)
+        wait_port("127.0.0.1", self.ldaps_port, proc=self.proc)
         return self
 
     def stop(self) -> None:

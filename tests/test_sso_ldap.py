@@ -35,14 +35,14 @@ def slapd(tmp_path: Path) -> Any:
         server.stop()
 
 
-def providers_file(tmp_path: Path, slapd: Slapd, *, ca_file: Path | None = None, extra: str = "") -> Path:
+def providers_file(tmp_path: Path, slapd: Slapd, *, ca_file: Path | None = None, ldaps: bool = False) -> Path:
     path = tmp_path / "sso.toml"
     path.write_text(f"""
 [[ldap]]
 name = "corp"
 label = "Corp directory"
-url = "{slapd.url}"
-start_tls = true
+url = "{slapd.ldaps_url if ldaps else slapd.url}"
+start_tls = {"false" if ldaps else "true"}
 ca_file = "{ca_file or slapd.ca.ca_file}"
 bind_dn = "{READER_DN}"
 bind_password = "{READER_PW}"
@@ -50,7 +50,6 @@ user_base = "ou=people,{SUFFIX}"
 user_filter = "(&(objectClass=inetOrgPerson)(uid={{username}}))"
 group_base = "ou=groups,{SUFFIX}"
 enabled_filter = "(!(employeeType=disabled))"
-{extra}
 
 [[ldap.map]]
 group = "ops"
@@ -128,6 +127,23 @@ async def test_filter_escaping_in_the_client(slapd, tmp_path) -> None:
         assert await client.lookup("alice") is not None
         assert await client.lookup("*") is None
         assert await client.lookup("alice)(uid=*") is None
+
+
+async def test_ldaps_with_certificate_check(make_bastion, slapd, tmp_path) -> None:
+    app = await make_bastion(sso_providers_file=str(providers_file(tmp_path, slapd, ldaps=True)))
+    response = await directory_login(app, "bob", "bob-password-1")
+    assert response.status == 200 and response.json["user"]["roles"] == ["auditor"], response
+    # the same server checked against another CA: refused before any password is sent
+    from concurrent.futures import ThreadPoolExecutor
+    from bastion.errors import Unavailable
+    from bastion.sso.ldap import LdapClient
+    from bastion.sso.settings import load_providers
+    other = make_ca(tmp_path / "other-ca", name="Someone else's CA")
+    (tmp_path / "second").mkdir()
+    directory = load_providers(str(providers_file(tmp_path / "second", slapd, ldaps=True, ca_file=other.ca_file))).ldap[0]
+    with ThreadPoolExecutor(1) as pool:
+        with pytest.raises(Unavailable, match="certificate"):
+            await LdapClient(directory, pool, 5).authenticate("bob", "bob-password-1")
 
 
 async def test_untrusted_certificate_is_refused(make_bastion, slapd, tmp_path) -> None:
