@@ -261,6 +261,7 @@ class AuthService:
         await self._count_failure(self._lock_keys(username, address), address)
 
     async def clear_failures(self, username: str, address: str) -> None:
+        """Forget the failed-login count of a username after a successful login of any method."""
         await self.store.delete_failure(self._lock_keys(username, address)[0])
 
     async def _new_login(self, user: User, stage: str, address: str) -> Login:

@@ -109,6 +109,7 @@ class PasskeyService:
                 continue
 
     async def remove(self, user: User, passkey_id: str, *, actor: str) -> None:
+        """Remove one of the user's passkeys (not the last second factor while one is required)."""
         passkey = await self.store.get_passkey(passkey_id)
         if passkey is None or passkey.user_id != user.id:
             raise NotFound("passkey not found")

@@ -53,6 +53,7 @@ def evaluate(rules: Iterable[MappingRule], groups: Iterable[str], claims: dict[s
 
 
 def browser_hash(value: str) -> str:
+    """What a pending sign-in keeps of the browser's random cookie value."""
     return hashlib.sha256(value.encode()).hexdigest()
 
 
@@ -88,6 +89,7 @@ class SsoService:
                                     now=digest, rules=rules)
 
     def close(self) -> None:
+        """Stop the directory thread pool (a call still waiting on a directory is abandoned)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     @property

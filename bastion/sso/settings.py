@@ -110,12 +110,15 @@ class SsoProviders:
     ldap: tuple[LdapDirectory, ...] = ()
 
     def oidc_named(self, name: str) -> OidcProvider | None:
+        """The OpenID provider of this name, if configured."""
         return next((p for p in self.oidc if p.name == name), None)
 
     def ldap_named(self, name: str) -> LdapDirectory | None:
+        """The directory of this name, if configured."""
         return next((d for d in self.ldap if d.name == name), None)
 
     def by_key(self, key: str) -> OidcProvider | LdapDirectory | None:
+        """A provider by its key ("oidc:<name>" or "ldap:<name>")."""
         kind, _, name = key.partition(":")
         return self.oidc_named(name) if kind == "oidc" else self.ldap_named(name) if kind == "ldap" else None
 
