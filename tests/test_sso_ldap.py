@@ -203,3 +203,17 @@ async def test_user_removed_or_disabled_loses_access_and_live_session_ends(make_
 async def _disabled(store: Any, name: str) -> Any:
     user = await store.get_user_by_name(name)
     return user if user and user.disabled else None
+
+
+async def test_login_page_directory_choice(make_bastion, slapd, pages, tmp_path) -> None:
+    """The login page's Account choice sends the password to the directory, not to the local accounts."""
+    app = await make_bastion(sso_providers_file=str(providers_file(tmp_path, slapd)))
+    page = await pages.page()
+    await page.goto(app.base_url + "/login")
+    await page.fill("input[name=username]", "alice")
+    await page.fill("input[name=password]", "alice-password-1")
+    await page.select_option("select[name=via]", "corp")
+    await page.click("#login-form button[type=submit]")
+    await page.wait_for_url(app.base_url + "/")
+    assert (await page.inner_text(".who a")).strip() == "alice"
+    assert (await app.services.store.get_user_by_name("alice")).sso_provider == "ldap:corp"
