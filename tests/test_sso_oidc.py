@@ -7,7 +7,7 @@ import re
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -81,7 +81,9 @@ async def test_browser_sign_in_creates_user_maps_groups_and_reevaluates(make_bas
     await loopback_only(ctx)
     page = await ctx.new_page()
     callbacks: list[str] = []
+    authorize: list[str] = []
     page.on("request", lambda r: callbacks.append(r.url) if "/sso/oidc/corp/callback" in r.url else None)
+    page.on("request", lambda r: authorize.append(r.url) if "/oauth2/authorize?" in r.url else None)
     await sign_in(page, app.base_url, "alice-sub")
     await page.wait_for_url(app.base_url + "/")
     assert (await page.inner_text(".who a")).strip() == "alice"  # the home page sees the login (no second click)
@@ -92,7 +94,11 @@ async def test_browser_sign_in_creates_user_maps_groups_and_reevaluates(make_bas
     assert alice.roles == ["user"] and alice.password_hash == ""
     grants = await store.grants_of_user(alice.id)
     assert [(g.app_id, g.source) for g in grants] == [(web, "sso:oidc:corp")]
-    # the request to the provider carried PKCE, state and nonce
+    # the request to the provider carried PKCE (S256), state and nonce; the state came back to the callback
+    sent = parse_qs(urlparse(authorize[0]).query)
+    assert sent["code_challenge_method"] == ["S256"] and len(sent["code_challenge"][0]) == 43
+    assert len(sent["state"][0]) >= 43 and len(sent["nonce"][0]) >= 43 and sent["response_type"] == ["code"]
+    assert parse_qs(urlparse(callbacks[0]).query)["state"] == sent["state"]
     events = (await store.list_events(limit=50)).items
     actions = [e.action for e in events]
     assert "sso.user_created" in actions and "sso.mapping_applied" in actions
