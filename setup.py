@@ -18,6 +18,11 @@ setup(
         "segno==1.6.6",
         "redis==8.1.0",
         "hiredis==3.5.0",
+        # single sign-on and passkeys (bastion/sso/, bastion/passkeys.py)
+        "authlib==1.9.6",
+        "joserfc==1.8.0",
+        "ldap3==2.9.1",
+        "webauthn==3.0.1",
     ],
     extras_require={
         "test": [
@@ -35,6 +40,7 @@ setup(
             "salt==3007.8", "looseversion==1.3.0", "jmespath==1.1.0", "msgpack==1.2.4", "pyzmq==27.3.0",
             "pycryptodomex==3.24.2", "psutil==7.2.2", "distro==1.9.0", "PyYAML==6.0.4", "MarkupSafe==3.0.4",
             "packaging==26.4",
+            "oidc-provider-mock==0.3.4",  # a real OpenID provider process for tests/test_sso_oidc.py
         ],
         "ansible": ["ansible-core==2.19.14", "ansible-runner==2.4.3"],
         # the salt platform (salt-ssh): Salt's source distribution declares no dependencies in its metadata, so

@@ -33,6 +33,8 @@ from .runs import RunService
 from .services import Core, Services, make_templates, trusted_networks
 from .sessions.engine import SessionEngine
 from .sessions.jobs import reap_sessions, recheck_policy, recover_interrupted
+from .passkeys import PasskeyService
+from .sso import SsoService
 from .store import make_store
 from .vault import Vault
 from .limits import http_server_options, prepare_process
@@ -136,9 +138,13 @@ async def open_bastion(config: Config) -> AsyncIterator[Services]:
                             output_cap=config.modules.output_cap, host_concurrency=config.modules.host_concurrency)
         stack.push_async_callback(executor.shutdown)
         runs = RunService(config, core.store, core.vault, core.audit, core.inventory, registry, executor)
+        sso = SsoService(config, core.store, core.audit, core.auth, hub)
+        stack.callback(sso.close)
+        await sso.start()
         services = Services(**vars(core), templates=make_templates(str(TEMPLATE_DIR)), hub=hub, rules=rules, sessions=engine,
                             registry=registry, executor=executor, runs=runs, trusted_proxies=trusted_networks(config),
-                            pods=PodTerminals(core.store, core.vault, core.audit, engine))
+                            pods=PodTerminals(core.store, core.vault, core.audit, engine),
+                            sso=sso, passkeys=PasskeyService(config, core.store, core.audit, core.auth))
         jobs = BackgroundJobs(services)
         jobs.start()
         stack.push_async_callback(jobs.stop)
@@ -216,6 +222,8 @@ class BackgroundJobs:
                                        reap_sessions(s.config, s.hub), recheck_policy(s.config, s.sessions)]
         if s.config.terminal.retention_days:
             jobs.append(self._retention())
+        if s.sso is not None and s.sso.providers.ldap:
+            jobs.append(self._recheck_directory())
         self._tasks = [loop.create_task(job) for job in jobs]  # type: ignore[arg-type]
 
     async def stop(self) -> None:
@@ -233,6 +241,8 @@ class BackgroundJobs:
                 # envelope ids past their freshness window can no longer be replayed (they are refused as stale)
                 await store.forget_envelopes(time.time())
                 await store.purge_expired_locks()
+                await store.purge_expired_sso_states()
+                await store.purge_expired_passkey_challenges()
             except Exception:
                 log.exception("purging expired logins, envelope ids and locks failed")
 
@@ -262,6 +272,16 @@ class BackgroundJobs:
                                                  why="node stopped heartbeating")
             except Exception:
                 log.exception("checking for dead nodes failed")
+
+    async def _recheck_directory(self) -> None:
+        """Directory users with live sessions: disabled or removed in the directory ends their sessions."""
+        s = self.services
+        while True:
+            await asyncio.sleep(s.config.sso.directory_recheck_interval)
+            try:
+                await s.sso.recheck_directory_users({x.record.user_id for x in s.hub.live() if not x.closing})
+            except Exception:
+                log.exception("directory re-check failed")
 
     async def _retention(self) -> None:
         from .playback import purge

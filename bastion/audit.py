@@ -89,6 +89,14 @@ _ACTIONS = (
     AuditAction("rule.updated", "B2312", "A command filter rule was changed, enabled or disabled"),
     AuditAction("app.updated", "B1302", "A category was renamed or described"),
     AuditAction("report.exported", "B2400", "The audit log, sessions or commands were exported as CSV"),
+    AuditAction("sso.failed", "B1031", "A single sign-on attempt failed (provider, token, directory or mapping)"),
+    AuditAction("sso.user_created", "B1032", "A user was created at their first single sign-on"),
+    AuditAction("sso.mapping_applied", "B1033", "A user's roles or grants changed from their groups at sign-in"),
+    AuditAction("sso.mapping_changed", "B1034", "A provider's group mapping changed in the configuration"),
+    AuditAction("sso.deprovisioned", "B1035", "A directory user was disabled: the directory no longer lists them as enabled"),
+    AuditAction("passkey.enrolled", "B1012", "A user enrolled a passkey"),
+    AuditAction("passkey.removed", "B1013", "A passkey was removed"),
+    AuditAction("login.passkey_failed", "B1014", "A passkey assertion was refused (unknown key, bad signature, or a counter that went back)"),
 )
 ACTIONS: dict[str, AuditAction] = {a.name: a for a in _ACTIONS}
 SECRET_KEYS = ("password", "secret", "token", "private_key", "totp", "code")

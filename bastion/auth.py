@@ -140,6 +140,8 @@ class AuthService:
         return user
 
     async def set_password(self, user: User, password: str, *, actor: str) -> User:
+        if user.sso_provider:
+            raise Invalid("this account signs in through single sign-on and cannot have a local password")
         self.check_new_password(password)
         user.password_hash = await self.hash_password(password)
         await self.store.save(user)
@@ -223,13 +225,44 @@ class AuthService:
             await self.audit.record("login.failed", actor=username[:64], address=address, ok=False,
                                     why="disabled" if user and ok else "bad credentials")
             raise Unauthenticated("wrong username or password" if not (user and ok) else "this account is disabled")
+        if user.sso_provider or set(user.roles) & set(self.config.sso.required_for_roles):
+            await self.audit.record("login.failed", actor=user.username, address=address, ok=False, why="sso required")
+            raise Forbidden("this account must sign in with single sign-on")
         await self.login_rules.check(user, address)  # after the password, so rules reveal nothing to guessers
-        needs_totp = bool(user.totp_secret)
+        needs_totp = bool(user.totp_secret or user.passkey_count)  # the second step: a TOTP code or a passkey
         login = await self._new_login(user, "totp" if needs_totp else "full", address)
         if not needs_totp:
             await self.store.delete_failure(keys[0])
             await self.audit.record("login.ok", actor=user.username, address=address)
         return user, login
+
+    async def login_verified(self, user: User, address: str, *, via: str) -> Login:
+        """A login for a user another service verified (single sign-on): login rules and the TOTP step still apply."""
+        await self.login_rules.check(user, address)
+        needs_totp = bool(user.totp_secret or user.passkey_count)
+        login = await self._new_login(user, "totp" if needs_totp else "full", address)
+        if not needs_totp:
+            await self.audit.record("login.ok", actor=user.username, address=address, via=via)
+        return login
+
+    async def full_login(self, user: User, address: str, *, via: str) -> Login:
+        """A full login after a second factor checked elsewhere (a passkey); clears the user's failure count."""
+        await self.clear_failures(user.username, address)
+        login = await self._new_login(user, "full", address)
+        await self.audit.record("login.ok", actor=user.username, address=address, via=via)
+        return login
+
+    async def check_lock(self, username: str, address: str) -> None:
+        """Raise Locked if this username or address is locked after failures (any login method)."""
+        await self._check_locked(self._lock_keys(username, address))
+
+    async def count_failure(self, username: str, address: str) -> None:
+        """Count a failed login of any method towards the lockout."""
+        await self._count_failure(self._lock_keys(username, address), address)
+
+    async def clear_failures(self, username: str, address: str) -> None:
+        """Forget the failed-login count of a username after a successful login of any method."""
+        await self.store.delete_failure(self._lock_keys(username, address)[0])
 
     async def _new_login(self, user: User, stage: str, address: str) -> Login:
         ttl = 300 if stage == "totp" else self.config.auth.session_ttl
@@ -243,6 +276,8 @@ class AuthService:
             raise Unauthenticated("log in with your password first")
         keys = self._lock_keys(user.username, address)
         await self._check_locked(keys)
+        if not user.totp_secret:
+            raise Unauthenticated("this account has no authenticator app: use your passkey")
         secret = self.vault.open(user.totp_secret, f"totp:{user.id}")
         step = self._verify_totp(secret, code, user.totp_last_step)
         if step is None:

@@ -74,6 +74,19 @@ def _check_node_id(value: str) -> str | None:
     return "must be 1-64 characters of letters, digits, '.', '_' or '-'"
 
 
+def _check_public_url(value: str) -> str | None:
+    if value == "" or re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+        return None
+    return "must be http(s)://host[:port][/path]"
+
+
+def _check_roles(values: tuple[str, ...]) -> str | None:
+    for role in values:
+        if role not in ("admin", "auditor", "user"):
+            return f"unknown role {role!r}; allowed: admin, auditor, user"
+    return None
+
+
 OPTIONS: tuple[Option, ...] = (
     Option("server", "host", "127.0.0.1", "str", "Address to listen on."),
     Option("server", "port", 8022, "int", "TCP port to listen on (0: any free port).", minimum=0, maximum=65535),
@@ -97,6 +110,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("auth", "idle_ttl", 3600, "int", "Seconds a browser login may go unused before it ends, besides session_ttl (0: no idle expiry).", minimum=0, maximum=30 * 86400),
     Option("auth", "token_ttl_default", 90, "int", "Days a new API token stays valid when its creator gives no lifetime.", minimum=1, maximum=3650),
     Option("auth", "token_ttl_max", 365, "int", "Most days an API token may stay valid (also caps tokens created before expiries existed).", minimum=1, maximum=3650),
+    Option("auth", "require_mfa", False, "bool", "Every user must enrol a second factor (TOTP or a passkey) before reaching anything else; require_totp = true means the same."),
     Option("terminal", "connect_timeout", 10.0, "float", "Seconds to reach a host and log in.", minimum=0.5, maximum=300),
     Option("terminal", "keepalive_interval", 30, "int", "Seconds between SSH keepalives (0: off).", minimum=0, maximum=3600),
     Option("terminal", "idle_timeout", 1800, "int", "Seconds without input or output before a session ends (0: never).", minimum=0, maximum=7 * 86400),
@@ -122,6 +136,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("hub", "url", "memory", "str", "'memory' (one node) or redis://host:port/db (several nodes).", check=_check_hub_url),
     Option("hub", "heartbeat_interval", 10.0, "float", "Seconds between this node's heartbeats in the store.", minimum=0.2, maximum=600),
     Option("hub", "node_timeout", 30.0, "float", "A node silent this long is dead: its live sessions become interrupted.", minimum=1, maximum=86400),
+    # ---- [sso]: single sign-on (bastion/sso/) ----
+    Option("sso", "providers_file", "", "str", "TOML file describing OpenID Connect providers ([[oidc]]) and LDAP directories ([[ldap]]) with their group mappings (see README). Empty: local accounts only."),
+    Option("sso", "public_url", "", "str", "Base URL users reach the bastion at (redirect URIs are built from it). Empty: from each request's own host.", check=_check_public_url),
+    Option("sso", "clock_skew", 60, "int", "Seconds of clock difference tolerated when checking ID token times (exp, iat, nbf).", minimum=0, maximum=300),
+    Option("sso", "http_timeout", 10.0, "float", "Seconds to wait for an OpenID provider (discovery, keys, token exchange) or an LDAP server.", minimum=0.5, maximum=120),
+    Option("sso", "state_ttl", 600, "int", "Seconds a sign-in started at a provider may take to come back.", minimum=30, maximum=3600),
+    Option("sso", "required_for_roles", (), "list", "Roles whose users must sign in through single sign-on (their local password is refused).", check=_check_roles),
+    Option("sso", "directory_recheck_interval", 60.0, "float", "Seconds between checks that directory (LDAP) users with live sessions still exist and are enabled.", minimum=0.5, maximum=86400),
 )
 
 
@@ -175,6 +197,12 @@ class AuthConfig:
     idle_ttl: int = _default("auth", "idle_ttl")
     token_ttl_default: int = _default("auth", "token_ttl_default")
     token_ttl_max: int = _default("auth", "token_ttl_max")
+    require_mfa: bool = _default("auth", "require_mfa")
+
+    @property
+    def mfa_required(self) -> bool:
+        """Whether a second factor is required (require_mfa, or its older name require_totp)."""
+        return self.require_mfa or self.require_totp
 
 
 @dataclass(frozen=True)
@@ -225,6 +253,19 @@ class HubConfig:
                 f"node_timeout={self.node_timeout!r})")
 
 
+@dataclass(frozen=True)
+class SsoConfig:
+    """[sso]: single sign-on (OpenID Connect, LDAP) and where its providers are described."""
+
+    providers_file: str = _default("sso", "providers_file")
+    public_url: str = _default("sso", "public_url")
+    clock_skew: int = _default("sso", "clock_skew")
+    http_timeout: float = _default("sso", "http_timeout")
+    state_ttl: int = _default("sso", "state_ttl")
+    required_for_roles: tuple[str, ...] = _default("sso", "required_for_roles")
+    directory_recheck_interval: float = _default("sso", "directory_recheck_interval")
+
+
 SECTIONS: dict[str, type] = {
     "server": ServerConfig,
     "database": DatabaseConfig,
@@ -232,6 +273,7 @@ SECTIONS: dict[str, type] = {
     "terminal": TerminalConfig,
     "hub": HubConfig,
     "modules": ModulesConfig,
+    "sso": SsoConfig,
 }
 
 
@@ -247,6 +289,7 @@ class Config:
     modules: ModulesConfig
     secret: bytes = field(repr=False, default=b"")
     source: str = ""
+    sso: SsoConfig = field(default_factory=SsoConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -373,6 +416,7 @@ def load_config(
         hub=HubConfig(**values["hub"]),
         modules=ModulesConfig(**values["modules"]),
         source=source,
+        sso=SsoConfig(**values["sso"]),
     )
 
 

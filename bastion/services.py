@@ -21,6 +21,8 @@ from .logins import RecentLogins
 from .modules import ModuleRegistry
 from .runs import RunService
 from .sessions.engine import SessionEngine
+from .passkeys import PasskeyService
+from .sso import SsoService
 from .store import Store
 from .vault import Vault
 
@@ -58,6 +60,8 @@ class Services(Core):
     runs: RunService
     trusted_proxies: tuple[Network, ...]
     pods: PodTerminals  # Kubernetes clusters, pod grants and pod terminals
+    sso: SsoService | None = None  # single sign-on (None only where a test builds Services without it)
+    passkeys: PasskeyService | None = None  # WebAuthn second factor and passwordless login
 
 
 def make_templates(template_dir: str) -> jinja2.Environment:

@@ -89,6 +89,8 @@ class PasswordHandler(APIHandler):
         old = v.text(body, "old_password", max_len=256)
         new = v.text(body, "new_password", max_len=256)
         user = self.principal.user
+        if user.sso_provider:
+            raise Invalid("this account signs in through single sign-on and cannot have a local password")
         if not await self.auth.verify_password(old, user.password_hash):
             raise Invalid("old_password is wrong")
         await self.auth.set_password(user, new, actor=user.username)
@@ -110,7 +112,7 @@ class TotpHandler(APIHandler):
 
     @authenticated
     async def delete(self) -> None:
-        if self.config.auth.require_totp:
+        if self.config.auth.mfa_required:
             raise Invalid("TOTP is required on this bastion and cannot be turned off")
         user = await self.auth.disable_totp(self.principal.user, actor=self.actor)
         self.send({"user": user.public()})

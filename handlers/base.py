@@ -215,9 +215,9 @@ class BaseMixin:
         if self.principal is None:
             raise Unauthenticated("log in first" if self.half_login is None else "enter your TOTP code first")
         user = self.principal.user
-        if (self.config.auth.require_totp and not user.totp_secret and not allow_unenrolled
+        if (self.config.auth.mfa_required and not (user.totp_secret or user.passkey_count) and not allow_unenrolled
                 and self.principal.via == "cookie"):
-            raise Forbidden("TOTP enrolment is required: open your account page and enrol first")
+            raise Forbidden("TOTP enrolment is required (or a passkey): open your account page and enrol first")
         if roles and not self.principal.has_role(*roles):
             raise Forbidden(f"this needs the {' or '.join(roles)} role")
         scope = self.read_scope if self.request.method in ("GET", "HEAD") else self.write_scope

@@ -34,7 +34,8 @@ class LoginPage(BaseHandler):
             self.redirect(nxt)
             return
         self.xsrf_token  # noqa: B018 - sets the _xsrf cookie the login form needs
-        self.page("login.html", next=nxt, totp_step=self.half_login is not None)
+        sso = self.services.sso.buttons if self.services.sso else []
+        self.page("login.html", next=nxt, totp_step=self.half_login is not None, sso=sso, sso_error="")
 
 
 class HomePage(BaseHandler):
@@ -56,7 +57,8 @@ class AccountPage(BaseHandler):
     @enrolling
     async def get(self) -> None:
         tokens = [token_view(t, self.config) for t in await self.store.list_tokens(self.principal.user.id)]
-        self.page("account.html", tokens=tokens, require_totp=self.config.auth.require_totp, now=time.time(),
+        passkeys = await self.store.passkeys_of_user(self.principal.user.id)
+        self.page("account.html", tokens=tokens, require_totp=self.config.auth.mfa_required, now=time.time(), passkeys=passkeys,
                   ttl_default=min(self.config.auth.token_ttl_default, self.config.auth.token_ttl_max),
                   ttl_max=self.config.auth.token_ttl_max)
 

@@ -198,7 +198,11 @@ const Bastion = (() => {
         if (!totpStep.hidden) {
           await api("POST", "/api/login/totp", { code: form.elements.code.value });
         } else {
-          const data = await api("POST", "/api/login", { username: form.elements.username.value, password: form.elements.password.value });
+          const body = { username: form.elements.username.value, password: form.elements.password.value };
+          // a directory (LDAP) account chosen on the login page signs in through /api/login/directory
+          const via = form.elements.via ? form.elements.via.value : "";
+          if (via) body.directory = via;
+          const data = await api("POST", via ? "/api/login/directory" : "/api/login", body);
           if (data.totp_required) {
             pwStep.hidden = true;
             totpStep.hidden = false;

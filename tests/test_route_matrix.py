@@ -23,6 +23,10 @@ MATRIX = [
     ("POST", "/api/me/totp/confirm", ALL, {"code": "000000"}, 400),
     ("DELETE", "/api/me/totp", ALL, None, 200),
     ("GET", "/api/tokens", ALL, None, 200),
+    ("POST", "/api/me/passkeys/options", ALL, None, 200),
+    ("GET", "/api/me/passkeys", ALL, None, 200),
+    ("POST", "/api/me/passkeys", ALL, {"challenge_id": "x" * 32, "credential": {"response": {}}}, 401),
+    ("DELETE", "/api/me/passkeys/{missing}", ALL, None, 404),
     ("POST", "/api/tokens", ALL, {"name": "t"}, 201),
     ("DELETE", "/api/tokens/{missing}", ALL, None, 404),
     ("GET", "/api/users", ADMIN, None, 200),
@@ -93,7 +97,8 @@ MATRIX = [
     ("POST", "/api/runs/{missing}/cancel", ALL, {}, 404),
     ("POST", "/api/runs/{missing}/rerun", ALL, {}, 404),
 ]
-PUBLIC = {("POST", "/api/login"), ("POST", "/api/login/totp"), ("POST", "/api/logout")}
+PUBLIC = {("POST", "/api/login"), ("POST", "/api/login/totp"), ("POST", "/api/logout"), ("POST", "/api/login/directory"),
+          ("POST", "/api/login/passkey/options"), ("POST", "/api/login/passkey")}
 
 
 def test_matrix_covers_every_api_route() -> None:

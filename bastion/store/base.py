@@ -14,7 +14,8 @@ from typing import Any, Sequence, TypeVar
 
 from ..errors import Conflict, Invalid, NotFound
 from .records import (ApiToken, App, Command, CommandRule, Credential, Event, Failure, Grant, Host, Login, LoginRule,
-                      ModuleState, Node, Record, Run, SeenEnvelope, Session, Setting, User, AccessLock, Cluster, PodGrant)
+                      ModuleState, Node, Record, Run, SeenEnvelope, Session, Setting, SsoState, User, AccessLock, Cluster,
+                      Passkey, PasskeyChallenge, PodGrant)
 
 R = TypeVar("R", bound=Record)
 FIELD_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
@@ -559,6 +560,63 @@ class Store(abc.ABC):
             await self._delete_where(cls.collection, Query(eq={"user_id": id}))
         await self._delete(User.collection, id)
         return user
+    # ---- single sign-on: pending sign-ins, named settings kept up to date -------------------------------------
+    async def create_sso_state(self, state: SsoState) -> SsoState:
+        return await self._create(state)
+
+    async def take_sso_state(self, id: str, now: float | None = None) -> SsoState | None:
+        """A pending sign-in, removed as it is read: only the one caller whose delete wins gets it (no replay)."""
+        state = await self._load(SsoState, id)
+        if state is None or not await self._delete(SsoState.collection, id):
+            return None
+        return state if state.expires_at > (now or time.time()) else None
+
+    async def purge_expired_sso_states(self, now: float | None = None) -> int:
+        return await self._delete_where(SsoState.collection, Query(ranges={"expires_at": (None, now or time.time())}))
+
+    async def put_setting(self, name: str, value: str) -> Setting:
+        """Create or replace a named value."""
+        current = await self._load(Setting, name)
+        if current is None:
+            try:
+                return await self._create(Setting(id=name, value=value))
+            except Conflict:
+                current = await self._load(Setting, name)
+                if current is None:
+                    raise
+        current.value, current.updated_at = value, time.time()
+        return await self.save(current)
+
+    # ---- passkeys (WebAuthn) ---------------------------------------------------------------------------------
+    async def create_passkey(self, passkey: Passkey) -> Passkey:
+        return await self._create(passkey)
+
+    async def passkeys_of_user(self, user_id: str) -> list[Passkey]:
+        return await self._query(Passkey, Query(eq={"user_id": user_id}, sort=("created_at", False)))
+
+    async def passkey_by_credential(self, credential_id: str) -> Passkey | None:
+        found = await self._query(Passkey, Query(eq={"credential_id": credential_id}, limit=1))
+        return found[0] if found else None
+
+    async def get_passkey(self, id: str) -> Passkey | None:
+        return await self._load(Passkey, id)
+
+    async def delete_passkey(self, id: str) -> bool:
+        return await self._delete(Passkey.collection, id)
+
+    async def create_passkey_challenge(self, challenge: PasskeyChallenge) -> PasskeyChallenge:
+        return await self._create(challenge)
+
+    async def take_passkey_challenge(self, id: str, now: float | None = None) -> PasskeyChallenge | None:
+        """A challenge, removed as it is read (used once)."""
+        found = await self._load(PasskeyChallenge, id)
+        if found is None or not await self._delete(PasskeyChallenge.collection, id):
+            return None
+        return found if found.expires_at > (now or time.time()) else None
+
+    async def purge_expired_passkey_challenges(self, now: float | None = None) -> int:
+        return await self._delete_where(PasskeyChallenge.collection,
+                                        Query(ranges={"expires_at": (None, now or time.time())}))
 
 
 def page_bounds(limit: Any, offset: Any, *, default: int = 50, maximum: int = 500) -> tuple[int, int]:

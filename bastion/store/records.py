@@ -58,6 +58,9 @@ class User(Record):
     totp_pending: str = ""  # vault-sealed secret awaiting its first code
     totp_last_step: int = 0  # last accepted TOTP time step: a code is accepted once
     created_at: float = field(default_factory=time.time)
+    sso_provider: str = ""  # "oidc:<name>" | "ldap:<name>" for a user made by single sign-on; "" for a local account
+    sso_subject: str = ""  # the provider's stable id of the user (OIDC `sub`, LDAP DN)
+    passkey_count: int = 0  # enrolled passkeys (kept by bastion/passkeys.py; a second factor when > 0)
 
     def public(self) -> dict[str, Any]:
         doc = super().public()
@@ -109,6 +112,7 @@ class Grant(Record):
     host_id: str = ""
     key: str = ""  # "user_id/app_id/host_id": unique
     created_at: float = field(default_factory=time.time)
+    source: str = ""  # "" an admin's grant; "sso:<provider>" kept in step with the user's groups at each SSO login
 
     def public(self) -> dict[str, Any]:
         doc = super().public()
@@ -370,9 +374,52 @@ class PodGrant(Record):
         return doc
 
 
+@dataclass
+class SsoState(Record):
+    """A sign-in started at an OpenID provider (id = the `state` sent): used once, then deleted."""
+
+    collection: ClassVar[str] = "sso_states"
+    secret_fields: ClassVar[tuple[str, ...]] = ("nonce", "code_verifier", "browser_hash")
+    provider: str = ""
+    nonce: str = ""
+    code_verifier: str = ""  # PKCE
+    browser_hash: str = ""  # SHA-256 of the random value in the browser's sign-in cookie (binds state to browser)
+    next_url: str = ""
+    redirect_uri: str = ""
+    expires_at: float = 0.0
+
+
+@dataclass
+class Passkey(Record):
+    """A WebAuthn credential (passkey) a user enrolled: a second factor, or a passwordless login."""
+
+    collection: ClassVar[str] = "passkeys"
+    secret_fields: ClassVar[tuple[str, ...]] = ("public_key",)
+    user_id: str = ""
+    credential_id: str = ""  # base64url; unique
+    public_key: str = ""  # base64url COSE key
+    sign_count: int = 0  # the authenticator's counter: an assertion must raise it (a cloned key falls behind)
+    name: str = ""
+    created_at: float = field(default_factory=time.time)
+    last_used_at: float = 0.0
+
+
+@dataclass
+class PasskeyChallenge(Record):
+    """A WebAuthn challenge handed out for one ceremony (id = its handle): used once, then deleted."""
+
+    collection: ClassVar[str] = "passkey_challenges"
+    secret_fields: ClassVar[tuple[str, ...]] = ("challenge",)
+    purpose: str = ""  # register | login
+    user_id: str = ""  # "" for a passwordless login (the credential names the user)
+    login_id: str = ""  # the half login a second-factor challenge belongs to
+    challenge: str = ""  # base64url
+    expires_at: float = 0.0
+
+
 ALL_RECORDS: tuple[type[Record], ...] = (User, App, Credential, Host, Grant, ApiToken, Login, Failure, Event, Session,
                                          Command, CommandRule, ModuleState, Run, SeenEnvelope, Node, Setting, LoginRule,
-                                         AccessLock, Cluster, PodGrant)
+                                         AccessLock, Cluster, PodGrant, SsoState, Passkey, PasskeyChallenge)
 
 # Fields with a unique index, per collection.
 UNIQUE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -385,6 +432,7 @@ UNIQUE_FIELDS: dict[str, tuple[str, ...]] = {
     "login_rules": ("name",),
     "clusters": ("name",),
     "pod_grants": ("key",),
+    "passkeys": ("credential_id",),
 }
 
 # Fields queried by equality or range, per collection (indexed on both backends).
@@ -400,4 +448,7 @@ INDEXED_FIELDS: dict[str, tuple[str, ...]] = {
     "envelopes": ("expires_at",),
     "access_locks": ("user_id", "until"),
     "pod_grants": ("user_id", "cluster_id"),
+    "sso_states": ("expires_at",),
+    "passkeys": ("user_id",),
+    "passkey_challenges": ("expires_at",),
 }

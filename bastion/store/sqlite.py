@@ -44,6 +44,7 @@ MIGRATIONS: list[Callable[[], list[str]]] = [
     lambda: _tables(("settings", "login_rules")),
     lambda: _tables(("access_locks",)),
     lambda: _tables(("clusters", "pod_grants")),
+    lambda: _tables(("sso_states", "passkeys", "passkey_challenges")),
 ]
 
 
