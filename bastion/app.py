@@ -22,6 +22,7 @@ from .commands import RuleCache
 from .config import Config, with_secret
 from .errors import BastionError
 from .executor import Executor
+from .foureyes import FourEyes
 from .hostkeys import HostKeyTrust
 from .hub import SessionHub
 from .inventory import Inventory
@@ -135,8 +136,11 @@ async def open_bastion(config: Config) -> AsyncIterator[Services]:
                             output_cap=config.modules.output_cap, host_concurrency=config.modules.host_concurrency)
         stack.push_async_callback(executor.shutdown)
         runs = RunService(config, core.store, core.vault, core.audit, core.inventory, registry, executor)
+        foureyes = FourEyes(config, core.store, core.audit, hub, engine)
+        runs.reviews = foureyes.reviews  # module parameters matching a review rule wait for an approver
         services = Services(**vars(core), templates=make_templates(str(TEMPLATE_DIR)), hub=hub, rules=rules, sessions=engine,
-                            registry=registry, executor=executor, runs=runs, trusted_proxies=trusted_networks(config))
+                            registry=registry, executor=executor, runs=runs, trusted_proxies=trusted_networks(config),
+                            foureyes=foureyes)
         jobs = BackgroundJobs(services)
         jobs.start()
         stack.push_async_callback(jobs.stop)
@@ -211,7 +215,8 @@ class BackgroundJobs:
         s = self.services
         loop = asyncio.get_running_loop()
         jobs: list[Awaitable[None]] = [self._purge_logins(), self._heartbeat(), self._reap_dead_nodes(),
-                                       reap_sessions(s.config, s.hub), recheck_policy(s.config, s.sessions)]
+                                       reap_sessions(s.config, s.hub), recheck_policy(s.config, s.sessions),
+                                       s.foureyes.run()]
         if s.config.terminal.retention_days:
             jobs.append(self._retention())
         self._tasks = [loop.create_task(job) for job in jobs]  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from .auth import AuthService
 from .commands import RuleCache
 from .config import Config
 from .executor import Executor
+from .foureyes import FourEyes
 from .hostkeys import HostKeyTrust
 from .hub import SessionHub
 from .inventory import Inventory
@@ -56,6 +57,7 @@ class Services(Core):
     executor: Executor
     runs: RunService
     trusted_proxies: tuple[Network, ...]
+    foureyes: FourEyes  # access requests, command review, joined sessions, pause
 
 
 def make_templates(template_dir: str) -> jinja2.Environment:

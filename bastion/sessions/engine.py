@@ -12,7 +12,7 @@ import time
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Coroutine, Iterator
+from typing import Any, Callable, Coroutine, Iterator
 
 from ..audit import Audit
 from ..commands import RuleCache
@@ -77,6 +77,7 @@ class SessionEngine:
         self.settings = SessionSettings(notify_watched=tcfg.notify_monitored, on_record_failure=tcfg.on_record_failure,
                                         watcher_queue_bytes=tcfg.monitor_queue_bytes)
         hub.on_policy_changed(self.enforce_user)
+        self.session_hooks: list[Callable[[LiveSession], None]] = []  # run on each new session (four eyes' controls)
 
     # ---- admission --------------------------------------------------------------------------------------
     async def admit(self, user: User, host: Host, address: str) -> Admission:
@@ -143,6 +144,8 @@ class SessionEngine:
                               journal=self.journal, audit=self.audit, on_closed=closed, io=self.io,
                               high_water=high_water)
         holder["s"] = session
+        for hook in self.session_hooks:
+            hook(session)
         self.hub.register(session)
         try:
             await recorder.open()  # type: ignore[attr-defined]

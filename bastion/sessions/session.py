@@ -17,7 +17,7 @@ import logging
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from ..audit import Audit
 from ..commands import Verdict
@@ -29,6 +29,9 @@ from ..store import Command, Host, Session, User
 from .doors import FrontDoor, Upstream
 from .replay import ReplayWindow, SnapshotScreen
 from .watchers import Item, Watcher, share_budget
+
+if TYPE_CHECKING:
+    from .participants import SessionControls
 
 log = logging.getLogger(__name__)
 HIGH_WATER = 1024 * 1024  # unsent bytes to the user's door before the upstream is paused (at most; see engine)
@@ -87,7 +90,8 @@ class LiveSession:
         self.upstream: Upstream | None = None
         self.started = time.monotonic()
         self._last_out = self._last_in = self.started
-        self._input: asyncio.Queue[str] = asyncio.Queue(maxsize=1000)
+        self._input: asyncio.Queue[tuple[str, str]] = asyncio.Queue(maxsize=1000)  # (keys, who typed: "" = owner)
+        self.controls: SessionControls | None = None  # four eyes: participants, pause, review (participants.py)
         self._pump: asyncio.Task | None = None
         self.bytes_out = 0
         self.closing = False
@@ -209,16 +213,19 @@ class LiveSession:
         task.add_done_callback(self._tasks.discard)
 
     # ---- user → upstream ---------------------------------------------------------------------------------
-    def send_input(self, data: str) -> None:
-        """Input from the user's door, queued for the input pump (the gate checks commands on Enter)."""
+    def send_input(self, data: str, by: str = "") -> None:
+        """Input from the user's door (or a joined peer, `by`), queued for the input pump (the gate checks commands
+        on Enter)."""
         if self.upstream is None or self.closing:
             self.door.send_control(control("notice", message="not connected yet; input dropped"))
+            return
+        if self.controls is not None and self.controls.refuses_input():
             return
         if self._resize_timer is not None:  # a pending resize reaches the host before the keys typed after it
             self._resize_timer.cancel()
             self._apply_resize()
         try:
-            self._input.put_nowait(data)
+            self._input.put_nowait((data, by))
         except asyncio.QueueFull:
             self.door.send_control(control("notice", message="input is arriving faster than the host reads it; dropped"))
 
@@ -229,8 +236,13 @@ class LiveSession:
 
     async def _pump_input(self) -> None:
         while not self.closing:
-            data = await self._input.get()
-            self.recorder.input(data)
+            data, by = await self._input.get()
+            controls = self.controls
+            if controls is not None and controls.attributing:  # a shared session: whose keys these are
+                controls.typist = by or self.username
+                self.recorder.input_by(data, controls.typist)
+            else:
+                self.recorder.input(data)
             try:
                 await self.gate.feed(data)
             except Exception:  # fail closed and say so: the keys were not sent
@@ -238,7 +250,10 @@ class LiveSession:
                 self.notice("error", "this input could not be checked and was not sent; press Ctrl-C and retype it")
 
     async def _check(self, command: str) -> Verdict:
-        return await self._verdict(command, self.user, self.host)
+        verdict = await self._verdict(command, self.user, self.host)
+        if verdict.action == "review":  # held until an approver decides; without the controls, refused
+            return await self.controls.review(command, verdict) if self.controls else Verdict("deny", verdict.rule)
+        return verdict
 
     def _command_decided(self, command: str, verdict: Verdict) -> None:
         """Log, tell watchers and audit a command the gate decided on (never waits for the store)."""
@@ -246,11 +261,12 @@ class LiveSession:
         r = self.record
         self._journal.command(Command(session_id=r.id, user_id=r.user_id, username=r.username, host_id=r.host_id,
                                       host_name=r.host_name, offset=self.elapsed(), text=command, blocked=blocked,
-                                      flagged=flagged, rule=verdict.rule))
+                                      flagged=flagged, rule=verdict.rule, review=verdict.review,
+                                      by=self.controls.typist if self.controls and self.controls.attributing else ""))
         if blocked or flagged:
             self._audit.emit("command.blocked" if blocked else "command.flagged", actor=r.username,
                              target=r.host_name, ok=not blocked, session=r.id, command=command[:500], rule=verdict.rule)
-        frame = control("command", command=command, blocked=blocked, flagged=flagged)
+        frame = control("command", command=command, blocked=blocked, flagged=flagged, review=verdict.review)
         for watcher in self.watchers:
             watcher.push_control(frame)
 
