@@ -109,11 +109,11 @@ class CommandReviews:
 
     def decide(self, review_id: str, approver: User, approve: bool, comment: str = "") -> HeldCommand:
         """An approver's answer (never about their own command)."""
+        if not self.is_approver(approver):
+            raise Forbidden("only approvers decide held commands")
         held = self._held.get(review_id)
         if held is None:
             raise NotFound("this command is no longer waiting (decided, timed out, or on another node)")
-        if not self.is_approver(approver):
-            raise Forbidden("only approvers decide held commands")
         if approver.id == held.user_id or approver.username == held.by:
             raise Forbidden("you cannot approve your own command; another approver must")
         if held.status != "pending":

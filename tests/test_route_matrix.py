@@ -71,6 +71,20 @@ MATRIX = [
     ("POST", "/api/commands", ALL, {"envelope": "bst1.server.AAAA"}, 400),
     ("GET", "/api/runs", ALL, None, 200),
     ("GET", "/api/runs/{missing}", ALL, None, 404),
+    # four eyes: deciding and reviewing need an approver ([access] approver_roles: auditor, admin by default)
+    ("GET", "/api/access-requests", ALL, None, 200),
+    ("POST", "/api/access-requests", ALL, {"minutes": 5, "reason": "r"}, 400),
+    ("GET", "/api/access-requests/{missing}", ALL, None, 404),
+    ("POST", "/api/access-requests/{missing}/decision", SEC, {"decision": "approve"}, 404),
+    ("POST", "/api/access-requests/{missing}/cancel", ALL, None, 404),
+    ("POST", "/api/access-requests/{missing}/review", SEC, {"comment": "c"}, 404),
+    ("GET", "/api/reviews", SEC, None, 200),
+    ("POST", "/api/reviews/{missing}", SEC, {"decision": "approve"}, 404),
+    ("POST", "/api/sessions/{missing}/pause", SEC, {"reason": "r"}, 404),
+    ("POST", "/api/sessions/{missing}/resume", SEC, None, 404),
+    ("POST", "/api/sessions/{missing}/invites", ALL, {"username": "m-target"}, 404),
+    ("GET", "/api/sessions/{missing}/participants", ALL, None, 404),
+    ("DELETE", "/api/sessions/{missing}/participants/someone", ALL, None, 404),
 ]
 PUBLIC = {("POST", "/api/login"), ("POST", "/api/login/totp"), ("POST", "/api/logout")}
 
