@@ -106,6 +106,7 @@
     if (!pausedBadge) return;
     pausedBadge.hidden = !frame;
     pausedBadge.textContent = frame ? `input paused by ${frame.by}: ${frame.reason}` : "";
+    refit();
   }
   function showParticipants(frame) {
     const target = document.getElementById("participants");
@@ -119,6 +120,7 @@
       target.appendChild(button(`Remove ${p.username}`, "small danger",
         () => api("DELETE", `/api/sessions/${encodeURIComponent(sessionId)}/participants/${encodeURIComponent(p.username)}`)));
     }
+    refit();
   }
   function showReview(frame) {
     const list = document.getElementById("review-list");
@@ -132,11 +134,17 @@
     li.appendChild(button("Deny", "danger small", () => api("POST", `/api/reviews/${encodeURIComponent(frame.id)}`, { decision: "deny" })));
     list.appendChild(li);
     list.closest("section").hidden = false;
+    refit();
   }
   function reviewDone(frame) {
     const item = document.querySelector(`li.review-item[data-review-id="${CSS.escape(String(frame.id))}"]`);
     if (item) item.remove();
+    const list = document.getElementById("review-list");
+    if (list && !list.children.length) list.closest("section").hidden = true;
+    refit();
   }
+  // the panel under the terminal changed height: the owner's terminal fits itself again (terminal.js listens)
+  function refit() { window.dispatchEvent(new Event("resize")); }
 
   ws.addEventListener("message", (ev) => {
     if (typeof ev.data !== "string") return;
@@ -161,6 +169,7 @@
           username: inviteForm.elements.username.value, mode: inviteForm.elements.mode.value });
         out.hidden = false;
         out.textContent = `Send this link to ${data.username} (valid until ${Bastion.fmtTime(data.expires_at)}): ${location.origin}${data.url}`;
+        refit();
       } catch (err) { Bastion.toast(err.message, true); }
     });
   }
