@@ -100,9 +100,16 @@ async def test_access_request_review_join_and_pause_in_chromium(bastion: Bastion
     await alice.screenshot(path=pages.shot("foureyes-owner.png"))
     await bob.screenshot(path=pages.shot("foureyes-watch.png"))
 
-    # the player lists who ran what
+    # the player lists who ran what, and what an approver decided
     await alice.close()
     await bastion.settle()
+    await bob.goto(f"{bastion.base_url}/play/{session_id}")
+    await bob.wait_for_selector(f"#command-list li:has-text('{by_carol.name}') .by:text-is('carol')")
+    await bob.wait_for_selector(f"#command-list li:has-text('{marker.name}'):has-text('[approved by bob]')")
+    await bob.wait_for_selector(f"#command-list li:has-text('{after.name}') .by:text-is('alice')")
+    await bob.wait_for_selector("#verify:text-is('verified')")  # the attributed recording still verifies
+    await bob.wait_for_selector("#player .ap-player")
+    await bob.screenshot(path=pages.shot("foureyes-player.png"))
     stored = {c.text: c for c in await bastion.services.store.commands_of_session(session_id)}
     assert stored[f"touch {marker}"].review == "approved by bob"
     assert stored[f"touch {by_carol}"].by == "carol" and stored[f"touch {after}"].by == "alice"
