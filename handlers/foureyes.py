@@ -189,6 +189,7 @@ class JoinSocket(FourEyesMixin, SocketHandler):
     participant = None
     controls = None
     bad_frames = 0
+    read_scope = "terminal"  # the upgrade is a GET, but a peer types: an API token needs the terminal scope
 
     @authenticated
     async def get(self, token: str) -> None:

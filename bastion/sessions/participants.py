@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 APPROVAL_REUSE = 30.0  # seconds an approved line stays approved (the gate checks a pasted line before and at Enter)
 MODES = ("observer", "peer")
+PAUSED_NOTICE_INTERVAL = 2.0  # seconds between "input is paused" notices while keys keep arriving
 
 
 @dataclass
@@ -111,6 +113,7 @@ class SessionControls:
     typist: str = ""  # who sent the input being handled (set by the session's input pump)
     paused: tuple[str, str] | None = None  # (by, reason)
     _approved: dict[str, float] = field(default_factory=dict)
+    _paused_told: float = 0.0  # when the user was last told input is paused (one notice per burst of keys)
 
     # ---- review --------------------------------------------------------------------------------------------
     async def review(self, command: str, verdict: Verdict) -> Verdict:
@@ -159,8 +162,11 @@ class SessionControls:
         """While paused, input is dropped and the sender told why."""
         if self.paused is None:
             return False
-        by, reason = self.paused
-        self.session.notice("warn", f"input is paused by {by}: {reason}")
+        now = time.monotonic()
+        if now - self._paused_told >= PAUSED_NOTICE_INTERVAL:
+            self._paused_told = now
+            by, reason = self.paused
+            self.session.notice("warn", f"input is paused by {by}: {reason}")
         return True
 
     def peer_input(self, username: str, data: str) -> None:
