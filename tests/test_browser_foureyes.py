@@ -34,9 +34,12 @@ async def test_access_request_review_join_and_pause_in_chromium(bastion: Bastion
     await alice.click("#request-form button[type=submit]")
     await alice.wait_for_selector("#my-requests .request-status:has-text('pending')")
 
-    # bob approves it with a comment on his access page
+    # bob sees it waiting on his dashboard, and approves it with a comment on his access page
     bob = await (await pages.context(1300, 850)).new_page()
     await login(bob, bastion.base_url, "bob", "auditor-password-1")
+    await bob.goto(bastion.base_url + "/dashboard")
+    await bob.wait_for_selector("#foureyes-panel li:has-text('alice asks for web1 (45 min): CHG-7 rotate logs')")
+    assert await bob.is_hidden("#break-glass-banner")
     await bob.goto(bastion.base_url + "/access")
     row = bob.locator("#pending-requests tr[data-request-id]")
     await row.locator(".decision-comment").fill("ok, CHG-7 is approved")
@@ -70,6 +73,7 @@ async def test_access_request_review_join_and_pause_in_chromium(bastion: Bastion
     await alice.fill("#foureyes form.invite input[name=username]", "carol")
     await alice.select_option("#foureyes form.invite select[name=mode]", "peer")
     await alice.click("#foureyes form.invite button[type=submit]")
+    await alice.wait_for_selector("#foureyes .invite-link:has-text('/join/')")
     link = await alice.locator("#foureyes .invite-link").text_content()
     url = link.rsplit(": ", 1)[1]
     assert url.startswith(bastion.base_url + "/join/")
@@ -113,3 +117,34 @@ async def test_access_request_review_join_and_pause_in_chromium(bastion: Bastion
     stored = {c.text: c for c in await bastion.services.store.commands_of_session(session_id)}
     assert stored[f"touch {marker}"].review == "approved by bob"
     assert stored[f"touch {by_carol}"].by == "carol" and stored[f"touch {after}"].by == "alice"
+
+
+async def test_break_glass_banner_until_reviewed_in_chromium(make_bastion, sshd, pages) -> None:
+    app = await make_bastion(access_break_glass_roles="admin")
+    admin = await app.admin()
+    ids = await scenario.seed_sshd(admin, sshd, "db1")
+    await app.services.auth.create_user("bob", "auditor-password-1", ["auditor"], actor="test")
+    # the admin breaks the glass on the access page
+    page = await (await pages.context(1300, 850)).new_page()
+    await login(page, app.base_url, "admin", "admin-password-1")
+    await page.goto(app.base_url + "/access")
+    await page.select_option("#request-form select[name=host_id]", ids["host_id"])
+    await page.fill("#request-form input[name=reason]", "outage, on-call unreachable")
+    await page.check("#request-form input[name=break_glass]")
+    await page.click("#request-form button[type=submit]")
+    await page.wait_for_selector("#my-requests .request-status:has-text('approved (break-glass)')")
+    # every auditor's dashboard shouts until someone else reviews it
+    bob = await (await pages.context(1300, 850)).new_page()
+    await login(bob, app.base_url, "bob", "auditor-password-1")
+    await bob.goto(app.base_url + "/dashboard")
+    await bob.wait_for_selector("#break-glass-banner:has-text('admin → db1: outage, on-call unreachable')")
+    await bob.screenshot(path=pages.shot("break-glass-dashboard.png"))
+    await bob.goto(app.base_url + "/access")
+    await bob.fill("#to-review .review-comment", "matches incident 881")
+    await bob.click("#to-review button[data-mark-reviewed]")
+    await bob.wait_for_selector("#break-glass-banner", state="detached")
+    await bob.goto(app.base_url + "/dashboard")
+    await bob.wait_for_selector("#foureyes-panel li:has-text('Nothing is waiting')")
+    assert await bob.is_hidden("#break-glass-banner")
+    reviewed = (await app.services.store.list_access_requests(review_status="done")).items
+    assert [(r.reviewed_by, r.review_comment) for r in reviewed] == [("bob", "matches incident 881")]
