@@ -140,6 +140,7 @@ async def test_break_glass_banner_until_reviewed_in_chromium(make_bastion, sshd,
     await bob.wait_for_selector("#break-glass-banner:has-text('admin → db1: outage, on-call unreachable')")
     await bob.screenshot(path=pages.shot("break-glass-dashboard.png"))
     await bob.goto(app.base_url + "/access")
+    await bob.screenshot(path=pages.shot("break-glass-access.png"))
     await bob.fill("#to-review .review-comment", "matches incident 881")
     await bob.click("#to-review button[data-mark-reviewed]")
     await bob.wait_for_selector("#break-glass-banner", state="detached")
