@@ -5,11 +5,14 @@ The host's state is the ground truth for every held or refused command: the mark
 on the host (sshd runs on this machine) are checked directly."""
 from __future__ import annotations
 
-import asyncio
+import os
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from bastion.clock import Clock
 
 from client import Client, TerminalClient
 from conftest import BastionApp, granted_host, wait_ended
@@ -340,3 +343,54 @@ async def test_every_route_needs_a_login(bastion: BastionApp, method: str, path:
     assert resp.status in (401, 403), resp
     if resp.status == 403:  # refused for the missing XSRF token before the login check: still refused
         assert "XSRF" in resp.json["error"]
+
+
+# ---- bad input and the clock ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("body,fragment", [
+    ({"minutes": 30, "reason": "r"}, "choose a host or a category"),
+    ({"host_id": "{host}", "minutes": 0, "reason": "r"}, "minutes must be between 1 and 480"),
+    ({"host_id": "{host}", "minutes": 481, "reason": "r"}, "minutes must be between 1 and 480"),
+    ({"host_id": "{host}", "minutes": "30", "reason": "r"}, "minutes must be an integer"),
+    ({"host_id": "{host}", "minutes": True, "reason": "r"}, "minutes must be an integer"),
+    ({"host_id": "{host}", "minutes": 30, "reason": "   "}, "reason must not be empty"),
+    ({"host_id": "{host}", "minutes": 30, "reason": "x" * 501}, "reason must be at most 500 characters"),
+    ({"host_id": "{host}", "minutes": 30, "reason": "r", "break_glass": "yes"}, "break_glass must be true or false"),
+    ({"host_id": {"$ne": ""}, "minutes": 30, "reason": "r"}, "host_id must be a string"),
+    ({"host_id": "../etc", "minutes": 30, "reason": "r"}, "host_id must be an id string"),
+    ({"host_id": "{host}", "minutes": 30, "reason": "r", "user_id": "someone"}, "unknown field 'user_id'"),
+])
+async def test_bad_access_requests_are_refused(bastion: BastionApp, sshd, body: dict, fragment: str) -> None:
+    _, ids = await host_only(bastion, sshd)
+    alice = await bastion.user("alice")
+    sent = {k: (ids["host_id"] if v == "{host}" else v) for k, v in body.items()}
+    resp = await alice.post("/api/access-requests", sent)
+    assert resp.status == 400 and fragment in resp.json["error"], resp
+    assert (await bastion.services.store.list_access_requests()).total == 0
+
+
+@pytest.mark.parametrize("body,fragment", [
+    ({"decision": "maybe"}, "decision must be approve or deny"),
+    ({}, "decision is required"),
+    ({"decision": "approve", "comment": "x" * 501}, "comment must be at most 500 characters"),
+    ({"decision": "approve", "by": "admin"}, "unknown field 'by'"),
+])
+async def test_bad_decisions_are_refused(bastion: BastionApp, sshd, body: dict, fragment: str) -> None:
+    admin, ids = await host_only(bastion, sshd)
+    alice = await bastion.user("alice")
+    made = await alice.post("/api/access-requests", {"host_id": ids["host_id"], "minutes": 5, "reason": "r"})
+    resp = await admin.post(f"/api/access-requests/{made.json['id']}/decision", body)
+    assert resp.status == 400 and fragment in resp.json["error"], resp
+    assert (await alice.get(f"/api/access-requests/{made.json['id']}")).json["status"] == "pending"
+
+
+def test_clock_file_offsets(tmp_path: Path) -> None:
+    offset = tmp_path / "offset"
+    clock = Clock(str(offset))
+    assert abs(clock.now() - time.time()) < 5  # no file yet: the real clock
+    offset.write_text("7200")
+    assert 7195 < clock.now() - time.time() < 7205
+    clock.advance(60)
+    assert 7255 < clock.now() - time.time() < 7265
+    offset.write_text("not a number")
+    os.utime(offset, ns=(time.time_ns(), time.time_ns() + 1_000_000))  # a new mtime even within the same tick
+    assert 55 < clock.now() - time.time() < 65  # a bad file is ignored (and logged), the in-process offset stays
