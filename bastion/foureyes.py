@@ -46,7 +46,7 @@ class FourEyes:
         session.controls = SessionControls(session=session, reviews=self.reviews, audit=self.audit, clock=self.clock)
 
     def live(self, session_id: str) -> "tuple[LiveSession, SessionControls]":
-        """A live session of this node and its controls (Conflict when it runs elsewhere or ended)."""
+        """A live session of this node and its controls (NotFound when it runs elsewhere or has ended)."""
         session = self.hub.get(session_id)
         if session is None or session.closing or session.controls is None:
             raise NotFound("session is not live on this node")
