@@ -23,6 +23,7 @@ from .config import Config
 from .errors import Conflict, Forbidden, Invalid, NotFound
 from .hub import SessionHub
 from .inventory import granted
+from .protocol import control
 from .store import Grant, Host, Store, User
 from .store.base import Page
 from .store.records import AccessRequest
@@ -247,10 +248,18 @@ class AccessRequests:
                                    "this session will end then")
 
     def _tell_auditors(self, message: str) -> None:
-        """A notice in every live session of an auditor on this node (the dashboard shows a banner as well)."""
+        """A notice in every live terminal of an auditor on this node and on every monitor socket (only auditors and
+        admins watch); the dashboard shows a banner as well, on every node, until the access is reviewed."""
+        frame = control("notice", level="error", message=message)
         for session in self.hub.live():
-            if "auditor" in session.user.roles and not session.closing:
+            if session.closing:
+                continue
+            if "auditor" in session.user.roles:
                 session.notice("error", message)
+            joined = set(session.controls.participants) if session.controls is not None else set()
+            for watcher in session.watchers:
+                if watcher.username not in joined:  # invited participants may be anyone: they are not told
+                    watcher.push_control(frame)
 
 
 def covers(request: AccessRequest, host: Host) -> bool:

@@ -132,6 +132,9 @@ async def test_break_glass_is_loud_and_tracked_until_reviewed(make_bastion, sshd
     alice = await app.user("alice")
     bob_term = await TerminalClient.open(bob, f"/ws/terminal/{other['host_id']}")
     await ready(bob_term)
+    audrey = await app.user("audrey", roles=["auditor"])
+    audrey_watch = await TerminalClient.open(audrey, f"/ws/monitor/{bob_term.session_id}")
+    await audrey_watch.control("resize")
 
     refused = await alice.post("/api/access-requests", {"host_id": ids["host_id"], "minutes": 15, "reason": "x",
                                                         "break_glass": True})
@@ -142,6 +145,7 @@ async def test_break_glass_is_loud_and_tracked_until_reviewed(make_bastion, sshd
     assert glass.json["status"] == "approved" and glass.json["break_glass"] and glass.json["review_status"] == "pending"
     message = await wait_notice(bob_term, "BREAK-GLASS: admin gave themselves access to web1")
     assert "database down" in message
+    await wait_notice(audrey_watch, "BREAK-GLASS: admin gave themselves access to web1")  # and whoever watches
     term = await TerminalClient.open(admin, f"/ws/terminal/{ids['host_id']}")  # the access works at once
     await ready(term)
     term.close()
