@@ -22,6 +22,7 @@ from .commands import RuleCache
 from .config import Config, with_secret
 from .errors import BastionError
 from .executor import Executor
+from .foureyes import FourEyes
 from .hostkeys import HostKeyTrust
 from .hub import SessionHub
 from .inventory import Inventory
@@ -139,12 +140,15 @@ async def open_bastion(config: Config) -> AsyncIterator[Services]:
         stack.push_async_callback(executor.shutdown)
         runs = RunService(config, core.store, core.vault, core.audit, core.inventory, registry, executor)
         sso = SsoService(config, core.store, core.audit, core.auth, hub)
+        foureyes = FourEyes(config, core.store, core.audit, hub, engine)
+        runs.reviews = foureyes.reviews  # module parameters matching a review rule wait for an approver
         stack.callback(sso.close)
         await sso.start()
         services = Services(**vars(core), templates=make_templates(str(TEMPLATE_DIR)), hub=hub, rules=rules, sessions=engine,
                             registry=registry, executor=executor, runs=runs, trusted_proxies=trusted_networks(config),
                             pods=PodTerminals(core.store, core.vault, core.audit, engine),
-                            sso=sso, passkeys=PasskeyService(config, core.store, core.audit, core.auth))
+                            sso=sso, passkeys=PasskeyService(config, core.store, core.audit, core.auth),
+                            foureyes=foureyes)
         jobs = BackgroundJobs(services)
         jobs.start()
         stack.push_async_callback(jobs.stop)
@@ -219,7 +223,8 @@ class BackgroundJobs:
         s = self.services
         loop = asyncio.get_running_loop()
         jobs: list[Awaitable[None]] = [self._purge_logins(), self._heartbeat(), self._reap_dead_nodes(),
-                                       reap_sessions(s.config, s.hub), recheck_policy(s.config, s.sessions)]
+                                       reap_sessions(s.config, s.hub), recheck_policy(s.config, s.sessions),
+                                       s.foureyes.run()]
         if s.config.terminal.retention_days:
             jobs.append(self._retention())
         if s.sso is not None and s.sso.providers.ldap:

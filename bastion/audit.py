@@ -97,6 +97,22 @@ _ACTIONS = (
     AuditAction("passkey.enrolled", "B1012", "A user enrolled a passkey"),
     AuditAction("passkey.removed", "B1013", "A passkey was removed"),
     AuditAction("login.passkey_failed", "B1014", "A passkey assertion was refused (unknown key, bad signature, or a counter that went back)"),
+    AuditAction("access.requested", "B2400", "A user asked for temporary access to a host or category"),
+    AuditAction("access.approved", "B2401", "An approver granted an access request"),
+    AuditAction("access.denied", "B2402", "An approver refused an access request"),
+    AuditAction("access.expired", "B2403", "Temporary access ended by itself"),
+    AuditAction("access.break_glass", "B2404", "A user approved their own access request through a break-glass role"),
+    AuditAction("access.reviewed", "B2405", "A break-glass access was reviewed afterwards"),
+    AuditAction("access.cancelled", "B2406", "A user withdrew their pending access request"),
+    AuditAction("command.held", "B2320", "A command matched a review rule and waits for an approver"),
+    AuditAction("command.approved", "B2321", "An approver let a held command run"),
+    AuditAction("command.denied", "B2322", "An approver refused a held command, or nobody answered in time"),
+    AuditAction("session.invited", "B2500", "Someone was invited to join a live session"),
+    AuditAction("session.joined", "B2501", "An invited user joined a live session"),
+    AuditAction("session.left", "B2502", "A participant left a live session"),
+    AuditAction("session.participant_removed", "B2503", "A participant was removed from a live session"),
+    AuditAction("session.paused", "B2504", "An auditor paused a live session's input"),
+    AuditAction("session.resumed", "B2505", "An auditor resumed a paused session's input"),
 )
 ACTIONS: dict[str, AuditAction] = {a.name: a for a in _ACTIONS}
 SECRET_KEYS = ("password", "secret", "token", "private_key", "totp", "code")

@@ -177,8 +177,9 @@ def compile_rule(kind: str, pattern: str) -> re.Pattern[str]:
 class Verdict:
     """What the filter decided about one command."""
 
-    action: str  # allow | deny | warn
+    action: str  # allow | deny | warn | review (review: decided by an approver, see bastion.review)
     rule: str = ""
+    review: str = ""  # after a review: "approved by X", "denied by X" or "no answer in time"
 
 
 class CommandFilter:

@@ -144,7 +144,22 @@ OPTIONS: tuple[Option, ...] = (
     Option("sso", "state_ttl", 600, "int", "Seconds a sign-in started at a provider may take to come back.", minimum=30, maximum=3600),
     Option("sso", "required_for_roles", (), "list", "Roles whose users must sign in through single sign-on (their local password is refused).", check=_check_roles),
     Option("sso", "directory_recheck_interval", 60.0, "float", "Seconds between checks that directory (LDAP) users with live sessions still exist and are enabled.", minimum=0.5, maximum=86400),
+    Option("access", "approver_roles", ("auditor", "admin"), "list", "Roles whose members approve access requests and held commands.", check=lambda v: _check_roles(v)),
+    Option("access", "approvers", (), "list", "Usernames who approve access requests and held commands besides those roles."),
+    Option("access", "break_glass_roles", (), "list", "Roles whose members may approve their own access request (break-glass: loud, reviewed afterwards).", check=lambda v: _check_roles(v)),
+    Option("access", "max_request_minutes", 480, "int", "Longest access a request may ask for, in minutes.", minimum=1, maximum=30 * 24 * 60),
+    Option("access", "expiry_warning", 300, "int", "Seconds before temporary access ends when its live sessions are warned.", minimum=0, maximum=86400),
+    Option("access", "review_timeout", 120, "int", "Seconds a held command waits for an approver; no answer means deny.", minimum=1, maximum=86400),
+    Option("access", "invite_minutes", 30, "int", "Minutes an invitation to join a session stays usable at most.", minimum=1, maximum=24 * 60),
+    Option("access", "clock_file", "", "str", "Tests only: a file holding seconds added to the clock used for access expiry and review timeouts (empty: the real clock)."),
 )
+
+
+def _check_roles(values: tuple[str, ...]) -> str | None:
+    for item in values:
+        if item not in ("admin", "auditor", "user"):
+            return f"{item!r} is not a role (admin, auditor, user)"
+    return None
 
 
 def _default(section: str, name: str) -> Any:
@@ -266,6 +281,20 @@ class SsoConfig:
     directory_recheck_interval: float = _default("sso", "directory_recheck_interval")
 
 
+@dataclass(frozen=True)
+class AccessConfig:
+    """[access]: who approves access requests and held commands, and their time limits."""
+
+    approver_roles: tuple[str, ...] = _default("access", "approver_roles")
+    approvers: tuple[str, ...] = _default("access", "approvers")
+    break_glass_roles: tuple[str, ...] = _default("access", "break_glass_roles")
+    max_request_minutes: int = _default("access", "max_request_minutes")
+    expiry_warning: int = _default("access", "expiry_warning")
+    review_timeout: int = _default("access", "review_timeout")
+    invite_minutes: int = _default("access", "invite_minutes")
+    clock_file: str = _default("access", "clock_file")
+
+
 SECTIONS: dict[str, type] = {
     "server": ServerConfig,
     "database": DatabaseConfig,
@@ -274,6 +303,7 @@ SECTIONS: dict[str, type] = {
     "hub": HubConfig,
     "modules": ModulesConfig,
     "sso": SsoConfig,
+    "access": AccessConfig,
 }
 
 
@@ -290,6 +320,7 @@ class Config:
     secret: bytes = field(repr=False, default=b"")
     source: str = ""
     sso: SsoConfig = field(default_factory=SsoConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -417,6 +448,7 @@ def load_config(
         modules=ModulesConfig(**values["modules"]),
         source=source,
         sso=SsoConfig(**values["sso"]),
+        access=AccessConfig(**values["access"]),
     )
 
 

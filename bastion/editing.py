@@ -154,8 +154,8 @@ async def _rule_values(store: Store, body: dict[str, Any], rule: CommandRule, pa
         rule.enabled = v.boolean(body, "enabled", default=True)
     if rule.kind not in ("regex", "words"):
         raise Invalid("kind must be regex or words")
-    if rule.action not in ("deny", "warn"):
-        raise Invalid("action must be deny or warn")
+    if rule.action not in ("deny", "warn", "review"):
+        raise Invalid("action must be deny, warn or review")
     if rule.scope not in ("all", "app", "host", "role"):
         raise Invalid("scope must be all, app, host or role")
     compile_rule(rule.kind, rule.pattern)  # a pattern that does not compile is refused here

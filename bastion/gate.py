@@ -747,8 +747,8 @@ class CommandGate:
                 if found.action == "deny":
                     judged.refused = (entry, found)
                     return judged
-                if found.action == "warn":
-                    verdict = found
+                if found.action == "warn" or (found.review and verdict.action == "allow"):
+                    verdict = found  # a warning, or an approver's decision, is written on the command
             construct.add(line, entry, analysis)
             if analysis.complete:
                 construct.clear()

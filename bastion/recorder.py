@@ -36,6 +36,7 @@ class RecordingResult:
 class Recorder(Protocol):
     def output(self, data: bytes) -> None: ...
     def input(self, data: str) -> None: ...
+    def input_by(self, data: str, participant: str) -> None: ...
     def resize(self, cols: int, rows: int) -> None: ...
     def marker(self, label: str) -> None: ...
     def limit_buffer(self, size: int) -> None: ...
@@ -49,6 +50,9 @@ class NullRecorder:
         pass
 
     def input(self, data: str) -> None:
+        pass
+
+    def input_by(self, data: str, participant: str) -> None:
         pass
 
     def resize(self, cols: int, rows: int) -> None:
@@ -160,6 +164,13 @@ class AsciicastRecorder:
     def input(self, data: str) -> None:
         if self._record_input and not self._closed:
             self._append(json.dumps([self._elapsed(), "i", data], ensure_ascii=False))
+
+    def input_by(self, data: str, participant: str) -> None:
+        """An input event attributed to a participant of a shared session: `[t, "i", data, participant]` (the data
+        only when input is recorded: it may hold typed passwords)."""
+        if not self._closed:
+            self._append(json.dumps([self._elapsed(), "i", data if self._record_input else "", participant],
+                                    ensure_ascii=False))
 
     def resize(self, cols: int, rows: int) -> None:
         if not self._closed:

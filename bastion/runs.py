@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .executor import Executor
     from .inventory import Inventory
     from .modules import ModuleRegistry
+    from .review import CommandReviews
     from .store import Store
     from .vault import Vault
 
@@ -42,6 +43,7 @@ class RunService:
         self.registry = registry
         self.executor = executor
         self._server_key = protocol.server_envelope_key(config.secret)
+        self.reviews: "CommandReviews | None" = None  # set by the composition root (four eyes)
 
     def seal_for_web(self, user: User, module_id: str, host_ids: list[str], params: dict[str, Any]) -> str:
         """A web-form run, sealed with the server key like any other request."""
@@ -89,7 +91,7 @@ class RunService:
             raise Forbidden(f"module {module_id} is not available to your role")
         hosts = await self._hosts(payload["hosts"], user, module)
         params = validate_params(module.params, payload["params"])
-        await self._check_params(params, user, hosts)
+        await self._check_params(params, user, hosts, module)
         path = str(self.registry.path_of(module_id))
         run = Run(module_id=module_id, module_name=module.name, user_id=user.id, username=user.username,
                   host_ids=[h.id for h in hosts], host_names=[h.name for h in hosts],
@@ -164,11 +166,22 @@ class RunService:
             raise Forbidden(f"module {module.id} may not run on one of the chosen hosts (its category is not allowed)")
         return hosts
 
-    async def _check_params(self, params: dict[str, Any], user: User, hosts: list[Host]) -> None:
-        """The terminal's command filter also checks module parameters."""
+    async def _check_params(self, params: dict[str, Any], user: User, hosts: list[Host], module: ModuleState) -> None:
+        """The terminal's command filter also checks module parameters; a `review` rule holds the request until
+        an approver decides (bastion.review), nobody answering in time refuses it."""
         rules = CommandFilter(await self.store.list_rules())
+        held: dict[str, str] = {}  # parameter value -> rule: each value is reviewed once, whatever the hosts
         for name, value in params.items():
             for host in hosts:
                 verdict = rules.check(str(value), user, host)
                 if verdict.action == "deny":
                     raise Forbidden(f"{name} is refused by the command filter ({verdict.rule})")
+                if verdict.action == "review":
+                    held.setdefault(str(value), verdict.rule)
+        for value, rule in held.items():
+            if self.reviews is None:
+                raise Forbidden(f"a parameter needs an approver's review ({rule}) and reviews are unavailable")
+            decided = await self.reviews.hold(command=value, rule=rule, user_id=user.id, username=user.username,
+                                              by=user.username, target=f"module {module.name}")
+            if decided.status != "approved":
+                raise Forbidden(f"a parameter was not approved ({rule}): {decided.outcome}")

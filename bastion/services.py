@@ -12,6 +12,7 @@ from .auth import AuthService
 from .commands import RuleCache
 from .config import Config
 from .executor import Executor
+from .foureyes import FourEyes
 from .hostkeys import HostKeyTrust
 from .hub import SessionHub
 from .inventory import Inventory
@@ -60,6 +61,7 @@ class Services(Core):
     runs: RunService
     trusted_proxies: tuple[Network, ...]
     pods: PodTerminals  # Kubernetes clusters, pod grants and pod terminals
+    foureyes: FourEyes  # access requests, command review, joined sessions, pause
     sso: SsoService | None = None  # single sign-on (None only where a test builds Services without it)
     passkeys: PasskeyService | None = None  # WebAuthn second factor and passwordless login
 

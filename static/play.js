@@ -53,8 +53,17 @@
         const m = Math.floor(c.offset / 60), s = Math.floor(c.offset % 60);
         at.textContent = `${m}:${String(s).padStart(2, "0")}`;
         const text = document.createElement("span");
-        text.textContent = c.text + (c.blocked ? "  [blocked]" : c.flagged ? "  [flagged]" : "");
-        li.append(at, text);
+        // a held command says who decided it; a shared session says who typed it (c.by, from the recording's input)
+        const outcome = c.review ? `  [${c.review}]` : c.blocked ? "  [blocked]" : c.flagged ? "  [flagged]" : "";
+        text.textContent = c.text + outcome;
+        if (c.by) {
+          const by = document.createElement("span");
+          by.className = "by";
+          by.textContent = c.by;
+          li.append(at, by, text);
+        } else {
+          li.append(at, text);
+        }
         li.title = "Play from a few seconds before this command";
         li.addEventListener("click", () => seek(c.offset - 3));
         list.appendChild(li);

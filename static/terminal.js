@@ -17,11 +17,14 @@
     };
   }
   const el = document.getElementById("terminal");
-  const watching = document.body.dataset.page === "watch";
+  // a joined participant (join page) follows the owner's size like a watcher; a peer may also type
+  const joined = document.body.dataset.page === "join";
+  const watching = document.body.dataset.page === "watch" || joined;
+  const typing = !watching || (joined && el.dataset.mode === "peer");
   const statusEl = document.getElementById("status");
   const banner = document.getElementById("banner");
   const term = new Terminal({
-    cursorBlink: !watching, disableStdin: watching, scrollback: 5000, fontSize: 14,
+    cursorBlink: typing, disableStdin: !typing, scrollback: 5000, fontSize: 14,
     fontFamily: "ui-monospace, SFMono-Regular, Menlo, Consolas, monospace",
     theme: { background: "#0d1117", foreground: "#c9d1d9" },
     // OSC 8 links: only http(s), opened without access to this page; never javascript: or others.
@@ -74,7 +77,7 @@
   }
 
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  const base = watching
+  const base = joined ? `${proto}//${location.host}${el.dataset.socket}` : watching
     ? `${proto}//${location.host}/ws/monitor/${encodeURIComponent(el.dataset.sessionId)}`
     : el.dataset.socket  // a pod terminal names its own socket path (query included)
       ? `${proto}//${location.host}${el.dataset.socket}&`
@@ -198,6 +201,9 @@
       }
       return true;
     });
+    term.focus();
+  } else if (typing) {
+    term.onData(sendInput);
     term.focus();
   } else {
     const endBtn = document.getElementById("end-session");

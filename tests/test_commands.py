@@ -188,7 +188,7 @@ async def test_retention_purge(bastion: BastionApp, sshd, tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("body, fragment", [
-    ({"name": "r", "pattern": "x", "action": "drop"}, "action must be deny or warn"),
+    ({"name": "r", "pattern": "x", "action": "drop"}, "action must be deny, warn or review"),
     ({"name": "r", "pattern": "x", "kind": "glob"}, "kind must be regex or words"),
     ({"name": "r", "pattern": "x", "scope": "role", "scope_value": "root"}, "scope_value must be a role"),
     ({"name": "r", "pattern": "x", "scope": "host", "scope_value": "nope"}, "host not found"),

@@ -96,6 +96,20 @@ MATRIX = [
     ("GET", "/api/stats", SEC, None, 200),
     ("POST", "/api/runs/{missing}/cancel", ALL, {}, 404),
     ("POST", "/api/runs/{missing}/rerun", ALL, {}, 404),
+    # four eyes: deciding and reviewing need an approver ([access] approver_roles: auditor, admin by default)
+    ("GET", "/api/access-requests", ALL, None, 200),
+    ("POST", "/api/access-requests", ALL, {"minutes": 5, "reason": "r"}, 400),
+    ("GET", "/api/access-requests/{missing}", ALL, None, 404),
+    ("POST", "/api/access-requests/{missing}/decision", SEC, {"decision": "approve"}, 404),
+    ("POST", "/api/access-requests/{missing}/cancel", ALL, None, 404),
+    ("POST", "/api/access-requests/{missing}/review", SEC, {"comment": "c"}, 404),
+    ("GET", "/api/reviews", SEC, None, 200),
+    ("POST", "/api/reviews/{missing}", SEC, {"decision": "approve"}, 404),
+    ("POST", "/api/sessions/{missing}/pause", SEC, {"reason": "r"}, 404),
+    ("POST", "/api/sessions/{missing}/resume", SEC, None, 404),
+    ("POST", "/api/sessions/{missing}/invites", ALL, {"username": "m-target"}, 404),
+    ("GET", "/api/sessions/{missing}/participants", ALL, None, 404),
+    ("DELETE", "/api/sessions/{missing}/participants/someone", ALL, None, 404),
 ]
 PUBLIC = {("POST", "/api/login"), ("POST", "/api/login/totp"), ("POST", "/api/logout"), ("POST", "/api/login/directory"),
           ("POST", "/api/login/passkey/options"), ("POST", "/api/login/passkey")}

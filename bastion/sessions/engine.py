@@ -89,6 +89,7 @@ class SessionEngine:
         self.settings = SessionSettings(notify_watched=tcfg.notify_monitored, on_record_failure=tcfg.on_record_failure,
                                         watcher_queue_bytes=tcfg.monitor_queue_bytes)
         hub.on_policy_changed(self.enforce_user)
+        self.session_hooks: list[Callable[[LiveSession], None]] = []  # run on each new session (four eyes' controls)
 
     # ---- admission --------------------------------------------------------------------------------------
     async def admit(self, user: User, host: Host, address: str) -> Admission:
@@ -173,6 +174,8 @@ class SessionEngine:
                               journal=self.journal, audit=self.audit, on_closed=closed, io=self.io,
                               high_water=share.high_water, replay_limit=share.replay)
         holder["s"] = session
+        for hook in self.session_hooks:
+            hook(session)
         self.hub.register(session)
         self._rebalance()
         try:

@@ -17,7 +17,7 @@ import logging
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from ..audit import Audit
 from ..commands import Verdict
@@ -30,6 +30,9 @@ from .doors import FrontDoor, Upstream
 from .reattach import HeldDoor
 from .replay import REPLAY_WINDOW, ReplayWindow, SnapshotScreen
 from .watchers import Item, Watcher, share_budget
+
+if TYPE_CHECKING:
+    from .participants import SessionControls
 
 log = logging.getLogger(__name__)
 HIGH_WATER = 1024 * 1024  # unsent bytes to the user's door before the upstream is paused (at most; see engine)
@@ -88,7 +91,8 @@ class LiveSession:
         self.upstream: Upstream | None = None
         self.started = time.monotonic()
         self._last_out = self._last_in = self.started
-        self._input: asyncio.Queue[str] = asyncio.Queue(maxsize=1000)
+        self._input: asyncio.Queue[tuple[str, str]] = asyncio.Queue(maxsize=1000)  # (keys, who typed: "" = owner)
+        self.controls: SessionControls | None = None  # four eyes: participants, pause, review (participants.py)
         self._window: int | None = None  # the SSH window this session's share allows (None: as opened)
         self._held: HeldDoor | None = None  # while the user's door is away (see reattach.py)
         self._grace_timer: asyncio.TimerHandle | None = None
@@ -269,16 +273,19 @@ class LiveSession:
         task.add_done_callback(self._tasks.discard)
 
     # ---- user → upstream ---------------------------------------------------------------------------------
-    def send_input(self, data: str) -> None:
-        """Input from the user's door, queued for the input pump (the gate checks commands on Enter)."""
+    def send_input(self, data: str, by: str = "") -> None:
+        """Input from the user's door (or a joined peer, `by`), queued for the input pump (the gate checks commands
+        on Enter)."""
         if self.upstream is None or self.closing:
             self.door.send_control(control("notice", message="not connected yet; input dropped"))
+            return
+        if self.controls is not None and self.controls.refuses_input():
             return
         if self._resize_timer is not None:  # a pending resize reaches the host before the keys typed after it
             self._resize_timer.cancel()
             self._apply_resize()
         if not self._feeding and self._input.empty():  # nothing queued before it: a plain key goes out at once
-            self.recorder.input(data)
+            self._record_input(data, by)
             try:
                 if self.gate.feed_now(data):
                     return
@@ -287,7 +294,7 @@ class LiveSession:
                 return
             self._recorded_ahead = True
         try:
-            self._input.put_nowait(data)
+            self._input.put_nowait((data, by))
         except asyncio.QueueFull:
             self.door.send_control(control("notice", message="input is arriving faster than the host reads it; dropped"))
 
@@ -298,12 +305,12 @@ class LiveSession:
 
     async def _pump_input(self) -> None:
         while not self.closing:
-            data = await self._input.get()
+            data, by = await self._input.get()
             self._feeding = True
             if self._recorded_ahead:  # send_input recorded it before trying the fast path
                 self._recorded_ahead = False
             else:
-                self.recorder.input(data)
+                self._record_input(data, by)
             try:
                 await self.gate.feed(data)
             except Exception:
@@ -311,13 +318,24 @@ class LiveSession:
             finally:
                 self._feeding = self._input.qsize() > 0
 
+    def _record_input(self, data: str, by: str) -> None:
+        controls = self.controls
+        if controls is not None and controls.attributing:  # a shared session: whose keys these are
+            controls.typist = by or self.username
+            self.recorder.input_by(data, controls.typist)
+        else:
+            self.recorder.input(data)
+
     def _input_failed(self) -> None:
         """Fail closed and say so: the keys were not sent."""
         log.exception("input handling failed %r", self)
         self.notice("error", "this input could not be checked and was not sent; press Ctrl-C and retype it")
 
     async def _check(self, command: str) -> Verdict:
-        return await self._verdict(command, self.user, self.host)
+        verdict = await self._verdict(command, self.user, self.host)
+        if verdict.action == "review":  # held until an approver decides; without the controls, refused
+            return await self.controls.review(command, verdict) if self.controls else Verdict("deny", verdict.rule)
+        return verdict
 
     def _command_decided(self, command: str, verdict: Verdict) -> None:
         """Log, tell watchers and audit a command the gate decided on (never waits for the store)."""
@@ -325,11 +343,12 @@ class LiveSession:
         r = self.record
         self._journal.command(Command(session_id=r.id, user_id=r.user_id, username=r.username, host_id=r.host_id,
                                       host_name=r.host_name, offset=self.elapsed(), text=command, blocked=blocked,
-                                      flagged=flagged, rule=verdict.rule))
+                                      flagged=flagged, rule=verdict.rule, review=verdict.review,
+                                      by=self.controls.typist if self.controls and self.controls.attributing else ""))
         if blocked or flagged:
             self._audit.emit("command.blocked" if blocked else "command.flagged", actor=r.username,
                              target=r.host_name, ok=not blocked, session=r.id, command=command[:500], rule=verdict.rule)
-        frame = control("command", command=command, blocked=blocked, flagged=flagged)
+        frame = control("command", command=command, blocked=blocked, flagged=flagged, review=verdict.review)
         for watcher in self.watchers:
             watcher.push_control(frame)
 

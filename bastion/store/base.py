@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence, TypeVar
 
 from ..errors import Conflict, Invalid, NotFound
-from .records import (ApiToken, App, Command, CommandRule, Credential, Event, Failure, Grant, Host, Login, LoginRule,
-                      ModuleState, Node, Record, Run, SeenEnvelope, Session, Setting, SsoState, User, AccessLock, Cluster,
-                      Passkey, PasskeyChallenge, PodGrant)
+from .records import (AccessLock, AccessRequest, ApiToken, App, Cluster, Command, CommandRule, Credential, Event, Failure,
+                      Grant, Host, Login, LoginRule, ModuleState, Node, Passkey, PasskeyChallenge, PodGrant, Record, Run,
+                      SeenEnvelope, Session, Setting, SsoState, User)
 
 R = TypeVar("R", bound=Record)
 FIELD_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
@@ -617,6 +617,24 @@ class Store(abc.ABC):
     async def purge_expired_passkey_challenges(self, now: float | None = None) -> int:
         return await self._delete_where(PasskeyChallenge.collection,
                                         Query(ranges={"expires_at": (None, now or time.time())}))
+    # ---- access requests (four eyes) -------------------------------------------------------------------------
+    async def create_access_request(self, request: AccessRequest) -> AccessRequest:
+        return await self._create(request)
+
+    async def get_access_request(self, id: str) -> AccessRequest | None:
+        return await self._load(AccessRequest, id)
+
+    async def list_access_requests(self, status: str | None = None, user_id: str | None = None,
+                                   review_status: str | None = None, limit: int = 100, offset: int = 0) -> Page:
+        """Requests, newest first, by status, requester or break-glass review state."""
+        eq: dict[str, Any] = {}
+        if status:
+            eq["status"] = status
+        if user_id:
+            eq["user_id"] = user_id
+        if review_status:
+            eq["review_status"] = review_status
+        return await self._page(AccessRequest, Query(eq=eq, sort=("created_at", True), limit=limit, offset=offset))
 
 
 def page_bounds(limit: Any, offset: Any, *, default: int = 50, maximum: int = 500) -> tuple[int, int]:

@@ -113,6 +113,8 @@ class Grant(Record):
     key: str = ""  # "user_id/app_id/host_id": unique
     created_at: float = field(default_factory=time.time)
     source: str = ""  # "" an admin's grant; "sso:<provider>" kept in step with the user's groups at each SSO login
+    expires_at: float = 0.0  # temporary access (an approved access request): removed at this time; 0 = standing
+    request_id: str = ""  # the access request this grant came from
 
     def public(self) -> dict[str, Any]:
         doc = super().public()
@@ -219,6 +221,8 @@ class Command(Record):
     blocked: bool = False
     flagged: bool = False  # a `warn` rule matched
     rule: str = ""  # name of the rule that matched
+    by: str = ""  # who pressed Enter, in a shared session (username); "" = the session's user
+    review: str = ""  # a `review` rule held it: "approved by X", "denied by X", "no answer" ("" = not held)
 
 
 @dataclass
@@ -229,7 +233,7 @@ class CommandRule(Record):
     name: str = ""
     kind: str = "regex"  # regex | words
     pattern: str = ""
-    action: str = "deny"  # deny | warn
+    action: str = "deny"  # deny | warn | review
     scope: str = "all"  # all | app | host | role
     scope_value: str = ""  # app id, host id or role name
     priority: int = 100  # lower first
@@ -417,9 +421,36 @@ class PasskeyChallenge(Record):
     expires_at: float = 0.0
 
 
+@dataclass
+class AccessRequest(Record):
+    """A user's request for temporary access to a host or category, and what became of it."""
+
+    collection: ClassVar[str] = "access_requests"
+    user_id: str = ""
+    username: str = ""
+    host_id: str = ""  # one of host_id / app_id
+    host_name: str = ""
+    app_id: str = ""
+    app_name: str = ""
+    minutes: int = 60
+    reason: str = ""
+    status: str = "pending"  # pending | approved | denied | expired | cancelled
+    created_at: float = 0.0  # the access clock's time (bastion.clock), not the wall clock
+    decided_at: float = 0.0
+    decided_by: str = ""
+    comment: str = ""
+    expires_at: float = 0.0  # when the grant ends (approved)
+    grant_id: str = ""
+    break_glass: bool = False  # approved by the requester through a break-glass role
+    review_status: str = ""  # break-glass: "pending" until someone reviews it, then "done"
+    reviewed_by: str = ""
+    reviewed_at: float = 0.0
+    review_comment: str = ""
+
+
 ALL_RECORDS: tuple[type[Record], ...] = (User, App, Credential, Host, Grant, ApiToken, Login, Failure, Event, Session,
                                          Command, CommandRule, ModuleState, Run, SeenEnvelope, Node, Setting, LoginRule,
-                                         AccessLock, Cluster, PodGrant, SsoState, Passkey, PasskeyChallenge)
+                                         AccessLock, Cluster, PodGrant, SsoState, Passkey, PasskeyChallenge, AccessRequest)
 
 # Fields with a unique index, per collection.
 UNIQUE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -451,4 +482,5 @@ INDEXED_FIELDS: dict[str, tuple[str, ...]] = {
     "sso_states": ("expires_at",),
     "passkeys": ("user_id",),
     "passkey_challenges": ("expires_at",),
+    "access_requests": ("user_id", "status", "review_status"),
 }

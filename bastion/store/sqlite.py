@@ -45,6 +45,7 @@ MIGRATIONS: list[Callable[[], list[str]]] = [
     lambda: _tables(("access_locks",)),
     lambda: _tables(("clusters", "pod_grants")),
     lambda: _tables(("sso_states", "passkeys", "passkey_challenges")),
+    lambda: _tables(("access_requests",)),
 ]
 
 
