@@ -88,7 +88,7 @@ _ACTIONS = (
     AuditAction("host.tested", "B1326", "An admin tested the connection to a host"),
     AuditAction("rule.updated", "B2312", "A command filter rule was changed, enabled or disabled"),
     AuditAction("app.updated", "B1302", "A category was renamed or described"),
-    AuditAction("report.exported", "B2400", "The audit log, sessions or commands were exported as CSV"),
+    AuditAction("report.exported", "B2600", "The audit log, sessions or commands were exported as CSV"),
     AuditAction("sso.failed", "B1031", "A single sign-on attempt failed (provider, token, directory or mapping)"),
     AuditAction("sso.user_created", "B1032", "A user was created at their first single sign-on"),
     AuditAction("sso.mapping_applied", "B1033", "A user's roles or grants changed from their groups at sign-in"),
