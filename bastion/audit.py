@@ -77,6 +77,13 @@ _ACTIONS = (
     AuditAction("login_rule.updated", "B1021", "A login rule was changed"),
     AuditAction("login_rule.deleted", "B1022", "A login rule was deleted"),
     AuditAction("token.refused", "B1202", "An API token was refused (unknown, expired or lacking a scope)"),
+    AuditAction("gateway.login", "B4000", "A user logged in to the SSH gateway"),
+    AuditAction("gateway.login_refused", "B4001", "An SSH gateway login was refused"),
+    AuditAction("gateway.forward_refused", "B4002", "An SSH gateway port forward or ProxyJump was refused"),
+    AuditAction("gateway.transfer", "B4003", "A file was uploaded or downloaded (SSH gateway or file panel)"),
+    AuditAction("gateway.transfer_refused", "B4004", "A file transfer was refused"),
+    AuditAction("ssh_key.added", "B4010", "A user registered an SSH public key"),
+    AuditAction("ssh_key.removed", "B4011", "An SSH public key was removed"),
 )
 ACTIONS: dict[str, AuditAction] = {a.name: a for a in _ACTIONS}
 SECRET_KEYS = ("password", "secret", "token", "private_key", "totp", "code")

@@ -68,6 +68,15 @@ def _check_networks(values: tuple[str, ...]) -> str | None:
     return None
 
 
+def _check_listen(value: str) -> str | None:
+    if value == "":
+        return None  # the SSH gateway is off
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return "must be empty (off) or ADDRESS:PORT, e.g. 127.0.0.1:2222"
+    return None
+
+
 def _check_node_id(value: str) -> str | None:
     if value == "" or re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
         return None
@@ -121,6 +130,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("hub", "url", "memory", "str", "'memory' (one node) or redis://host:port/db (several nodes).", check=_check_hub_url),
     Option("hub", "heartbeat_interval", 10.0, "float", "Seconds between this node's heartbeats in the store.", minimum=0.2, maximum=600),
     Option("hub", "node_timeout", 30.0, "float", "A node silent this long is dead: its live sessions become interrupted.", minimum=1, maximum=86400),
+    Option("gateway", "listen", "", "str", "ADDRESS:PORT of the SSH gateway (users' own ssh, scp, sftp). Empty: off.", check=_check_listen),
+    Option("gateway", "host_key", "", "str", "The gateway's private host key file. Empty: <data_dir>/gateway_host_key (generated, 0600)."),
+    Option("gateway", "max_upload_bytes", 1073741824, "int", "Largest file a user may upload through the gateway or the file panel.", minimum=0, maximum=1 << 50),
+    Option("gateway", "max_download_bytes", 1073741824, "int", "Largest file a user may download through the gateway or the file panel.", minimum=0, maximum=1 << 50),
+    Option("gateway", "login_timeout", 60.0, "float", "Seconds an SSH client may take to log in.", minimum=1, maximum=3600),
 )
 
 
@@ -223,6 +237,17 @@ class HubConfig:
                 f"node_timeout={self.node_timeout!r})")
 
 
+@dataclass(frozen=True)
+class GatewayConfig:
+    """[gateway]: the SSH gateway (off unless listen is set) and its file transfer caps."""
+
+    listen: str = _default("gateway", "listen")
+    host_key: str = _default("gateway", "host_key")
+    max_upload_bytes: int = _default("gateway", "max_upload_bytes")
+    max_download_bytes: int = _default("gateway", "max_download_bytes")
+    login_timeout: float = _default("gateway", "login_timeout")
+
+
 SECTIONS: dict[str, type] = {
     "server": ServerConfig,
     "database": DatabaseConfig,
@@ -230,6 +255,7 @@ SECTIONS: dict[str, type] = {
     "terminal": TerminalConfig,
     "hub": HubConfig,
     "modules": ModulesConfig,
+    "gateway": GatewayConfig,
 }
 
 
@@ -243,6 +269,7 @@ class Config:
     terminal: TerminalConfig
     hub: HubConfig
     modules: ModulesConfig
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
     secret: bytes = field(repr=False, default=b"")
     source: str = ""
 
@@ -370,6 +397,7 @@ def load_config(
         terminal=TerminalConfig(**values["terminal"]),
         hub=HubConfig(**values["hub"]),
         modules=ModulesConfig(**values["modules"]),
+        gateway=GatewayConfig(**values["gateway"]),
         source=source,
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import ipaddress
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import jinja2
 
@@ -56,6 +57,7 @@ class Services(Core):
     executor: Executor
     runs: RunService
     trusted_proxies: tuple[Network, ...]
+    gateway: Any = None  # bastion.gateway.SSHGateway when [gateway] listen is set (typed Any: no import cycle)
 
 
 def make_templates(template_dir: str) -> jinja2.Environment:

@@ -12,7 +12,7 @@ import time
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Coroutine, Iterator
+from typing import Any, Awaitable, Callable, Coroutine, Iterator
 
 from ..audit import Audit
 from ..commands import RuleCache
@@ -27,13 +27,16 @@ from ..recorder import AsciicastRecorder, NullRecorder, Recorder, recording_path
 from ..ssh import Target
 from ..store import AccessLock, Grant, Host, Session, Store, User
 from ..vault import derive_key
-from .doors import FrontDoor
+from .doors import FrontDoor, Upstream
 from .session import HIGH_WATER, LiveSession, SessionSettings
 from .ssh_upstream import SSHUpstream
 
 log = logging.getLogger(__name__)
 MIN_SHARE = 64 * 1024  # the smallest SSH window and high water mark a session gets from the output budget
 MAX_OPENING_PER_ADDRESS = 20  # terminal opens in flight from one client address (a burst is refused early)
+# Connects a session's upstream other than the default PTY shell (SSH gateway exec and sftp): given the session,
+# the target (credential opened) and the SSH window, returns a connected Upstream or raises BastionError.
+Connector = Callable[[LiveSession, Target, int], Awaitable[Upstream]]
 
 
 @dataclass
@@ -111,12 +114,15 @@ class SessionEngine:
 
     # ---- opening ----------------------------------------------------------------------------------------
     async def open_session(self, admission: Admission, user: User, host: Host, cols: int, rows: int,
-                           door: FrontDoor, address: str) -> LiveSession:
-        """Create the session document and recording, connect, and register it in the hub."""
+                           door: FrontDoor, address: str, *, via: str = "", command: str = "",
+                           connect: Connector | None = None) -> LiveSession:
+        """Create the session document and recording, connect, and register it in the hub.
+
+        `via` names a front door other than the browser; `connect` replaces the default PTY shell upstream."""
         now = time.time()
         record = Session(host_id=host.id, host_name=host.name, user_id=user.id, username=user.username,
                          group=f"{host.name}-{user.username}-{int(now)}", cols=cols, rows=rows, live=True,
-                         node=self.config.node_id, started_at=now, address=address)
+                         node=self.config.node_id, started_at=now, address=address, via=via, command=command[:2000])
         path = recording_path(self.config.records_dir, record.id, now)
         record.recording_path = str(path)
         try:
@@ -161,10 +167,13 @@ class SessionEngine:
             target = Target(name=host.name, address=host.address, port=host.port, username=cred.username,
                             kind=cred.kind, secret=self.inventory.open_secret(cred), pinned_key=host.host_key)
             tcfg = self.config.terminal
-            upstream = await SSHUpstream.open(
-                target, host, user.username, session, cols=cols, rows=rows, trust=self.trust,
-                connect_timeout=tcfg.connect_timeout, keepalive=tcfg.keepalive_interval, window=window,
-                env=self._environment(host))
+            if connect is not None:
+                upstream = await connect(session, target, window)
+            else:
+                upstream = await SSHUpstream.open(
+                    target, host, user.username, session, cols=cols, rows=rows, trust=self.trust,
+                    connect_timeout=tcfg.connect_timeout, keepalive=tcfg.keepalive_interval, window=window,
+                    env=self._environment(host))
             if session.closing:
                 upstream.close()
                 return session

@@ -254,6 +254,12 @@ class LiveSession:
         for watcher in self.watchers:
             watcher.push_control(frame)
 
+    async def decide(self, command: str) -> Verdict:
+        """Check a command given whole up front (an SSH gateway exec) and log it like one typed at the prompt."""
+        verdict = await self._check(command)
+        self._command_decided(command, verdict)
+        return verdict
+
     def notice(self, level: str, message: str) -> None:
         """A notice to the user's door (gate refusals, filter outages, warnings about this session)."""
         frame = control("notice", level=level, message=message)

@@ -109,6 +109,8 @@ class Grant(Record):
     host_id: str = ""
     key: str = ""  # "user_id/app_id/host_id": unique
     created_at: float = field(default_factory=time.time)
+    upload: bool = False  # may send files to the hosts (SSH gateway scp/sftp, file panel)
+    download: bool = False  # may fetch files from the hosts
 
     def public(self) -> dict[str, Any]:
         doc = super().public()
@@ -192,6 +194,8 @@ class Session(Record):
     bytes_out: int = 0
     address: str = ""
     purged: bool = False  # the recording was deleted by retention; metadata stays
+    via: str = ""  # front door: "" browser terminal; "ssh" (gateway shell), "exec", "sftp" (SSH gateway)
+    command: str = ""  # the command of an SSH gateway exec session
 
 
 @dataclass
@@ -329,9 +333,22 @@ class LoginRule(Record):
     created_at: float = field(default_factory=time.time)
 
 
+@dataclass
+class SSHKey(Record):
+    """A public key a user registered for the SSH gateway (fingerprint: SHA256, unique across users)."""
+
+    collection: ClassVar[str] = "ssh_keys"
+    user_id: str = ""
+    name: str = ""
+    public_key: str = ""  # OpenSSH one-line form, without comment
+    fingerprint: str = ""
+    added_at: float = field(default_factory=time.time)
+    last_used_at: float = 0.0
+
+
 ALL_RECORDS: tuple[type[Record], ...] = (User, App, Credential, Host, Grant, ApiToken, Login, Failure, Event, Session,
                                          Command, CommandRule, ModuleState, Run, SeenEnvelope, Node, Setting, LoginRule,
-                                         AccessLock)
+                                         AccessLock, SSHKey)
 
 # Fields with a unique index, per collection.
 UNIQUE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -342,6 +359,7 @@ UNIQUE_FIELDS: dict[str, tuple[str, ...]] = {
     "grants": ("key",),
     "command_rules": ("name",),
     "login_rules": ("name",),
+    "ssh_keys": ("fingerprint",),
 }
 
 # Fields queried by equality or range, per collection (indexed on both backends).
@@ -356,4 +374,5 @@ INDEXED_FIELDS: dict[str, tuple[str, ...]] = {
     "runs": ("user_id", "module_id", "status", "created_at"),
     "envelopes": ("expires_at",),
     "access_locks": ("user_id", "until"),
+    "ssh_keys": ("user_id",),
 }

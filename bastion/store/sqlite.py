@@ -43,6 +43,7 @@ MIGRATIONS: list[Callable[[], list[str]]] = [
     lambda: _tables(("modules", "runs", "envelopes")),
     lambda: _tables(("settings", "login_rules")),
     lambda: _tables(("access_locks",)),
+    lambda: _tables(("ssh_keys",)),
 ]
 
 
