@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import pty
+import termios
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +38,7 @@ class GatewayClient:
 
     def options(self, *, batch: bool = True) -> list[str]:
         opts = ["-F", "/dev/null", "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-                "-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"]
+                "-o", "GlobalKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10"]
         if self.identity is not None:
             opts += ["-i", str(self.identity), "-o", "IdentitiesOnly=yes", "-o",
                      "PreferredAuthentications=publickey"]
@@ -90,7 +92,8 @@ class PtySSH:
         master, slave = pty.openpty()
         os.set_blocking(master, False)
         self.proc = await asyncio.create_subprocess_exec(*self.args, stdin=slave, stdout=slave, stderr=slave,
-                                                         env=self.env, start_new_session=True)
+                                                         env=self.env, start_new_session=True,
+                                                         preexec_fn=_controlling_tty)
         os.close(slave)
         self._fd = master
         asyncio.get_running_loop().add_reader(master, self._read)
@@ -116,6 +119,11 @@ class PtySSH:
         await wait_until(lambda: needle in self.output, timeout, what=f"{text!r} on the terminal "
                          f"(last: {bytes(self.output[-300:])!r})")
 
+    async def prompt(self, timeout: float = 15) -> None:
+        """Wait for the host's first output: ssh has put the terminal in raw mode by then (keys typed earlier
+        may be flushed by the terminal driver when it switches)."""
+        await wait_until(lambda: len(self.output) > 0, timeout, what="the shell's first output")
+
     async def wait(self, timeout: float = 15) -> int:
         assert self.proc is not None
         return await asyncio.wait_for(self.proc.wait(), timeout)
@@ -131,6 +139,11 @@ class PtySSH:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()
             await self.proc.wait()
+
+
+def _controlling_tty() -> None:
+    """In the child, after setsid: the PTY becomes its controlling terminal (ssh prompts on /dev/tty)."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 def gateway_public_key(app: Any) -> str:

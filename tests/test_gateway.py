@@ -154,6 +154,7 @@ async def test_disabled_user_is_refused_at_login_and_ended_when_live(make_bastio
     term = await PtySSH(s.ssh.ssh_args("alice@web1", tty=True)).start()
     try:
         session = await wait_until(lambda: [x for x in s.app.services.hub.live() if x.record.via == "ssh"], 15)
+        await term.prompt()
         term.send("echo gw-$((6*7))\r")
         await term.expect("gw-42")
         resp = await s.admin.request("PATCH", f"/api/users/{s.uid}", {"disabled": True})
@@ -182,12 +183,12 @@ async def test_menu_through_a_pty_lists_searches_and_connects(make_bastion: Any,
         await term.expect("host> ")
         text = term.output.decode()
         assert "[databases]" in text and "[cat-web1]" in text
-        assert "1) db1" in text and "2) web1" in text
+        assert "1) web1" in text and "2) db1" in text  # by category, then name
         term.send("web\r")
         await term.expect("matching 'web'")
         after = term.output.decode().split("matching 'web'")[1]
         assert "web1" in after and "db1" not in after
-        term.send("2\r")
+        term.send("1\r")
         await term.expect("connecting to web1")
         await wait_until(lambda: [x for x in s.app.services.hub.live() if x.record.via == "ssh"], 15)
         term.send("echo menu-$((40+2))\r")
@@ -210,6 +211,7 @@ async def test_kick_ends_a_gateway_session_with_the_reason(make_bastion: Any, ss
     term = await PtySSH(s.ssh.ssh_args("alice@web1", tty=True)).start()
     try:
         [session] = await wait_until(lambda: [x for x in s.app.services.hub.live() if x.record.via == "ssh"], 15)
+        await term.prompt()
         term.send("echo before-kick\r")
         await term.expect("before-kick")
         resp = await s.admin.post(f"/api/sessions/{session.id}/kill", {"reason": "policy check"})
