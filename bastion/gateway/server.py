@@ -290,6 +290,7 @@ class GatewayChannel(asyncssh.SSHServerSession):
         self.upstream: Any = None
         self.ended = False
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._early: list[bytes] = []  # bounded by the channel's window: the client cannot send more unread
 
     # ---- requests -----------------------------------------------------------------------------------
     def connection_made(self, chan: asyncssh.SSHServerChannel) -> None:
@@ -331,6 +332,8 @@ class GatewayChannel(asyncssh.SSHServerSession):
                 self.session.send_input(text)
         elif self.upstream is not None:
             self.upstream.write(data)
+        elif not self.ended:  # before the upstream is there (asyncssh may deliver it before session_started)
+            self._early.append(data)
 
     def eof_received(self) -> bool:
         if self.mode == "exec" and self.upstream is not None:
@@ -481,6 +484,9 @@ class GatewayChannel(asyncssh.SSHServerSession):
                 await session.close("closed")
             return
         self.upstream = session.upstream
+        early, self._early = self._early, []
+        for data in early:
+            self.data_received(data, None)
         chan.resume_reading()
 
     def _terminal(self) -> dict[str, str]:
