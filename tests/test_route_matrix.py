@@ -71,6 +71,10 @@ MATRIX = [
     ("POST", "/api/commands", ALL, {"envelope": "bst1.server.AAAA"}, 400),
     ("GET", "/api/runs", ALL, None, 200),
     ("GET", "/api/runs/{missing}", ALL, None, 404),
+    ("GET", "/api/me/ssh-keys", ALL, None, 200),
+    ("POST", "/api/me/ssh-keys", ALL, {"name": "k", "public_key": "not a key"}, 400),
+    ("DELETE", "/api/me/ssh-keys/{missing}", ALL, None, 404),
+    ("GET", "/api/gateway", ALL, None, 200),
 ]
 PUBLIC = {("POST", "/api/login"), ("POST", "/api/login/totp"), ("POST", "/api/logout")}
 
