@@ -69,10 +69,10 @@ def echo_samples(args: list[str], samples: int) -> list[float]:
             if i % 50 == 0 and i:
                 os.write(master, b"\x15")  # Ctrl-U: keep the line short
                 time.sleep(0.05)
-                while select.select([master], [], [], 0.05)[0]:
+                while select.select([master], [], [], 0.2)[0]:
                     os.read(master, 65536)
             out.clear()
-            char = b"abcdefghij"[i % 10:i % 10 + 1]
+            char = b"0123456789"[i % 10:i % 10 + 1]  # digits: never in the prompt or a redraw of it
             start = time.perf_counter()
             os.write(master, char)
             read_until(char, 10)
