@@ -291,6 +291,10 @@ async def test_transfers_refused_without_permission_never_touch_the_host(make_ba
     assert (tmp_path / "d.txt").read_text() == "download me\n"
     status, _, _ = await run(s.ssh.sftp_args("alice@web1"), stdin=f"rm {remote}/there.txt\n".encode())
     assert status != 0 and (remote / "there.txt").exists()
+    # the legacy scp protocol (an exec of `scp -t`) is held to the same permission
+    status, _, err = await run(["scp", "-O", *s.ssh.scp_args(str(local), f"alice@web1@127.0.0.1:{remote}/legacy.txt")[1:]])
+    assert status != 0 and not (remote / "legacy.txt").exists()
+    assert b"upload is not permitted" in err
     # no transfer permission at all: sftp is refused before reaching the host
     grants = (await s.admin.get("/api/grants")).json["items"]
     for g in grants:
@@ -302,3 +306,53 @@ async def test_transfers_refused_without_permission_never_touch_the_host(make_ba
     await s.app.settle()
     refused = (await s.admin.get("/api/events", params={"action": "gateway.transfer_refused"})).json["items"]
     assert any(e["detail"].get("direction") == "upload" for e in refused)
+
+
+# ---- validators ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command, expected", [
+    ("scp -t /tmp/x", ("upload", "/tmp/x")),
+    ("scp -r -t -- /tmp/dir", ("upload", "/tmp/dir")),
+    ("scp -pf /etc/hosts", ("download", "/etc/hosts")),
+    ("/usr/bin/scp -f a", ("download", "a")),
+    ("rsync --server -vlogDtpre.iLsfxCIvu . /srv", ("upload", "/srv")),
+    ("rsync --server --sender -vlogDtpre.iLsfxCIvu . /srv", ("download", "/srv")),
+    ("/usr/lib/openssh/sftp-server", ("sftp", "")),
+    ("uptime", None),
+    ("echo scp -t x", None),
+    ("'unbalanced", None),
+    ("", None),
+])
+def test_transfer_commands_are_recognised(command: str, expected: Any) -> None:
+    from bastion.gateway.server import transfer_command
+    assert transfer_command(command) == expected
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("", "paste one public key line"),
+    ("ssh-ed25519 AAAA\nssh-ed25519 BBBB", "paste one public key line"),
+    ("-----BEGIN OPENSSH PRIVATE KEY-----", "looks like a private key"),
+    ("ssh-ed25519 not-base64!", "not a readable SSH public key"),
+    ("hello world", "not a readable SSH public key"),
+    ("x" * 20000, "paste one public key line"),
+])
+def test_bad_public_keys_are_refused_in_words(text: str, fragment: str) -> None:
+    from bastion.errors import Invalid
+    from bastion.gateway.keys import parse_public_key
+    with pytest.raises(Invalid) as info:
+        parse_public_key(text)
+    assert fragment in info.value.message
+
+
+async def test_a_key_belongs_to_one_account(make_bastion: Any, sshd: SSHServer, tmp_path: Path) -> None:
+    s = await gateway_setup(make_bastion, sshd, tmp_path)
+    bob = await s.app.user("bob")
+    public = Path(str(tmp_path / "alice_key") + ".pub").read_text()
+    resp = await bob.post("/api/me/ssh-keys", {"name": "stolen", "public_key": public})
+    assert resp.status == 409 and "already registered" in resp.json["error"]
+    [key] = (await s.alice.get("/api/me/ssh-keys")).json["items"]
+    assert (await bob.delete(f"/api/me/ssh-keys/{key['id']}")).status == 404  # not bob's
+    status, _, _ = await s.ssh.ssh("bob@web1", "true")  # alice's key does not log in as bob
+    assert status == 255
+    assert (await s.alice.delete(f"/api/me/ssh-keys/{key['id']}")).status == 200
+    status, _, _ = await s.ssh.ssh("alice@web1", "true")  # removed: refused
+    assert status == 255

@@ -13,6 +13,7 @@ import asyncio
 import codecs
 import logging
 import os
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,30 @@ def load_host_key(path: Path) -> asyncssh.SSHKey:
         with os.fdopen(fd, "wb") as fh:
             fh.write(key.export_private_key("openssh"))
     return asyncssh.read_private_key(str(path))
+
+
+def transfer_command(command: str) -> tuple[str, str] | None:
+    """(direction, path) when an exec command is a file-transfer server (legacy `scp -O`, rsync, sftp-server),
+    else None. Such commands need the grant's upload/download permission like sftp does."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    if not words:
+        return None
+    program = words[0].rsplit("/", 1)[-1]
+    path = words[-1] if len(words) > 1 else ""
+    if program == "scp":
+        flags = "".join(w[1:] for w in words[1:] if w.startswith("-") and not w.startswith("--"))
+        if "t" in flags:
+            return "upload", path
+        if "f" in flags:
+            return "download", path
+    if program == "rsync" and "--server" in words:
+        return ("download" if "--sender" in words else "upload"), path
+    if program in ("sftp-server", "internal-sftp"):
+        return "sftp", ""
+    return None
 
 
 def split_login(name: str) -> tuple[str, str]:
@@ -454,6 +479,21 @@ class GatewayChannel(asyncssh.SSHServerSession):
         chan = self.chan
         assert chan is not None
         address = self.connection.address
+        if self.mode == "exec" and transfer_command(self.command) is not None:
+            direction, path = transfer_command(self.command)  # type: ignore[misc]
+            may_upload, may_download = await self.gateway.transfer_permissions(user, host)
+            allowed = (may_upload if direction == "upload" else may_download if direction == "download"
+                       else may_upload and may_download)
+            if not allowed:
+                why = f"{direction if direction != 'sftp' else 'file transfer'} is not permitted"
+                await s.audit.record("gateway.transfer_refused", actor=user.username, target=host.name,
+                                     address=address, ok=False, direction=direction, path=path[:1000], why=why,
+                                     via="exec")
+                self._finish(f"{why} on {host.name} for your account", 1)
+                return
+            # the bytes pass as the command's stdin/stdout (not hashed: only sftp transfers carry a SHA-256)
+            await s.audit.record("gateway.transfer", actor=user.username, target=host.name, address=address,
+                                 direction=direction, path=path[:1000], size=-1, sha256="", via="exec")
         if self.mode == "sftp":
             may_upload, may_download = await self.gateway.transfer_permissions(user, host)
             if not (may_upload or may_download):
