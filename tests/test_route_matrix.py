@@ -75,6 +75,9 @@ MATRIX = [
     ("POST", "/api/me/ssh-keys", ALL, {"name": "k", "public_key": "not a key"}, 400),
     ("DELETE", "/api/me/ssh-keys/{missing}", ALL, None, 404),
     ("GET", "/api/gateway", ALL, None, 200),
+    ("GET", "/api/hosts/{host_id}/files", ALL, None, 404),  # no grant: the host reads as unknown, admin too
+    ("GET", "/api/hosts/{host_id}/file", ALL, None, 400),  # no path given: refused before the host is looked up
+    ("PUT", "/api/hosts/{host_id}/file", ALL, None, 400),
 ]
 PUBLIC = {("POST", "/api/login"), ("POST", "/api/login/totp"), ("POST", "/api/logout")}
 
