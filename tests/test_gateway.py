@@ -356,3 +356,32 @@ async def test_a_key_belongs_to_one_account(make_bastion: Any, sshd: SSHServer, 
     assert (await s.alice.delete(f"/api/me/ssh-keys/{key['id']}")).status == 200
     status, _, _ = await s.ssh.ssh("alice@web1", "true")  # removed: refused
     assert status == 255
+
+
+async def test_auditor_watches_and_replays_a_gateway_session(make_bastion: Any, sshd: SSHServer,
+                                                             tmp_path: Path) -> None:
+    from client import TerminalClient
+    s = await gateway_setup(make_bastion, sshd, tmp_path)
+    term = await PtySSH(s.ssh.ssh_args("alice@web1", tty=True)).start()
+    try:
+        [session] = await wait_until(lambda: [x for x in s.app.services.hub.live() if x.record.via == "ssh"], 15)
+        await term.prompt()
+        listed = (await s.admin.get("/api/sessions", params={"live": "1"})).json["items"]
+        assert [(x["id"], x["via"]) for x in listed] == [(session.id, "ssh")]
+        monitor = await TerminalClient.open(s.admin, f"/ws/monitor/{session.id}")
+        try:
+            term.send("echo watched-$((20+3))\r")
+            await term.expect("watched-23")
+            await monitor.expect("watched-23")
+        finally:
+            monitor.close()
+        term.send("exit\r")
+        assert await term.wait() == 0
+    finally:
+        await term.close()
+    record = await wait_ended(s.app, session.id)
+    resp = await s.admin.get(f"/api/sessions/{session.id}/recording")
+    assert resp.status == 200 and b"watched-23" in resp.body
+    verify = (await s.admin.get(f"/api/sessions/{session.id}/verify")).json
+    assert verify["ok"] is True, verify
+    assert record.end_reason == "exit"
