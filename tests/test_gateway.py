@@ -385,3 +385,20 @@ async def test_auditor_watches_and_replays_a_gateway_session(make_bastion: Any, 
     verify = (await s.admin.get(f"/api/sessions/{session.id}/verify")).json
     assert verify["ok"] is True, verify
     assert record.end_reason == "exit"
+
+
+def test_transfer_digest_follows_offsets_and_admits_when_it_cannot() -> None:
+    from bastion.gateway.sftp import Transfer
+    data = os.urandom(100_000)
+    chunks = [(o, data[o:o + 32768]) for o in range(0, len(data), 32768)]
+    shuffled = Transfer("download", "/f")
+    for offset, chunk in [chunks[1], chunks[0], chunks[3], chunks[2]]:  # replies out of order
+        shuffled.feed(offset, chunk)
+    assert shuffled.size == len(data) and shuffled.sha256 == hashlib.sha256(data).hexdigest()
+    rewritten = Transfer("upload", "/f")
+    for offset, chunk in chunks + [chunks[0]]:  # a block written twice: the size holds, no digest is claimed
+        rewritten.feed(offset, chunk)
+    assert rewritten.size == len(data) and rewritten.sha256 == ""
+    holey = Transfer("upload", "/f")
+    holey.feed(chunks[1][0], chunks[1][1])  # never got the first block
+    assert holey.sha256 == ""

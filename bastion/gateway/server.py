@@ -343,7 +343,8 @@ class GatewayChannel(asyncssh.SSHServerSession):
         return True
 
     def session_started(self) -> None:
-        assert self.chan is not None
+        if self.chan is None:
+            return
         self.chan.pause_reading()  # nothing is read until the session's upstream is there
         self.services.sessions.spawn(self._run())
 
@@ -454,8 +455,9 @@ class GatewayChannel(asyncssh.SSHServerSession):
         return found
 
     async def _menu(self, user: User) -> None:
-        assert self.chan is not None
         chan = self.chan
+        if chan is None:
+            return
         hosts, apps = await self._hosts(user)
 
         def choose(host: Host) -> None:
@@ -466,7 +468,8 @@ class GatewayChannel(asyncssh.SSHServerSession):
         chan.resume_reading()
 
     async def _open_from_menu(self, user: User, host: Host) -> None:
-        assert self.chan is not None
+        if self.chan is None:
+            return
         self.chan.pause_reading()
         try:
             await self._open(user, host)
@@ -477,7 +480,8 @@ class GatewayChannel(asyncssh.SSHServerSession):
         """Admit, then open the live session for this channel's mode."""
         s = self.services
         chan = self.chan
-        assert chan is not None
+        if chan is None or self.ended:
+            return
         address = self.connection.address
         if self.mode == "exec" and transfer_command(self.command) is not None:
             direction, path = transfer_command(self.command)  # type: ignore[misc]
@@ -560,7 +564,6 @@ class GatewayChannel(asyncssh.SSHServerSession):
         s = self.services
         gcfg, tcfg = s.config.gateway, s.config.terminal
         chan = self.chan
-        assert chan is not None
 
         async def connect(session: LiveSession, target: Target, window: int) -> SFTPUpstream:
             def on_transfer(t: Transfer) -> None:
@@ -579,6 +582,8 @@ class GatewayChannel(asyncssh.SSHServerSession):
 
             sftp = SFTPFilter(may_upload=may_upload, may_download=may_download, max_upload=gcfg.max_upload_bytes,
                               max_download=gcfg.max_download_bytes, on_transfer=on_transfer, on_refused=on_refused)
+            if chan is None:
+                raise BastionError("the channel closed")
             return await SFTPUpstream.open(target, host, user.username, session, client=chan, sftp=sftp,
                                            trust=s.trust, timeout=tcfg.connect_timeout,
                                            keepalive=tcfg.keepalive_interval, window=window)
