@@ -84,6 +84,7 @@ _ACTIONS = (
     AuditAction("gateway.transfer_refused", "B4004", "A file transfer was refused"),
     AuditAction("ssh_key.added", "B4010", "A user registered an SSH public key"),
     AuditAction("ssh_key.removed", "B4011", "An SSH public key was removed"),
+    AuditAction("gateway.jump", "B4005", "A ProxyJump connection was terminated at the gateway (recorded)"),
 )
 ACTIONS: dict[str, AuditAction] = {a.name: a for a in _ACTIONS}
 SECRET_KEYS = ("password", "secret", "token", "private_key", "totp", "code")

@@ -135,6 +135,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("gateway", "max_upload_bytes", 1073741824, "int", "Largest file a user may upload through the gateway or the file panel.", minimum=0, maximum=1 << 50),
     Option("gateway", "max_download_bytes", 1073741824, "int", "Largest file a user may download through the gateway or the file panel.", minimum=0, maximum=1 << 50),
     Option("gateway", "login_timeout", 60.0, "float", "Seconds an SSH client may take to log in.", minimum=1, maximum=3600),
+    Option("gateway", "proxy_jump", True, "bool", "Accept ProxyJump (ssh -J) by terminating the inner SSH with a host certificate from the gateway's CA, so the session is recorded; false: refuse it."),
+    Option("gateway", "ca_key", "", "str", "The gateway's host CA private key file (ProxyJump). Empty: <data_dir>/gateway_ca_key (generated, 0600)."),
 )
 
 
@@ -246,6 +248,8 @@ class GatewayConfig:
     max_upload_bytes: int = _default("gateway", "max_upload_bytes")
     max_download_bytes: int = _default("gateway", "max_download_bytes")
     login_timeout: float = _default("gateway", "login_timeout")
+    proxy_jump: bool = _default("gateway", "proxy_jump")
+    ca_key: str = _default("gateway", "ca_key")
 
 
 SECTIONS: dict[str, type] = {

@@ -46,7 +46,8 @@ class GatewayInfoHandler(APIHandler):
             self.send({"enabled": False})
             return
         self.send({"enabled": True, "address": gateway.address, "port": gateway.port,
-                   "fingerprint": gateway.fingerprint, "public_key": gateway.public_key})
+                   "fingerprint": gateway.fingerprint, "public_key": gateway.public_key,
+                   "cert_authority": gateway.cert_authority})
 
 
 class _FilesMixin:

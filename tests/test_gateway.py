@@ -224,21 +224,62 @@ async def test_kick_ends_a_gateway_session_with_the_reason(make_bastion: Any, ss
     assert record.end_reason == "kicked" and record.ended_by == "admin"
 
 
-async def test_proxyjump_and_forwards_are_refused_and_audited(make_bastion: Any, sshd: SSHServer,
-                                                              tmp_path: Path) -> None:
-    s = await gateway_setup(make_bastion, sshd, tmp_path)
-    jump = f"alice@127.0.0.1:{s.ssh.port}"
+async def test_proxyjump_is_refused_and_audited_when_turned_off(make_bastion: Any, sshd: SSHServer,
+                                                                 tmp_path: Path) -> None:
+    s = await gateway_setup(make_bastion, sshd, tmp_path, gateway_proxy_jump="false")
     args = ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
             "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
             "-o", f"ProxyCommand=ssh {' '.join(s.ssh.options())} -p {s.ssh.port} -W %h:%p alice@127.0.0.1",
             "-p", str(sshd.port), f"{sshd.username}@{sshd.address}", "touch", str(tmp_path / "jumped")]
-    status, _, err = await run(args)
+    status, _, err = await run(args)  # what `ssh -J alice@bastion:PORT host` does under the hood
     assert status == 255
     assert b"does not forward connections" in err, err
     assert not (tmp_path / "jumped").exists()
     events = (await s.admin.get("/api/events", params={"action": "gateway.forward_refused"})).json["items"]
     assert events and events[0]["actor"] == "alice" and events[0]["target"] == f"{sshd.address}:{sshd.port}"
-    assert jump  # the documented -J form is the same request as this ProxyCommand -W
+    assert (await s.alice.get("/api/gateway")).json["cert_authority"] == ""
+
+
+async def test_proxyjump_ends_at_the_gateway_and_is_recorded(make_bastion: Any, sshd: SSHServer,
+                                                             tmp_path: Path) -> None:
+    s = await gateway_setup(make_bastion, sshd, tmp_path)
+    info = (await s.alice.get("/api/gateway")).json
+    assert info["cert_authority"].startswith("@cert-authority * ssh-ed25519 ")
+    known = tmp_path / "known_jump"
+    known.write_text(info["cert_authority"] + "\n")  # the one documented line: trust the gateway's CA
+    config = tmp_path / "ssh_config"
+    config.write_text(f"""Host gw
+  HostName 127.0.0.1
+  Port {s.ssh.port}
+  User alice
+  IdentityFile {s.ssh.identity}
+  IdentitiesOnly yes
+  UserKnownHostsFile {s.ssh.known_hosts}
+  StrictHostKeyChecking yes
+  BatchMode yes
+Host web1
+  ProxyJump gw
+  UserKnownHostsFile {known}
+  GlobalKnownHostsFile /dev/null
+  StrictHostKeyChecking yes
+  BatchMode yes
+""")
+    marker = tmp_path / "jumped"
+    status, out, err = await run(["ssh", "-F", str(config), "web1", f"echo via-jump; touch {marker}"])
+    assert status == 0, err
+    assert out == b"via-jump\n" and marker.exists()
+    await s.app.settle()
+    [record] = await sessions_of(s.app, "exec")
+    assert record.host_name == "web1" and record.username == "alice"
+    assert "via-jump" in Path(record.recording_path).read_text()
+    commands = await s.app.services.store.commands_of_session(record.id)
+    assert [c.text for c in commands] == [f"echo via-jump; touch {marker}"]
+    events = (await s.admin.get("/api/events", params={"action": "gateway.jump"})).json["items"]
+    assert events and events[0]["actor"] == "alice" and events[0]["target"] == "web1:22"
+    # a jump to a host that is not granted gets no session
+    status, _, err = await run(["ssh", "-F", str(config), "-o", "ProxyJump=gw", "-o", f"UserKnownHostsFile={known}",
+                                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "db9", "true"])
+    assert status == 1 and b"host not found" in err, err
 
 
 # ---- file transfer ------------------------------------------------------------------------------------

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import functools
 import logging
 import os
 import shlex
+import socket
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +89,8 @@ class SSHGateway:
         self.keys = UserKeys(services.store, services.audit)
         self.host_key_path = Path(self.config.gateway.host_key or self.config.data_dir / "gateway_host_key")
         self.host_key: asyncssh.SSHKey | None = None
+        self.ca_key_path = Path(self.config.gateway.ca_key or self.config.data_dir / "gateway_ca_key")
+        self.ca_key: asyncssh.SSHKey | None = None
         self.port = 0
         self.address = ""
         self._acceptor: asyncssh.SSHAcceptor | None = None
@@ -107,17 +112,39 @@ class SSHGateway:
         """Load or create the host key and listen."""
         host, _, port = self.config.gateway.listen.rpartition(":")
         host = host.strip("[]")
-        self.host_key = await asyncio.get_running_loop().run_in_executor(self.services.io, load_host_key,
-                                                                         self.host_key_path)
+        loop = asyncio.get_running_loop()
+        self.host_key = await loop.run_in_executor(self.services.io, load_host_key, self.host_key_path)
+        if self.config.gateway.proxy_jump:
+            self.ca_key = await loop.run_in_executor(self.services.io, load_host_key, self.ca_key_path)
         self._acceptor = await asyncssh.create_server(
-            lambda: GatewayConnection(self), host, int(port), server_host_keys=[self.host_key],
-            encryption_algs=ENCRYPTION_ALGS, encoding=None, line_editor=False, agent_forwarding=False,
-            x11_forwarding=False, login_timeout=self.config.gateway.login_timeout, window=self.config.terminal.ssh_window,
-            keepalive_interval=self.config.terminal.keepalive_interval or None, keepalive_count_max=3,
-            password_auth=False, kbdint_auth=True, public_key_auth=True, server_version="Bastion")
+            lambda: GatewayConnection(self), host, int(port), server_host_keys=[self.host_key], **self.server_options())
         sockname = self._acceptor.sockets[0].getsockname()
         self.address, self.port = sockname[0], sockname[1]
         log.info("SSH gateway listening on %s:%d (host key %s)", self.address, self.port, self.fingerprint)
+
+    def server_options(self) -> dict[str, Any]:
+        """asyncssh server options shared by the listener and ProxyJump's inner connections."""
+        return dict(encryption_algs=ENCRYPTION_ALGS, encoding=None, line_editor=False, agent_forwarding=False,
+                    x11_forwarding=False, login_timeout=self.config.gateway.login_timeout,
+                    window=self.config.terminal.ssh_window,
+                    keepalive_interval=self.config.terminal.keepalive_interval or None, keepalive_count_max=3,
+                    password_auth=False, kbdint_auth=True, public_key_auth=True, server_version="Bastion")
+
+    @property
+    def cert_authority(self) -> str:
+        """The known_hosts line that makes OpenSSH trust the gateway's ProxyJump host certificates."""
+        if self.ca_key is None:
+            return ""
+        return "@cert-authority * " + " ".join(self.ca_key.export_public_key("openssh").decode().split()[:2])
+
+    def jump_host_key(self, name: str) -> tuple[asyncssh.SSHKey, Any]:
+        """The gateway's host key with a short-lived certificate naming the ProxyJump target."""
+        if self.ca_key is None or self.host_key is None:
+            raise BastionError("ProxyJump is turned off on this gateway")
+        now = int(time.time())
+        cert = self.ca_key.generate_host_certificate(self.host_key, f"bastion-jump:{name}", principals=[name],
+                                                     valid_after=now - 300, valid_before=now + 3600)
+        return self.host_key, cert
 
     async def stop(self) -> None:
         """Stop listening and close every connection (sessions end through their own close path)."""
@@ -279,8 +306,13 @@ class GatewayConnection(asyncssh.SSHServer):
         return GatewayChannel(self)
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> Any:
-        """ProxyJump (ssh -J) and -L/-D forwards: refused, audited, with what to do instead."""
+        """ProxyJump (ssh -J): the inner SSH ends here, as a recorded gateway connection to that host, when the
+        gateway has a CA; otherwise (and for -L/-D forwards, which carry other protocols) refused and audited."""
         user = self.user.username if self.user else self.login_name
+        if self.gateway.ca_key is not None and self.user is not None and not isinstance(self, JumpConnection):
+            self.services.audit.emit("gateway.jump", actor=user, target=f"{dest_host[:100]}:{dest_port}",
+                                     address=self.address)
+            return functools.partial(self._terminate_jump, dest_host[:200])
         self.services.audit.emit("gateway.forward_refused", actor=user, target=f"{dest_host[:100]}:{dest_port}",
                                  address=self.address, ok=False, kind="direct-tcpip")
         port = self.gateway.port
@@ -289,11 +321,74 @@ class GatewayConnection(asyncssh.SSHServer):
             f"Bastion does not forward connections (ProxyJump, -W, -L, -D): nothing may pass unrecorded. "
             f"Use: ssh -p {port} {user}@{dest_host[:100]}@<bastion>")
 
+    async def _terminate_jump(self, target: str, reader: asyncssh.SSHReader, writer: asyncssh.SSHWriter) -> None:
+        """Run an SSH server for the inner connection over the forwarded channel (through a socket pair)."""
+        ours, theirs = socket.socketpair()
+        inner = JumpConnection(self.gateway, self, target)
+        key_and_cert = self.gateway.jump_host_key(target)
+        server = asyncio.ensure_future(asyncssh.run_server(theirs, server_factory=lambda: inner,
+                                                           server_host_keys=[key_and_cert],
+                                                           **self.gateway.server_options()))
+        sock_reader, sock_writer = await asyncio.open_connection(sock=ours)
+
+        async def pump(src: Any, dst: Any) -> None:
+            try:
+                while True:
+                    data = await src.read(65536)
+                    if not data:
+                        break
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncssh.Error, ConnectionError):
+                pass
+            finally:
+                try:
+                    if dst.can_write_eof():
+                        dst.write_eof()
+                    else:
+                        dst.close()
+                except (OSError, asyncssh.Error):
+                    pass
+
+        try:
+            await asyncio.gather(pump(reader, sock_writer), pump(sock_reader, writer))
+        finally:
+            sock_writer.close()
+            writer.close()
+            if not server.done():
+                server.cancel()
+            elif not server.cancelled() and server.exception() is None:
+                server.result().close()
+
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
         user = self.user.username if self.user else self.login_name
         self.services.audit.emit("gateway.forward_refused", actor=user, target=f"{listen_host[:100]}:{listen_port}",
                                  address=self.address, ok=False, kind="tcpip-forward")
         return False
+
+
+class JumpConnection(GatewayConnection):
+    """The inner SSH of a ProxyJump: already authenticated by the outer connection; its target is fixed."""
+
+    def __init__(self, gateway: SSHGateway, outer: GatewayConnection, target: str) -> None:
+        super().__init__(gateway)
+        self.outer = outer
+        self.user = outer.user
+        self.key = outer.key
+        self.method = "proxyjump"
+        self.login_name = outer.login_name
+        self.target = target
+        self.address = outer.address
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn  # a socket pair: the client's address is the outer connection's
+        self.gateway.opened(self)
+
+    def begin_auth(self, username: str) -> bool:
+        return False  # the person behind this channel logged in on the outer connection
+
+    def auth_completed(self) -> None:
+        pass  # the outer login was audited; the jump itself is `gateway.jump`
 
 
 class GatewayChannel(asyncssh.SSHServerSession):
