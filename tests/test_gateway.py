@@ -443,3 +443,13 @@ def test_transfer_digest_follows_offsets_and_admits_when_it_cannot() -> None:
     holey = Transfer("upload", "/f")
     holey.feed(chunks[1][0], chunks[1][1])  # never got the first block
     assert holey.sha256 == ""
+
+
+async def test_account_page_shows_keys_and_the_gateway_host_key(make_bastion: Any, sshd: SSHServer,
+                                                                tmp_path: Path) -> None:
+    s = await gateway_setup(make_bastion, sshd, tmp_path)
+    page = (await s.alice.get("/account")).body.decode()
+    info = (await s.alice.get("/api/gateway")).json
+    assert info["fingerprint"] in page and info["cert_authority"] in page
+    [key] = (await s.alice.get("/api/me/ssh-keys")).json["items"]
+    assert key["fingerprint"] in page and "laptop" in page
