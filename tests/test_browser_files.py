@@ -2,6 +2,7 @@
 downloads, checked by SHA-256 on the host's file system; refused without the grant's permission."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
@@ -116,3 +117,25 @@ async def test_file_panel_refuses_what_the_grant_does_not_allow(bastion: Bastion
     dave = await bastion.user("dave")
     resp = await dave.get(f"/api/hosts/{ids['host_id']}/files", params={"path": str(remote)})
     assert resp.status == 404
+
+
+async def test_account_page_adds_and_removes_ssh_keys(make_bastion: Any, pages: Any, tmp_path: Path) -> None:
+    from gateway_client import keygen
+    app = await make_bastion(gateway_listen="127.0.0.1:0")
+    await app.user("erin")
+    public = keygen(tmp_path / "erin_key")
+    page = await pages.page(1300, 900)
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await login(page, app.base_url, "erin", "user-password-1")
+    await page.goto(app.base_url + "/account")
+    assert (await page.text_content("#gateway-fingerprint")).strip() == app.services.gateway.fingerprint
+    await page.fill("#ssh-keys input[name=name]", "workstation")
+    await page.fill("#ssh-keys input[name=public_key]", public)
+    await page.click("#ssh-keys button[type=submit]")
+    row = page.locator("#ssh-key-rows tr[data-key-id]")
+    await row.wait_for()
+    [stored] = await app.services.store.ssh_keys_of_user((await app.services.store.get_user_by_name("erin")).id)
+    assert "workstation" in await row.text_content() and stored.fingerprint in await row.text_content()
+    await row.locator("button:has-text('Remove')").click()
+    await page.wait_for_selector("#ssh-key-rows td:has-text('No SSH keys.')")
+    assert await app.services.store.ssh_keys_of_user(stored.user_id) == []
