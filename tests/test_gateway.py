@@ -144,6 +144,7 @@ async def test_password_and_totp_through_keyboard_interactive(make_bastion: Any,
         assert await term.wait() == 0
     finally:
         await term.close()
+    await s.app.settle()
     events = (await s.admin.get("/api/events", params={"action": "gateway.login"})).json["items"]
     assert any(e["detail"]["method"] == "password+totp" for e in events)
 
@@ -235,6 +236,7 @@ async def test_proxyjump_is_refused_and_audited_when_turned_off(make_bastion: An
     assert status == 255
     assert b"does not forward connections" in err, err
     assert not (tmp_path / "jumped").exists()
+    await s.app.settle()  # the refusal is journaled (never awaited on the connection's path)
     events = (await s.admin.get("/api/events", params={"action": "gateway.forward_refused"})).json["items"]
     assert events and events[0]["actor"] == "alice" and events[0]["target"] == f"{sshd.address}:{sshd.port}"
     assert (await s.alice.get("/api/gateway")).json["cert_authority"] == ""

@@ -360,6 +360,7 @@ class GatewayConnection(asyncssh.SSHServer):
             writer.close()
             if not server.done():
                 server.cancel()
+                theirs.close()
             elif not server.cancelled() and server.exception() is None:
                 server.result().close()
 
@@ -504,9 +505,11 @@ class GatewayChannel(asyncssh.SSHServerSession):
             chan.close()
 
     async def _run(self) -> None:
-        user = self.connection.user
-        if user is None:
-            self._finish("not logged in", 1)
+        logged_in = self.connection.user
+        # read again: a connection lives on (ssh multiplexing), and the account may have been disabled since
+        user = await self.services.store.get_user(logged_in.id) if logged_in is not None else None
+        if user is None or user.disabled:
+            self._finish("this account is disabled" if user is not None else "not logged in", 1)
             return
         target = self.connection.target
         try:
@@ -640,7 +643,13 @@ class GatewayChannel(asyncssh.SSHServerSession):
         tcfg = s.config.terminal
 
         async def connect(session: LiveSession, target: Target, window: int) -> ExecUpstream:
-            verdict = await session.decide(self.command)
+            try:
+                verdict = await session.decide(self.command)
+            except BastionError:
+                raise
+            except Exception:  # fail closed, as the browser terminal's gate does
+                log.exception("command check failed %r", session)
+                raise BastionError("the command filter cannot be read right now; the command was not run") from None
             if verdict.action == "deny":  # never reaches the host
                 raise BastionError(f"command refused by the command filter (rule {verdict.rule})")
 
