@@ -455,3 +455,29 @@ async def test_account_page_shows_keys_and_the_gateway_host_key(make_bastion: An
     assert info["fingerprint"] in page and info["cert_authority"] in page
     [key] = (await s.alice.get("/api/me/ssh-keys")).json["items"]
     assert key["fingerprint"] in page and "laptop" in page
+
+
+async def test_lockout_and_login_rules_apply_to_gateway_logins(make_bastion: Any, sshd: SSHServer,
+                                                               tmp_path: Path) -> None:
+    s = await gateway_setup(make_bastion, sshd, tmp_path, auth_lockout_threshold="2")
+    if shutil.which("sshpass") is None:
+        pytest.fail("sshpass is not installed (scripts/system-deps.sh installs it)")
+    pw = GatewayClient.make(tmp_path / "pw", s.ssh.port, s.app.services.gateway.public_key, None)
+    ssh_pw = lambda password: run(["sshpass", "-e", *pw.ssh_args("alice@web1", "echo in")],  # noqa: E731
+                                  env={**os.environ, "SSHPASS": password})
+    for _ in range(2):
+        status, out, _ = await ssh_pw("wrong-password-1")
+        assert status != 0 and out == b""
+    status, out, err = await ssh_pw("user-password-1")  # right password, locked account
+    assert status != 0 and out == b"" and b"locked after repeated failed logins" in err
+    status, out, err = await s.ssh.ssh("alice@web1", "echo in")  # a key does not get around the lock
+    assert status == 255 and out == b"" and b"locked" in err
+    await s.app.services.auth.clear_lock("user:alice", actor="test")
+    await s.app.services.auth.clear_lock("ip:127.0.0.1", actor="test")
+    status, out, _ = await s.ssh.ssh("alice@web1", "echo in")
+    assert status == 0 and out == b"in\n"
+    resp = await s.admin.post("/api/login-rules", {"name": "nobody from here", "action": "deny",
+                                                   "networks": ["127.0.0.0/8"]})
+    assert resp.status == 201, resp
+    status, out, err = await s.ssh.ssh("alice@web1", "echo in")
+    assert status == 255 and out == b"" and b"not allowed for your account" in err
