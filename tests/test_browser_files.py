@@ -139,3 +139,38 @@ async def test_account_page_adds_and_removes_ssh_keys(make_bastion: Any, pages: 
     await row.locator("button:has-text('Remove')").click()
     await page.wait_for_selector("#ssh-key-rows td:has-text('No SSH keys.')")
     assert await app.services.store.ssh_keys_of_user(stored.user_id) == []
+
+
+async def test_auditor_sees_watches_and_ends_a_gateway_session_in_chromium(make_bastion: Any, sshd: Any,
+                                                                           pages: Any, tmp_path: Path) -> None:
+    from browser import wait_screen
+    from gateway_client import PtySSH
+    from test_gateway import gateway_setup
+    s = await gateway_setup(make_bastion, sshd, tmp_path)
+    await s.app.services.auth.create_user("audrey", "auditor-password-1", ["auditor"], actor="test")
+    term = await PtySSH(s.ssh.ssh_args("alice@web1", tty=True)).start()
+    try:
+        await term.prompt()
+        term.send("echo first''-over-ssh\r")
+        await term.expect("first-over-ssh")
+        ctx = await pages.context(1300, 800)
+        auditor = await ctx.new_page()
+        await login(auditor, s.app.base_url, "audrey", "auditor-password-1")
+        await auditor.goto(s.app.base_url + "/sessions")
+        row = auditor.locator("#live-table tr[data-session-id]")
+        await row.wait_for(timeout=10_000)
+        assert "alice" in await row.inner_text() and await row.locator(".badge.via").inner_text() == "ssh"
+        async with ctx.expect_page() as watch_info:
+            await auditor.evaluate("() => window.open(document.querySelector('#live-table a').href)")
+        watch = await watch_info.value
+        await watch.wait_for_function("() => window.bastionTerm !== undefined")
+        await wait_screen(watch, "first-over-ssh")
+        term.send("echo typed''-while-watched\r")
+        await wait_screen(watch, "typed-while-watched")
+        auditor.once("dialog", lambda d: asyncio.ensure_future(d.accept("policy 8")))
+        await auditor.click("#live-table button:has-text('End')")
+        assert await term.wait() != 0
+        await term.expect("ended by audrey: policy 8")
+        await watch.wait_for_selector("#banner:has-text('policy 8')")
+    finally:
+        await term.close()
