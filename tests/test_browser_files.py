@@ -85,6 +85,13 @@ async def test_file_panel_lists_uploads_and_downloads(bastion: BastionApp, sshd:
     _, cast = read_cast(record.recording_path)
     marks = [e[2] for e in cast if e[1] == "m"]
     assert any(m.startswith(f"upload {remote}/dropped.bin") for m in marks), marks
+    # the player shows each transfer as a marker on its timeline (its tooltip names the file)
+    admin_page = await (await pages.context(1300, 800)).new_page()
+    await login(admin_page, bastion.base_url, "admin", "admin-password-1")
+    await admin_page.goto(f"{bastion.base_url}/play/{session_id}")
+    await admin_page.wait_for_selector(".ap-marker-container")
+    tips = await admin_page.eval_on_selector_all(".ap-marker-container .ap-tooltip", "els => els.map(e => e.textContent)")
+    assert sum("dropped.bin" in t or "picked.bin" in t or "there.bin" in t for t in tips) == 3, tips
 
 
 async def test_file_panel_refuses_what_the_grant_does_not_allow(bastion: BastionApp, sshd: Any, pages: Any,
