@@ -457,6 +457,8 @@ class GatewayChannel(asyncssh.SSHServerSession):
                 self.session.send_input(text)
         elif self.upstream is not None:
             self.upstream.write(data)
+            if self.mode == "exec" and self.session is not None:
+                self.session.note_activity()  # stdin of a command bypasses the terminal path
         elif not self.ended:  # before the upstream is there (asyncssh may deliver it before session_started)
             self._early.append(data)
 
@@ -693,5 +695,6 @@ class GatewayChannel(asyncssh.SSHServerSession):
                 raise BastionError("the channel closed")
             return await SFTPUpstream.open(target, host, user.username, session, client=chan, sftp=sftp,
                                            trust=s.trust, timeout=tcfg.connect_timeout,
-                                           keepalive=tcfg.keepalive_interval, window=window)
+                                           keepalive=tcfg.keepalive_interval, window=window,
+                                           on_activity=session.note_activity)
         return connect

@@ -136,8 +136,10 @@ class SFTPUpstream:
 
     Bytes never go through the session's terminal path: the session only gets a marker per transfer."""
 
-    def __init__(self, events: UpstreamEvents, client: asyncssh.SSHServerChannel, sftp: SFTPFilter) -> None:
+    def __init__(self, events: UpstreamEvents, client: asyncssh.SSHServerChannel, sftp: SFTPFilter,
+                 on_activity: Callable[[], None]) -> None:
         self.events = events
+        self.on_activity = on_activity
         self.client = client
         self.filter = sftp
         self.closed = False
@@ -147,9 +149,9 @@ class SFTPUpstream:
     @classmethod
     async def open(cls, target: Target, host: Host, username: str, events: UpstreamEvents, *,
                    client: asyncssh.SSHServerChannel, sftp: SFTPFilter, trust: HostKeyTrust, timeout: float,
-                   keepalive: int, window: int) -> "SFTPUpstream":
+                   keepalive: int, window: int, on_activity: Callable[[], None]) -> "SFTPUpstream":
         """Connect and start the host's sftp subsystem."""
-        proxy = cls(events, client, sftp)
+        proxy = cls(events, client, sftp, on_activity)
         conn = await connect_pinned(target, host, username, trust, timeout=timeout, keepalive=keepalive)
         try:
             chan, _ = await conn.create_session(lambda: _SFTPChannel(proxy), subsystem="sftp", encoding=None,
@@ -167,6 +169,7 @@ class SFTPUpstream:
         """Bytes from the user's sftp client: checked, then forwarded (or answered here when refused)."""
         if self.closed or self._chan is None:
             return
+        self.on_activity()
         try:
             forward, replies = self.filter.from_client(data)
         except (SFTPProtocolError, IndexError, ValueError) as exc:  # struct errors are ValueError

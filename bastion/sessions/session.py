@@ -254,6 +254,10 @@ class LiveSession:
         for watcher in self.watchers:
             watcher.push_control(frame)
 
+    def note_activity(self) -> None:
+        """Traffic that bypasses the terminal path (the SSH gateway's sftp proxy) keeps the session from idling."""
+        self._last_in = time.monotonic()
+
     async def decide(self, command: str) -> Verdict:
         """Check a command given whole up front (an SSH gateway exec) and log it like one typed at the prompt."""
         verdict = await self._check(command)
