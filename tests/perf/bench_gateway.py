@@ -125,7 +125,7 @@ def main() -> None:
         login = env.login_name
         direct = ["ssh", *ssh_base(direct_key, known), "-p", str(sshd.port), f"{login}@{sshd.address}"]
         gateway = ["ssh", *ssh_base(key, known), "-p", str(info["port"]), "admin@bench@127.0.0.1"]
-        results: dict = {"machine": machine(), "bytes": opts.bytes,
+        results: dict = {"machine": machine(), "bytes": opts.bytes, "load_before": os.getloadavg(),
                          "note": "machine shared with other jobs during the run (6 helpers on 2 cores)"}
         for name, base in (("direct", direct), ("gateway", gateway)):
             timed([*base, "true"])  # warm up (first login pins the host key)
@@ -139,6 +139,7 @@ def main() -> None:
             seconds = min(timed(scp) for _ in range(2))
             results[name]["scp_MBps"] = opts.bytes / MB / seconds
             results[name]["echo_ms"] = summarize(echo_samples([base[0], "-tt", *base[1:]], opts.samples))
+        results["load_after"] = os.getloadavg()
         d, g = results["direct"], results["gateway"]
         results["ratios"] = {"cat": g["cat_MBps"] / d["cat_MBps"], "scp": g["scp_MBps"] / d["scp_MBps"],
                              "echo_p50": g["echo_ms"]["p50"] / d["echo_ms"]["p50"],
@@ -150,6 +151,7 @@ def main() -> None:
                   f"{r['echo_ms']['p99']:12.2f}")
         x = results["ratios"]
         print(f"{'ratio':10} {x['cat']:10.2f} {x['scp']:10.2f} {x['echo_p50']:12.2f} {x['echo_p99']:12.2f}")
+        print(f"load average before {results['load_before'][0]:.1f}, after {results['load_after'][0]:.1f}")
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     finally:
         env.close()
