@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -149,6 +150,12 @@ async def open_bastion(config: Config) -> AsyncIterator[Services]:
                             pods=PodTerminals(core.store, core.vault, core.audit, engine),
                             sso=sso, passkeys=PasskeyService(config, core.store, core.audit, core.auth),
                             foureyes=foureyes)
+        if config.gateway.listen:
+            from .gateway import SSHGateway
+            gateway = SSHGateway(services)
+            await gateway.start()
+            stack.push_async_callback(gateway.stop)
+            services = dataclasses.replace(services, gateway=gateway)
         jobs = BackgroundJobs(services)
         jobs.start()
         stack.push_async_callback(jobs.stop)
@@ -189,6 +196,9 @@ async def serve(config: Config, *, on_ready: Callable[[int], Awaitable[None] | N
                       "  Log in and change it on the Account page.\n", flush=True)
             print(f"Bastion listening on http://{config.server.host}:{port} (database {services.store.url_for_display}, "
                   f"node {config.node_id})", flush=True)
+            if services.gateway is not None:
+                print(f"SSH gateway listening on {services.gateway.address}:{services.gateway.port} "
+                      f"(host key {services.gateway.fingerprint})", flush=True)
             if on_ready is not None:
                 result = on_ready(port)
                 if asyncio.iscoroutine(result):

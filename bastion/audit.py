@@ -113,6 +113,15 @@ _ACTIONS = (
     AuditAction("session.participant_removed", "B2503", "A participant was removed from a live session"),
     AuditAction("session.paused", "B2504", "An auditor paused a live session's input"),
     AuditAction("session.resumed", "B2505", "An auditor resumed a paused session's input"),
+
+    AuditAction("gateway.login", "B4000", "A user logged in to the SSH gateway"),
+    AuditAction("gateway.login_refused", "B4001", "An SSH gateway login was refused"),
+    AuditAction("gateway.forward_refused", "B4002", "An SSH gateway port forward or ProxyJump was refused"),
+    AuditAction("gateway.transfer", "B4003", "A file was uploaded or downloaded (SSH gateway or file panel)"),
+    AuditAction("gateway.transfer_refused", "B4004", "A file transfer was refused"),
+    AuditAction("ssh_key.added", "B4010", "A user registered an SSH public key"),
+    AuditAction("ssh_key.removed", "B4011", "An SSH public key was removed"),
+    AuditAction("gateway.jump", "B4005", "A ProxyJump connection was terminated at the gateway (recorded)"),
 )
 ACTIONS: dict[str, AuditAction] = {a.name: a for a in _ACTIONS}
 SECRET_KEYS = ("password", "secret", "token", "private_key", "totp", "code")

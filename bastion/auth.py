@@ -185,6 +185,10 @@ class AuthService:
                 what = "account" if key.startswith("user:") else "address"
                 raise Locked(f"this {what} is locked after repeated failed logins; try again in {wait} s")
 
+    async def check_not_locked(self, username: str, address: str) -> None:
+        """Raise Locked while the account or the address is locked (logins that skip the password: SSH keys)."""
+        await self._check_locked(self._lock_keys(username, address))
+
     async def _count_failure(self, keys: list[str], address: str) -> None:
         cfg = self.config.auth
         now = time.time()

@@ -68,6 +68,15 @@ def _check_networks(values: tuple[str, ...]) -> str | None:
     return None
 
 
+def _check_listen(value: str) -> str | None:
+    if value == "":
+        return None  # the SSH gateway is off
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return "must be empty (off) or ADDRESS:PORT, e.g. 127.0.0.1:2222"
+    return None
+
+
 def _check_node_id(value: str) -> str | None:
     if value == "" or re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
         return None
@@ -152,6 +161,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("access", "review_timeout", 120, "int", "Seconds a held command waits for an approver; no answer means deny.", minimum=1, maximum=86400),
     Option("access", "invite_minutes", 30, "int", "Minutes an invitation to join a session stays usable at most.", minimum=1, maximum=24 * 60),
     Option("access", "clock_file", "", "str", "Tests only: a file holding seconds added to the clock used for access expiry and review timeouts (empty: the real clock)."),
+
+    Option("gateway", "listen", "", "str", "ADDRESS:PORT of the SSH gateway (users' own ssh, scp, sftp). Empty: off.", check=_check_listen),
+    Option("gateway", "host_key", "", "str", "The gateway's private host key file. Empty: <data_dir>/gateway_host_key (generated, 0600)."),
+    Option("gateway", "max_upload_bytes", 1073741824, "int", "Largest file a user may upload through the gateway or the file panel.", minimum=0, maximum=1 << 50),
+    Option("gateway", "max_download_bytes", 1073741824, "int", "Largest file a user may download through the gateway or the file panel.", minimum=0, maximum=1 << 50),
+    Option("gateway", "login_timeout", 60.0, "float", "Seconds an SSH client may take to log in.", minimum=1, maximum=3600),
+    Option("gateway", "proxy_jump", True, "bool", "Accept ProxyJump (ssh -J) by terminating the inner SSH with a host certificate from the gateway's CA, so the session is recorded; false: refuse it."),
+    Option("gateway", "ca_key", "", "str", "The gateway's host CA private key file (ProxyJump). Empty: <data_dir>/gateway_ca_key (generated, 0600)."),
 )
 
 
@@ -295,6 +312,19 @@ class AccessConfig:
     clock_file: str = _default("access", "clock_file")
 
 
+@dataclass(frozen=True)
+class GatewayConfig:
+    """[gateway]: the SSH gateway (off unless listen is set) and its file transfer caps."""
+
+    listen: str = _default("gateway", "listen")
+    host_key: str = _default("gateway", "host_key")
+    max_upload_bytes: int = _default("gateway", "max_upload_bytes")
+    max_download_bytes: int = _default("gateway", "max_download_bytes")
+    login_timeout: float = _default("gateway", "login_timeout")
+    proxy_jump: bool = _default("gateway", "proxy_jump")
+    ca_key: str = _default("gateway", "ca_key")
+
+
 SECTIONS: dict[str, type] = {
     "server": ServerConfig,
     "database": DatabaseConfig,
@@ -304,6 +334,8 @@ SECTIONS: dict[str, type] = {
     "modules": ModulesConfig,
     "sso": SsoConfig,
     "access": AccessConfig,
+
+    "gateway": GatewayConfig,
 }
 
 
@@ -317,6 +349,7 @@ class Config:
     terminal: TerminalConfig
     hub: HubConfig
     modules: ModulesConfig
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
     secret: bytes = field(repr=False, default=b"")
     source: str = ""
     sso: SsoConfig = field(default_factory=SsoConfig)
@@ -446,6 +479,7 @@ def load_config(
         terminal=TerminalConfig(**values["terminal"]),
         hub=HubConfig(**values["hub"]),
         modules=ModulesConfig(**values["modules"]),
+        gateway=GatewayConfig(**values["gateway"]),
         source=source,
         sso=SsoConfig(**values["sso"]),
         access=AccessConfig(**values["access"]),

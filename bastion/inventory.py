@@ -167,7 +167,7 @@ class Inventory:
 
     # ---- grants ------------------------------------------------------------------------------------------
     async def create_grant(self, body: dict[str, Any], actor: str) -> Grant:
-        v.only_fields(body, ("user_id", "app_id", "host_id"))
+        v.only_fields(body, ("user_id", "app_id", "host_id", "upload", "download"))
         user_id = v.record_id(v.text(body, "user_id"), "user_id")
         app_id = v.text(body, "app_id", required=False)
         host_id = v.text(body, "host_id", required=False)
@@ -177,8 +177,10 @@ class Inventory:
         if user is None:
             raise NotFound(f"user {user_id!r} not found")
         target = (await self._app(app_id)).name if app_id else (await self.get_host(host_id)).name
-        grant = await self.store.create_grant(Grant(user_id=user_id, app_id=app_id, host_id=host_id))
-        await self.audit.record("grant.created", actor=actor, target=user.username, to=target)
+        grant = await self.store.create_grant(Grant(user_id=user_id, app_id=app_id, host_id=host_id,
+                                                    upload=v.boolean(body, "upload"), download=v.boolean(body, "download")))
+        await self.audit.record("grant.created", actor=actor, target=user.username, to=target, upload=grant.upload,
+                                download=grant.download)
         return grant
 
     async def delete_grant(self, grant_id: str, actor: str) -> Grant:

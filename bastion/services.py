@@ -4,6 +4,7 @@ from __future__ import annotations
 import ipaddress
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import jinja2
 
@@ -64,6 +65,7 @@ class Services(Core):
     foureyes: FourEyes  # access requests, command review, joined sessions, pause
     sso: SsoService | None = None  # single sign-on (None only where a test builds Services without it)
     passkeys: PasskeyService | None = None  # WebAuthn second factor and passwordless login
+    gateway: Any = None  # bastion.gateway.SSHGateway when [gateway] listen is set (typed Any: no import cycle)
 
 
 def make_templates(template_dir: str) -> jinja2.Environment:

@@ -9,7 +9,8 @@ def all_handlers() -> list[tuple]:
     routes: list[tuple] = []
     for module in (auth, admin, inventory, audit, pages):
         routes.extend(module.default_handlers)
-    for name in ("terminal", "sessions", "commands", "modules", "ops", "k8s", "ui", "sso", "passkeys", "foureyes"):
+    for name in ("terminal", "sessions", "commands", "modules", "ops", "k8s", "ui", "sso", "passkeys", "foureyes",
+                 "gateway"):
         try:
             module = __import__(f"handlers.{name}", fromlist=["default_handlers"])
         except ModuleNotFoundError as exc:

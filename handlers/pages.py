@@ -58,9 +58,11 @@ class AccountPage(BaseHandler):
     async def get(self) -> None:
         tokens = [token_view(t, self.config) for t in await self.store.list_tokens(self.principal.user.id)]
         passkeys = await self.store.passkeys_of_user(self.principal.user.id)
+        from bastion.gateway.keys import key_view
+        ssh_keys = [key_view(k) for k in await self.store.ssh_keys_of_user(self.principal.user.id)]
         self.page("account.html", tokens=tokens, require_totp=self.config.auth.mfa_required, now=time.time(), passkeys=passkeys,
                   ttl_default=min(self.config.auth.token_ttl_default, self.config.auth.token_ttl_max),
-                  ttl_max=self.config.auth.token_ttl_max)
+                  ttl_max=self.config.auth.token_ttl_max, ssh_keys=ssh_keys, gateway=self.services.gateway)
 
 
 class UsersPage(BaseHandler):

@@ -67,7 +67,7 @@
         tr = document.createElement("tr");
         tr.dataset.sessionId = s.id;
         cell(tr, s.username, "strong");
-        cell(tr, s.host_name, "host");
+        viaBadge(cell(tr, s.host_name, "host"), s.via);
         cell(tr, fmtTime(s.started_at), "nowrap");
         cell(tr, "", "duration");
         cell(tr, "", "bytes");
@@ -87,6 +87,15 @@
       tr.querySelector(".watchers").textContent = s.watchers == null ? "—" : String(s.watchers);
       if (liveBody.children[index] !== tr) liveBody.insertBefore(tr, liveBody.children[index] || null);
     });
+  }
+
+  // SSH gateway sessions say how they came in (ssh shell, exec command, sftp); browser sessions carry nothing.
+  function viaBadge(td, via) {
+    if (!via) return;
+    const badge = document.createElement("span");
+    badge.className = "badge via";
+    badge.textContent = via;
+    td.append(" ", badge);
   }
 
   function filterQuery() {
@@ -111,7 +120,7 @@
         const tr = document.createElement("tr");
         tr.dataset.sessionId = s.id;
         cell(tr, s.username, "strong");
-        cell(tr, s.host_name, "host");
+        viaBadge(cell(tr, s.host_name, "host"), s.via);
         cell(tr, fmtTime(s.started_at), "nowrap");
         cell(tr, fmtDuration((s.ended_at || s.started_at) - s.started_at));
         cell(tr, fmtBytes(s.bytes_out));

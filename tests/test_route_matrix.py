@@ -110,6 +110,14 @@ MATRIX = [
     ("POST", "/api/sessions/{missing}/invites", ALL, {"username": "m-target"}, 404),
     ("GET", "/api/sessions/{missing}/participants", ALL, None, 404),
     ("DELETE", "/api/sessions/{missing}/participants/someone", ALL, None, 404),
+
+    ("GET", "/api/me/ssh-keys", ALL, None, 200),
+    ("POST", "/api/me/ssh-keys", ALL, {"name": "k", "public_key": "not a key"}, 400),
+    ("DELETE", "/api/me/ssh-keys/{missing}", ALL, None, 404),
+    ("GET", "/api/gateway", ALL, None, 200),
+    ("GET", "/api/hosts/{host_id}/files", ALL, None, 404),  # no grant: the host reads as unknown, admin too
+    ("GET", "/api/hosts/{host_id}/file", ALL, None, 400),  # no path given: refused before the host is looked up
+    ("PUT", "/api/hosts/{host_id}/file", ALL, None, 400),
 ]
 PUBLIC = {("POST", "/api/login"), ("POST", "/api/login/totp"), ("POST", "/api/logout"), ("POST", "/api/login/directory"),
           ("POST", "/api/login/passkey/options"), ("POST", "/api/login/passkey")}

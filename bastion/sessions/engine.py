@@ -44,6 +44,9 @@ class OutputShare:
     high_water: int
     replay: int
 MAX_OPENING_PER_ADDRESS = 20  # terminal opens in flight from one client address (a burst is refused early)
+# Connects a session's upstream other than the default PTY shell (SSH gateway exec and sftp): given the session,
+# the target (credential opened) and the SSH window, returns a connected Upstream or raises BastionError.
+Connector = Callable[[LiveSession, int], Awaitable[Upstream]]  # (session, SSH window) → its upstream
 
 
 @dataclass
@@ -136,17 +139,19 @@ class SessionEngine:
 
     # ---- opening ----------------------------------------------------------------------------------------
     async def open_session(self, admission: Admission, user: User, host: Host, cols: int, rows: int,
-                           door: FrontDoor, address: str, *,
-                           connect: Callable[[LiveSession, int], Awaitable[Upstream]] | None = None,
-                           fields: dict[str, str] | None = None) -> LiveSession:
+                           door: FrontDoor, address: str, *, via: str = "", command: str = "",
+                           connect: Connector | None = None, fields: dict[str, str] | None = None) -> LiveSession:
         """Create the session document and recording, connect, and register it in the hub.
 
-        `connect(session, window)` opens another kind of upstream (a pod); the default is the host's SSH shell.
-        `fields` are extra Session fields (a pod session's cluster, namespace, pod and container)."""
+        `via` names a front door other than the browser (the SSH gateway: ssh, exec, sftp) and `command` an exec
+        session's command; `connect(session, window)` opens another kind of upstream (a pod, a gateway exec or
+        sftp channel); the default is the host's SSH shell. `fields` are extra Session fields (a pod session's
+        cluster, namespace, pod and container)."""
         now = time.time()
         record = Session(host_id=host.id, host_name=host.name, user_id=user.id, username=user.username,
                          group=f"{host.name}-{user.username}-{int(now)}", cols=cols, rows=rows, live=True,
-                         node=self.config.node_id, started_at=now, address=address, **(fields or {}))
+                         node=self.config.node_id, started_at=now, address=address, via=via, command=command[:2000],
+                         **(fields or {}))
         path = recording_path(self.config.records_dir, record.id, now)
         record.recording_path = str(path)
         try:
@@ -207,14 +212,18 @@ class SessionEngine:
             log.info("session started %r", session)
         return session
 
-    async def _connect_ssh(self, session: LiveSession, window: int) -> Upstream:
-        """The host's interactive SSH shell (pinned host key, the host's credential)."""
-        host, cols, rows = session.host, session.cols, session.rows
+    async def ssh_target(self, host: Host) -> Target:
+        """Where and as whom to reach a host over SSH (its credential opened, its pinned key)."""
         cred = await self.store.get_credential(host.credential_id)
         if cred is None:
             raise BastionError(f"{host.name} has no usable credential; ask an admin")
-        target = Target(name=host.name, address=host.address, port=host.port, username=cred.username,
-                        kind=cred.kind, secret=self.inventory.open_secret(cred), pinned_key=host.host_key)
+        return Target(name=host.name, address=host.address, port=host.port, username=cred.username,
+                      kind=cred.kind, secret=self.inventory.open_secret(cred), pinned_key=host.host_key)
+
+    async def _connect_ssh(self, session: LiveSession, window: int) -> Upstream:
+        """The host's interactive SSH shell (pinned host key, the host's credential)."""
+        host, cols, rows = session.host, session.cols, session.rows
+        target = await self.ssh_target(host)
         tcfg = self.config.terminal
         return await SSHUpstream.open(
             target, host, session.username, session, cols=cols, rows=rows, trust=self.trust,

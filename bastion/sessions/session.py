@@ -352,6 +352,16 @@ class LiveSession:
         for watcher in self.watchers:
             watcher.push_control(frame)
 
+    def note_activity(self) -> None:
+        """Traffic that bypasses the terminal path (the SSH gateway's sftp proxy) keeps the session from idling."""
+        self._last_in = time.monotonic()
+
+    async def decide(self, command: str) -> Verdict:
+        """Check a command given whole up front (an SSH gateway exec) and log it like one typed at the prompt."""
+        verdict = await self._check(command)
+        self._command_decided(command, verdict)
+        return verdict
+
     def notice(self, level: str, message: str) -> None:
         """A notice to the user's door (gate refusals, filter outages, warnings about this session)."""
         frame = control("notice", level=level, message=message)

@@ -4,7 +4,8 @@ from __future__ import annotations
 from ..config import Config
 from .base import Page, Query, Store, page_bounds
 from .records import (AccessLock, ApiToken, App, Command, CommandRule, Credential, Event, Failure, Grant, Host, Login, LoginRule,
-                      ModuleState, Node, Record, Passkey, PasskeyChallenge, Run, SeenEnvelope, Session, Setting, SsoState, User, new_id)
+                      ModuleState, Node, Record, Passkey, PasskeyChallenge, Run, SeenEnvelope, Session, Setting, SsoState, User, new_id,
+                      SSHKey)
 from .records import Cluster, PodGrant
 
 
@@ -20,4 +21,5 @@ def make_store(config: Config) -> Store:
 
 __all__ = ["AccessLock", "Store", "Query", "Page", "page_bounds", "make_store", "ApiToken", "App", "Command", "CommandRule", "Credential",
            "Event", "Failure", "Grant", "Host", "Login", "ModuleState", "Node", "Record", "Run", "SeenEnvelope", "Session",
-           "User", "new_id", "LoginRule", "Setting", "Cluster", "PodGrant", "SsoState", "Passkey", "PasskeyChallenge"]
+           "User", "new_id", "LoginRule", "Setting", "Cluster", "PodGrant", "SsoState", "Passkey", "PasskeyChallenge",
+           "SSHKey"]

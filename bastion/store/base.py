@@ -15,7 +15,7 @@ from typing import Any, Sequence, TypeVar
 from ..errors import Conflict, Invalid, NotFound
 from .records import (AccessLock, AccessRequest, ApiToken, App, Cluster, Command, CommandRule, Credential, Event, Failure,
                       Grant, Host, Login, LoginRule, ModuleState, Node, Passkey, PasskeyChallenge, PodGrant, Record, Run,
-                      SeenEnvelope, Session, Setting, SsoState, User)
+                      SeenEnvelope, Session, Setting, SSHKey, SsoState, User)
 
 R = TypeVar("R", bound=Record)
 FIELD_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
@@ -635,6 +635,25 @@ class Store(abc.ABC):
         if review_status:
             eq["review_status"] = review_status
         return await self._page(AccessRequest, Query(eq=eq, sort=("created_at", True), limit=limit, offset=offset))
+
+    # ---- SSH gateway keys ------------------------------------------------------------------------------------
+    async def create_ssh_key(self, key: SSHKey) -> SSHKey:
+        try:
+            return await self._create(key)
+        except Conflict:
+            raise Conflict("this key is already registered") from None
+
+    async def ssh_keys_of_user(self, user_id: str) -> list[SSHKey]:
+        return await self._query(SSHKey, Query(eq={"user_id": user_id}, sort=("added_at", False)))
+
+    async def ssh_key_by_fingerprint(self, fingerprint: str) -> SSHKey | None:
+        found = await self._query(SSHKey, Query(eq={"fingerprint": fingerprint}, limit=1))
+        return found[0] if found else None
+
+    async def delete_ssh_key(self, id: str) -> SSHKey:
+        key = await self._must(SSHKey, id, "key")
+        await self._delete(SSHKey.collection, id)
+        return key
 
 
 def page_bounds(limit: Any, offset: Any, *, default: int = 50, maximum: int = 500) -> tuple[int, int]:

@@ -115,6 +115,8 @@ class Grant(Record):
     source: str = ""  # "" an admin's grant; "sso:<provider>" kept in step with the user's groups at each SSO login
     expires_at: float = 0.0  # temporary access (an approved access request): removed at this time; 0 = standing
     request_id: str = ""  # the access request this grant came from
+    upload: bool = False  # may send files to the hosts (SSH gateway scp/sftp, file panel)
+    download: bool = False  # may fetch files from the hosts
 
     def public(self) -> dict[str, Any]:
         doc = super().public()
@@ -203,6 +205,8 @@ class Session(Record):
     namespace: str = ""
     pod: str = ""
     container: str = ""
+    via: str = ""  # front door: "" browser terminal; "ssh" (gateway shell), "exec", "sftp" (SSH gateway)
+    command: str = ""  # the command of an SSH gateway exec session
 
 
 @dataclass
@@ -448,9 +452,23 @@ class AccessRequest(Record):
     review_comment: str = ""
 
 
+@dataclass
+class SSHKey(Record):
+    """A public key a user registered for the SSH gateway (fingerprint: SHA256, unique across users)."""
+
+    collection: ClassVar[str] = "ssh_keys"
+    user_id: str = ""
+    name: str = ""
+    public_key: str = ""  # OpenSSH one-line form, without comment
+    fingerprint: str = ""
+    added_at: float = field(default_factory=time.time)
+    last_used_at: float = 0.0
+
+
 ALL_RECORDS: tuple[type[Record], ...] = (User, App, Credential, Host, Grant, ApiToken, Login, Failure, Event, Session,
                                          Command, CommandRule, ModuleState, Run, SeenEnvelope, Node, Setting, LoginRule,
-                                         AccessLock, Cluster, PodGrant, SsoState, Passkey, PasskeyChallenge, AccessRequest)
+                                         AccessLock, Cluster, PodGrant, SsoState, Passkey, PasskeyChallenge, AccessRequest,
+                                         SSHKey)
 
 # Fields with a unique index, per collection.
 UNIQUE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -464,6 +482,7 @@ UNIQUE_FIELDS: dict[str, tuple[str, ...]] = {
     "clusters": ("name",),
     "pod_grants": ("key",),
     "passkeys": ("credential_id",),
+    "ssh_keys": ("fingerprint",),
 }
 
 # Fields queried by equality or range, per collection (indexed on both backends).
@@ -483,4 +502,5 @@ INDEXED_FIELDS: dict[str, tuple[str, ...]] = {
     "passkeys": ("user_id",),
     "passkey_challenges": ("expires_at",),
     "access_requests": ("user_id", "status", "review_status"),
+    "ssh_keys": ("user_id",),
 }

@@ -46,6 +46,8 @@ MIGRATIONS: list[Callable[[], list[str]]] = [
     lambda: _tables(("clusters", "pod_grants")),
     lambda: _tables(("sso_states", "passkeys", "passkey_challenges")),
     lambda: _tables(("access_requests",)),
+
+    lambda: _tables(("ssh_keys",)),
 ]
 
 
