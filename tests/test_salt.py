@@ -11,6 +11,7 @@ from bastion.salt_platform import salt_argv, yaml_scalar
 from conftest import BastionApp
 from test_fleet import wait_final
 from test_modules import hosts_sshd, modules_by_id, setup, write_module  # noqa: F401 - fixture
+from waiting import wait_until
 
 # salt-ssh costs seconds per host and run even on an idle machine (Python start, thin bundle check, salt-call): more
 # than the suite's 300 s per test on a loaded one
@@ -126,4 +127,5 @@ async def test_a_module_is_refused_on_another_platform(bastion: BastionApp, host
     assert run["status"] == "failed"
     assert ("this module is written for the ssh platform and cannot use self.salt() of the salt platform "
             "(declare platform = \"salt\")") in run["error"]
-    assert bastion.services.executor.running() == 0
+    # the run's result is stored before its worker has been reaped: wait for that, bounded
+    await wait_until(lambda: bastion.services.executor.running() == 0, 30, what="the failed run's worker reaped")
