@@ -9,7 +9,7 @@ import time
 import urllib.error
 import urllib.request
 from urllib.parse import quote
-from typing import Any
+from typing import Any, Callable
 
 from . import protocol
 
@@ -117,6 +117,21 @@ def _follow(url: str, token: str, run_id: str, timeout: float, *, cancel_on_inte
                 print(f"bastion: {exc}", file=sys.stderr)
 
 
+def _follow_to_table(url: str, token: str, start: Callable[[], str], timeout: float, success: str, *,
+                     cancel_on_interrupt: bool = True) -> int:
+    """Start a run (or act on one) with `start()` → its id, follow it to the end and print the table.
+    Exit 0 when it ends `success`, 1 otherwise, 2 on a refused request, 3 when it is still going at `timeout`."""
+    try:
+        run = _follow(url, token, start(), timeout, cancel_on_interrupt=cancel_on_interrupt)
+    except APIError as exc:
+        print(f"bastion: {exc}", file=sys.stderr)
+        return 2
+    if run is None:
+        return 3
+    _table(run)
+    return 0 if run["status"] == success else 1
+
+
 def run_command(args: argparse.Namespace) -> int:
     """`bastion run`: seal, submit, follow, print the table."""
     creds = _credentials(args)
@@ -124,26 +139,20 @@ def run_command(args: argparse.Namespace) -> int:
     if creds is None or params is None:
         return 2
     url, token = creds
-    try:
+
+    def start() -> str:
         me = _call(url, token, "GET", "/api/me")["user"]["username"]
         hosts = {h["name"]: h["id"] for h in _call(url, token, "GET", "/api/hosts?limit=500")["items"]}
         wanted = [h.strip() for h in args.hosts.split(",") if h.strip()]
         missing = [h for h in wanted if h not in hosts]
         if missing:
-            print(f"bastion: unknown or ungranted host(s): {', '.join(missing)}", file=sys.stderr)
-            return 2
+            raise APIError(f"unknown or ungranted host(s): {', '.join(missing)}")
         envelope = protocol.seal(protocol.token_envelope_key(token), protocol.token_key_id(token),
                                  protocol.new_payload(args.module_id, [hosts[h] for h in wanted], params, me))
         run = _call(url, token, "POST", "/api/commands", {"envelope": envelope})
         sys.stderr.write(f"run {run['id']}\n")
-        run = _follow(url, token, run["id"], args.timeout)
-        if run is None:
-            return 3
-    except APIError as exc:
-        print(f"bastion: {exc}", file=sys.stderr)
-        return 2
-    _table(run)
-    return 0 if run["status"] == "ok" else 1
+        return run["id"]
+    return _follow_to_table(url, token, start, args.timeout, "ok")
 
 
 def cancel_command(args: argparse.Namespace) -> int:
@@ -152,16 +161,12 @@ def cancel_command(args: argparse.Namespace) -> int:
     if creds is None:
         return 2
     url, token = creds
-    try:
-        _call(url, token, "POST", f"/api/runs/{quote(args.run_id, safe='')}/cancel", {})
-        run = _follow(url, token, quote(args.run_id, safe=""), args.timeout, cancel_on_interrupt=False)
-        if run is None:
-            return 3
-    except APIError as exc:
-        print(f"bastion: {exc}", file=sys.stderr)
-        return 2
-    _table(run)
-    return 0 if run["status"] == "cancelled" else 1
+    run_id = quote(args.run_id, safe="")
+
+    def start() -> str:
+        _call(url, token, "POST", f"/api/runs/{run_id}/cancel", {})
+        return run_id
+    return _follow_to_table(url, token, start, args.timeout, "cancelled", cancel_on_interrupt=False)
 
 
 def rerun_command(args: argparse.Namespace) -> int:
@@ -171,14 +176,9 @@ def rerun_command(args: argparse.Namespace) -> int:
     if creds is None or params is None:
         return 2
     url, token = creds
-    try:
+
+    def start() -> str:
         run = _call(url, token, "POST", f"/api/runs/{quote(args.run_id, safe='')}/rerun", {"params": params})
         sys.stderr.write(f"run {run['id']} (re-run of {args.run_id} on {len(run['host_names'])} host(s))\n")
-        run = _follow(url, token, run["id"], args.timeout)
-        if run is None:
-            return 3
-    except APIError as exc:
-        print(f"bastion: {exc}", file=sys.stderr)
-        return 2
-    _table(run)
-    return 0 if run["status"] == "ok" else 1
+        return run["id"]
+    return _follow_to_table(url, token, start, args.timeout, "ok")
