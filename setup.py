@@ -15,6 +15,8 @@ setup(
         "jinja2==3.1.6",
         "aiosqlite==0.22.1",
         "pyte==0.8.2",
+        "orjson==3.13.0",  # recording events (bastion/recorder.py): the flood path
+        "uvloop==0.23.0",  # [server] event_loop = uvloop
         "segno==1.6.6",
         "redis==8.1.0",
         "hiredis==3.5.0",

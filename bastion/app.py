@@ -316,4 +316,7 @@ def run(config: Config) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    if config.server.event_loop == "uvloop":
+        import uvloop
+        return uvloop.run(serve(config))
     return asyncio.run(serve(config))

@@ -107,6 +107,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("server", "debug", False, "bool", "Tornado debug mode (never in production)."),
     Option("server", "idle_timeout", 60.0, "float", "Seconds a connection may take to send a request's headers, and may stay idle between requests.", minimum=1, maximum=3600),
     Option("server", "body_timeout", 60.0, "float", "Seconds a request body may take to arrive.", minimum=1, maximum=3600),
+    Option("server", "event_loop", "asyncio", "choice", "Event loop of `bastion serve`: asyncio (the standard one) or uvloop.", choices=("asyncio", "uvloop")),
     Option("server", "min_open_files", 1024, "int", "Refuse to start when the open-files limit (raised to the hard limit at start) stays below this.", minimum=64, maximum=1 << 20),
     Option("database", "url", "", "str", "sqlite:///<path> (embedded) or mongodb://user:pass@host/db. Empty: sqlite:///<data_dir>/bastion.db.", check=_check_db_url),
     Option("database", "timeout", 5.0, "float", "Seconds to wait for the database before answering 503.", minimum=0.1, maximum=120),
@@ -201,6 +202,7 @@ class ServerConfig:
     debug: bool = _default("server", "debug")
     idle_timeout: float = _default("server", "idle_timeout")
     body_timeout: float = _default("server", "body_timeout")
+    event_loop: str = _default("server", "event_loop")
     min_open_files: int = _default("server", "min_open_files")
 
 

@@ -348,7 +348,7 @@ class CommandGate:
         self._screen.feed(data)
         self._output_seq += 1
         start = 0
-        if b"\x1b[?" in data:
+        if b"\x1b" in data and b"\x1b[?" in data:  # one byte is a memchr: a plain-text flood is scanned at memory speed
             on, off = data.rfind(RL_ON), data.rfind(RL_OFF)
             if on > off:
                 self.at_prompt = True

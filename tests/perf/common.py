@@ -46,6 +46,44 @@ def pct(values: list[float], p: float) -> float:
     return ordered[k]
 
 
+class Profile:
+    """`py-spy record` on a running process while a block runs (`--profile DIR` in the benchmarks): collapsed
+    stacks are written to DIR/<name>.txt and the functions with the most own samples printed."""
+
+    def __init__(self, pid: int, directory: Path | None, name: str) -> None:
+        self.pid, self.name = pid, name
+        self.out = directory / f"{name}.txt" if directory else None
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Profile":
+        if self.out:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            spy = Path(sys.executable).with_name("py-spy")
+            self.proc = subprocess.Popen([str(spy), "record", "--pid", str(self.pid), "--format", "raw", "--rate",
+                                          "250", "--nonblocking", "-o", str(self.out)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)  # py-spy attaches
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.proc:
+            return
+        self.proc.send_signal(2)  # SIGINT: py-spy writes what it has
+        self.proc.wait(timeout=60)
+        own: dict[str, int] = {}
+        total = 0
+        for line in self.out.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            leaf = stack.rsplit(";", 1)[-1]
+            own[leaf] = own.get(leaf, 0) + int(count)
+            total += int(count)
+        print(f"profile {self.name}: {total} samples, top own time:")
+        for leaf, count in sorted(own.items(), key=lambda x: -x[1])[:25]:
+            print(f"  {100 * count / max(total, 1):5.1f}%  {leaf}")
+
+
 class BastionAPI:
     """A blocking admin client for a bastion on 127.0.0.1:port (login cookie + XSRF header), for benchmark set-up
     and for the `cookie`/`xsrf` the benchmark's own sockets and requests carry."""
