@@ -10,6 +10,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v vim >/dev/null 2>&1 || need+=(vim)
 command -v less >/dev/null 2>&1 || need+=(less)
 command -v busybox >/dev/null 2>&1 || need+=(busybox-static)  # the Kubernetes API test server's pod without bash
+command -v socat >/dev/null 2>&1 || need+=(socat)  # the benchmarks' TCP relay peer (tests/perf/bench_gateway.py)
 # OpenLDAP server and tools: the LDAP login tests start their own slapd per test (never the system service)
 command -v /usr/sbin/slapd >/dev/null 2>&1 || need+=(slapd)
 command -v ldapadd >/dev/null 2>&1 || need+=(ldap-utils)

@@ -125,18 +125,41 @@ def main() -> None:
                 written += len(part)
         data.chmod(0o644)
         login = env.login_name
-        direct = ["ssh", *ssh_base(direct_key, known), "-p", str(sshd.port), f"{login}@{sshd.address}"]
-        gateway = ["ssh", *ssh_base(key, known), "-p", str(info["port"]), "admin@bench@127.0.0.1"]
+        # Two peers show what any extra hop costs on this machine: `relay` is socat, a TCP relay in C that decrypts
+        # nothing (the floor of any proxy process in the path); `jump` is OpenSSH's own ProxyJump through the same
+        # sshd (two SSH hops in C: ssh -W to sshd, which forwards to itself), recording nothing.
+        relay_port = free_port()
+        relay = subprocess.Popen(["socat", f"TCP-LISTEN:{relay_port},bind=127.0.0.1,reuseaddr,fork,nodelay",
+                                  f"TCP:{sshd.address}:{sshd.port},nodelay"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        from procs import wait_port
+        wait_port("127.0.0.1", relay_port, proc=relay, timeout=30)
+        with open(known, "a") as fh:
+            fh.write(f"[127.0.0.1]:{relay_port} {' '.join(host_pub)}\n")
+        to_host = [*ssh_base(direct_key, known), "-p", str(sshd.port)]
+        jump_cmd = " ".join(["ssh", *to_host, "-W", "%h:%p", f"{login}@{sshd.address}"])
+        paths = {  # name: (ssh arguments before the command, scp arguments before the source)
+            "direct": (["ssh", *to_host, f"{login}@{sshd.address}"],
+                       ["scp", *ssh_base(direct_key, known), "-q", "-P", str(sshd.port)], f"{login}@{sshd.address}"),
+            "relay": (["ssh", *ssh_base(direct_key, known), "-p", str(relay_port), f"{login}@127.0.0.1"],
+                      ["scp", *ssh_base(direct_key, known), "-q", "-P", str(relay_port)], f"{login}@127.0.0.1"),
+            "jump": (["ssh", *to_host, "-o", f"ProxyCommand={jump_cmd}", f"{login}@{sshd.address}"],
+                     ["scp", *to_host[:-2], "-q", "-P", str(sshd.port), "-o", f"ProxyCommand={jump_cmd}"],
+                     f"{login}@{sshd.address}"),
+            "gateway": (["ssh", *ssh_base(key, known), "-p", str(info["port"]), "admin@bench@127.0.0.1"],
+                        ["scp", *ssh_base(key, known), "-q", "-P", str(info["port"])], "admin@bench@127.0.0.1"),
+        }
         results: dict = {"machine": machine(), "bytes": opts.bytes, "load_before": os.getloadavg(),
-                         "note": "machine shared with other jobs during the run (6 helpers on 2 cores)"}
+                         "peers": "relay = socat TCP relay (no decryption); jump = OpenSSH ProxyJump via the same sshd"}
         wanted = set(opts.only or ("cat", "scp", "echo"))
 
         def profiled(name: str, what: str) -> Profile:
             return Profile(env.bastion_proc.pid, opts.profile if name == "gateway" else None, what)
 
-        for name, base in (("direct", direct), ("gateway", gateway)):
+        nan = {"p50": float("nan"), "p99": float("nan")}
+        for name, (base, scp_base, source) in paths.items():
             timed([*base, "true"])  # warm up (first login pins the host key)
-            r = results.setdefault(name, {})
+            r = results.setdefault(name, {"cat_MBps": float("nan"), "scp_MBps": float("nan"), "echo_ms": nan})
             if "cat" in wanted:
                 with profiled(name, "cat"):
                     cpu = cpu_seconds(env.bastion_proc.pid)
@@ -144,34 +167,27 @@ def main() -> None:
                     if name == "gateway":  # the bastion's CPU per 200 MB: where a faster gateway has to save
                         r["cat_cpu_s_per_200MB"] = (cpu_seconds(env.bastion_proc.pid) - cpu) / 2 * 200 * MB / opts.bytes
             if "scp" in wanted:
-                scp_base = ["scp", *ssh_base(direct_key if name == "direct" else key, known), "-q"]
-                if name == "direct":
-                    scp = [*scp_base, "-P", str(sshd.port), f"{login}@{sshd.address}:{data}", str(work / "scp-direct")]
-                else:
-                    scp = [*scp_base, "-P", str(info["port"]), f"admin@bench@127.0.0.1:{data}", str(work / "scp-gw")]
                 with profiled(name, "scp"):
-                    r["scp_MBps"] = opts.bytes / MB / min(timed(scp) for _ in range(2))
+                    r["scp_MBps"] = opts.bytes / MB / min(timed([*scp_base, f"{source}:{data}", str(work / f"scp-{name}")])
+                                                           for _ in range(2))
             if "echo" in wanted:
                 with profiled(name, "echo"):
                     r["echo_ms"] = summarize(echo_samples([base[0], "-tt", *base[1:]], opts.samples))
+        relay.terminate()
+        relay.wait()
         results["load_after"] = os.getloadavg()
-        d, g = results["direct"], results["gateway"]
-        nan = {"p50": float("nan"), "p99": float("nan")}
-        for r in (d, g):
-            r.setdefault("cat_MBps", float("nan"))
-            r.setdefault("scp_MBps", float("nan"))
-            r.setdefault("echo_ms", nan)
-        results["ratios"] = {"cat": g["cat_MBps"] / d["cat_MBps"], "scp": g["scp_MBps"] / d["scp_MBps"],
-                             "echo_p50": g["echo_ms"]["p50"] / d["echo_ms"]["p50"],
-                             "echo_p99": g["echo_ms"]["p99"] / d["echo_ms"]["p99"]}
-        print(f"{'':10} {'cat MB/s':>10} {'scp MB/s':>10} {'echo p50 ms':>12} {'echo p99 ms':>12}")
-        for name in ("direct", "gateway"):
+        d = results["direct"]
+        for name in paths:
             r = results[name]
-            print(f"{name:10} {r['cat_MBps']:10.1f} {r['scp_MBps']:10.1f} {r['echo_ms']['p50']:12.2f} "
-                  f"{r['echo_ms']['p99']:12.2f}")
-        x = results["ratios"]
-        print(f"{'ratio':10} {x['cat']:10.2f} {x['scp']:10.2f} {x['echo_p50']:12.2f} {x['echo_p99']:12.2f}")
-        print(f"bastion CPU-s per 200 MB of cat: {g.get('cat_cpu_s_per_200MB', float('nan')):.2f}")
+            r["ratios"] = {"cat": r["cat_MBps"] / d["cat_MBps"], "scp": r["scp_MBps"] / d["scp_MBps"],
+                           "echo_p50": r["echo_ms"]["p50"] / d["echo_ms"]["p50"],
+                           "echo_p99": r["echo_ms"]["p99"] / d["echo_ms"]["p99"]}
+        print(f"{'':10} {'cat MB/s':>16} {'scp MB/s':>16} {'echo p50 ms':>18} {'echo p99 ms':>18}")
+        for name in paths:
+            r, x = results[name], results[name]["ratios"]
+            print(f"{name:10} {r['cat_MBps']:8.1f} ({x['cat']:4.2f}×) {r['scp_MBps']:8.1f} ({x['scp']:4.2f}×) "
+                  f"{r['echo_ms']['p50']:10.2f} ({x['echo_p50']:4.2f}×) {r['echo_ms']['p99']:10.2f} ({x['echo_p99']:4.2f}×)")
+        print(f"bastion CPU-s per 200 MB of cat: {results['gateway'].get('cat_cpu_s_per_200MB', float('nan')):.2f}")
         print(f"load average before {results['load_before'][0]:.1f}, after {results['load_after'][0]:.1f}")
         if opts.only or opts.profile:
             return  # partial or profiled runs are not the published figures

@@ -16,7 +16,7 @@ import math
 import time
 from pathlib import Path
 
-from common import BastionSession, Environment, RawSSH, cpu_seconds, machine, summarize, tmpdir
+from common import BastionSession, Environment, RawSSH, RelayedSSH, cpu_seconds, machine, summarize, tmpdir
 
 PROMPT = b"P> "
 
@@ -70,11 +70,11 @@ async def measure(cls, env: Environment, n: int, total_rounds: int, pid: int | N
 
 
 def print_table(results: dict, levels: list[int]) -> list[str]:
-    raw, bastion = results["raw SSH"], results["Bastion"]
-    lines = [f"{'metric (ms)':<34}{'raw SSH':>10}{'Bastion':>10}{'B/raw':>8}  target"]
+    raw, bastion, relay = results["raw SSH"], results["Bastion"], results.get("relay", {})
+    lines = [f"{'metric (ms)':<34}{'raw SSH':>10}{'relay':>10}{'Bastion':>10}{'B/raw':>8}  target"]
     verdicts = []
     for n in levels:
-        r, b = raw[str(n)], bastion[str(n)]
+        r, b, y = raw[str(n)], bastion[str(n)], relay.get(str(n))
         for label, key, field in (("Enter → output p50", "enter", "p50"), ("Enter → output p99", "enter", "p99"),
                                   ("first key after prompt p50", "first", "p50"),
                                   ("first key after prompt p99", "first", "p99"),
@@ -91,7 +91,8 @@ def print_table(results: dict, levels: list[int]) -> list[str]:
                 target = f"≤ {1.5 * rv:.2f} ({'met' if bv <= 1.5 * rv else 'MISSED'})"
             if target:
                 verdicts.append(f"{label} ({n}): {target}")
-            lines.append(f"{label + f' ({n})':<34}{rv:>10.2f}{bv:>10.2f}{bv / rv:>7.2f}×  {target}")
+            yv = f"{y[key][field]:>10.2f}" if y else f"{'—':>10}"
+            lines.append(f"{label + f' ({n})':<34}{rv:>10.2f}{yv}{bv:>10.2f}{bv / rv:>7.2f}×  {target}")
         cpu = b.get("server_cpu_ms_per_key")
         if cpu is not None:
             lines.append(f"{f'server CPU ms per key ({n})':<34}{'':>10}{cpu:>10.3f}")
@@ -104,14 +105,18 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=300, help="Enter samples per level (split over sessions)")
     parser.add_argument("--levels", default="50", help="concurrent sessions besides 1, comma-separated")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "keystroke.json"))
+    parser.add_argument("--no-relay", action="store_true", help="skip the socat relay peer (raw SSH via one C hop)")
     args = parser.parse_args()
     levels = [1] + [int(x) for x in args.levels.split(",") if x]
     env = Environment(tmpdir("bastion-keys-"), webssh=False)
-    results: dict = {"raw SSH": {}, "Bastion": {}}
+    results: dict = {"raw SSH": {}, "Bastion": {}, "relay": {}}
     try:
         for n in levels:  # side by side per level, so both see the same machine state
             print(f"{n} session(s): raw SSH …", flush=True)
             results["raw SSH"][str(n)] = await measure(RawSSH, env, n, args.rounds, None)
+            if not args.no_relay:
+                print(f"{n} session(s): raw SSH via a socat relay …", flush=True)
+                results["relay"][str(n)] = await measure(RelayedSSH, env, n, args.rounds, None)
             print(f"{n} session(s): Bastion …", flush=True)
             results["Bastion"][str(n)] = await measure(BastionSession, env, n, args.rounds, env.bastion_proc.pid)
     finally:

@@ -15,7 +15,7 @@ import math
 import time
 from pathlib import Path
 
-from common import (BastionSession, Environment, RawSSH, WebSSHSession, cpu_seconds, machine, rss_kib,
+from common import (BastionSession, Environment, Profile, RawSSH, WebSSHSession, cpu_seconds, machine, rss_kib,
                     summarize, tmpdir)
 
 MB = 1_000_000
@@ -88,7 +88,8 @@ async def run_system(cls, env: Environment, pid: int | None, args) -> dict:
     result: dict = {}
     sessions = await open_many(cls, env, 1)
     result["echo_1"] = await echo_latency(sessions, args.samples)
-    result["throughput_1"] = await throughput(sessions, args.bytes, pid)
+    with Profile(pid or 0, args.profile if pid else None, "terminal-throughput-1"):
+        result["throughput_1"] = await throughput(sessions, args.bytes, pid)
     for s in sessions:
         await s.close()
     for n in args.levels:
@@ -149,6 +150,7 @@ async def main() -> None:
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--levels", default="50,200")
     parser.add_argument("--no-webssh", action="store_true")
+    parser.add_argument("--profile", type=Path, help="py-spy the server during the 1-session throughput into DIR")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "terminal.json"))
     args = parser.parse_args()
     args.levels = [int(x) for x in args.levels.split(",") if x]

@@ -139,6 +139,8 @@ class Environment(BastionAPI):
         self.bastion_proc: subprocess.Popen | None = None
         self.webssh_proc: subprocess.Popen | None = None
         self.webssh_port = 0
+        self.relay_proc: subprocess.Popen | None = None
+        self._relay_port = 0
         self._start_bastion(bastion_env or {})
         if webssh:
             self._start_webssh()
@@ -168,7 +170,18 @@ class Environment(BastionAPI):
             stdout=subprocess.DEVNULL, stderr=open(self.work / "webssh.log", "wb"))
         wait_port("127.0.0.1", self.webssh_port, proc=self.webssh_proc, timeout=30)
 
+    def relay_port(self) -> int:
+        """A socat TCP relay to the sshd (started on first use): the extra-hop peer."""
+        if not self._relay_port:
+            self._relay_port = free_port()
+            self.relay_proc = subprocess.Popen(
+                ["socat", f"TCP-LISTEN:{self._relay_port},bind=127.0.0.1,reuseaddr,fork,backlog=256,nodelay",
+                 f"TCP:{self.sshd.address}:{self.sshd.port},nodelay"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_port("127.0.0.1", self._relay_port, proc=self.relay_proc, timeout=30)
+        return self._relay_port
+
     def close(self) -> None:
+        stop(self.relay_proc)
         stop(self.bastion_proc)
         stop(self.webssh_proc)
         self.sshd.stop()
@@ -232,6 +245,21 @@ class RawSSH(Session):
     async def close(self) -> None:
         self._reader.cancel()
         self.conn.close()
+
+
+class RelayedSSH(RawSSH):
+    """Raw SSH through socat, a TCP relay in C that decrypts nothing: what one extra process in the path costs on
+    this machine, the floor for any proxy (Bastion decrypts, records and re-frames on top of that)."""
+    name = "raw SSH via relay"
+
+    async def open(self, env: Environment, cols: int = 120, rows: int = 40) -> "RelayedSSH":
+        port = env.relay_port()
+        self.conn = await asyncssh.connect("127.0.0.1", port, username=env.login_name, known_hosts=None,
+                                           client_keys=[asyncssh.import_private_key(env.sshd.client_key)],
+                                           agent_path=None, config=None, encryption_algs=["aes128-gcm@openssh.com"])
+        self.proc = await self.conn.create_process(term_type="xterm-256color", term_size=(cols, rows), encoding=None)
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        return self
 
 
 class WebSession(Session):
