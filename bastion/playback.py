@@ -67,8 +67,8 @@ def replay(path: Path, out: TextIO = sys.stdout, speed: float = 1.0, max_wait: f
         out.write(f"\x1b[8;{header.get('height', 24)};{header.get('width', 80)}t")
         for line in fh:
             try:
-                at, kind, data = json.loads(line)
-            except ValueError:
+                at, kind, data = json.loads(line)[:3]  # a shared session's input carries a 4th field: who typed it
+            except (ValueError, TypeError):
                 break
             if kind == "o":
                 time.sleep(min(max(0.0, at - last), max_wait) / speed)

@@ -118,7 +118,7 @@ async def wait_ended_api(client: Client, session_id: str, timeout: float = 15) -
 
 def read_cast(path: str | Path) -> tuple[dict, list[list]]:
     """Parse an asciicast v2 file: header and events (raises on malformed lines)."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    lines = Path(path).read_text(encoding="utf-8").split("\n")  # JSON lines end at \n only (U+2028 may be in one)
     header = json.loads(lines[0])
     assert header["version"] == 2 and header["width"] > 0 and header["height"] > 0
     events = [json.loads(line) for line in lines[1:] if line.strip()]

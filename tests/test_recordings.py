@@ -131,3 +131,40 @@ async def test_retention_job_of_a_running_server_purges_old_recordings(tmp_path:
         assert (await admin.get(f"/api/sessions/{old_id}/recording")).status == 404
     finally:
         stop_process(proc)
+
+
+async def test_recorder_writes_every_kind_of_text_and_the_chain_verifies(tmp_path: Path) -> None:
+    """The event encoder (orjson, with the json module for what orjson refuses) against the json module reading the
+    file back and the chain recomputed from the file's bytes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bastion.recorder import AsciicastRecorder, verify_recording
+    texts = ["plain", "quote \" backslash \\ tab \t nul \x00 esc \x1b[31m", "ünïcødé 日本語 🙂", "line\u2028sep",
+             "lone \ud800 surrogate"]
+    with ThreadPoolExecutor(1) as io:
+        rec = AsciicastRecorder(tmp_path / "r" / "s.cast", cols=80, rows=24, title="t", key=b"k" * 32, io=io,
+                                record_input=True)
+        await rec.open()
+        for text in texts:
+            rec.input(text)
+        rec.input_by("ls\r", "bob")  # a joined peer's keys: a four-field event
+        rec.output("ünï".encode()[:3])  # a UTF-8 character split across two chunks
+        rec.output("ünï".encode()[3:])
+        rec.resize(100, 30)
+        rec.marker("a marker")
+        result = await rec.close()
+    header, events = read_cast(result.path)
+    assert header["width"] == 80
+    inputs = [e[2] for e in events if e[1] == "i"]
+    assert inputs[:4] == texts[:4]
+    assert inputs[4] == "lone ? surrogate"  # not valid Unicode: kept as a replacement, never a failed recording
+    assert "".join(e[2] for e in events if e[1] == "o") == "ünï"
+    assert [e[2] for e in events if e[1] in "rm"] == ["100x30", "a marker"]
+    verdict = verify_recording(Path(result.path), b"k" * 32, result.chain)
+    assert verdict.ok, verdict.message
+    import io as textio
+
+    from bastion.playback import replay
+    out = textio.StringIO()
+    replay(Path(result.path), out, speed=1000)  # `bastion play` reads past the four-field event to the output
+    assert out.getvalue().endswith("ünï")

@@ -16,7 +16,7 @@ import math
 import time
 from pathlib import Path
 
-from common import BastionSession, Environment, RawSSH, RelayedSSH, cpu_seconds, machine, summarize, tmpdir
+from common import BastionSession, Environment, Profile, RawSSH, RelayedSSH, cpu_seconds, machine, summarize, tmpdir
 
 PROMPT = b"P> "
 
@@ -105,6 +105,7 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=300, help="Enter samples per level (split over sessions)")
     parser.add_argument("--levels", default="50", help="concurrent sessions besides 1, comma-separated")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "keystroke.json"))
+    parser.add_argument("--profile", type=Path, help="py-spy the bastion during its rounds into DIR")
     parser.add_argument("--no-relay", action="store_true", help="skip the socat relay peer (raw SSH via one C hop)")
     args = parser.parse_args()
     levels = [1] + [int(x) for x in args.levels.split(",") if x]
@@ -118,7 +119,8 @@ async def main() -> None:
                 print(f"{n} session(s): raw SSH via a socat relay …", flush=True)
                 results["relay"][str(n)] = await measure(RelayedSSH, env, n, args.rounds, None)
             print(f"{n} session(s): Bastion …", flush=True)
-            results["Bastion"][str(n)] = await measure(BastionSession, env, n, args.rounds, env.bastion_proc.pid)
+            with Profile(env.bastion_proc.pid, args.profile, f"keystroke-{n}"):
+                results["Bastion"][str(n)] = await measure(BastionSession, env, n, args.rounds, env.bastion_proc.pid)
     finally:
         env.close()
     print()
