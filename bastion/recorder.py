@@ -36,6 +36,10 @@ class RecordingResult:
 
 
 class Recorder(Protocol):
+    on_written: Callable[[], None] | None  # called after each batch is written (the session may resume output)
+
+    @property
+    def backlog(self) -> int: ...  # bytes recorded but not yet written (buffered or being written)
     def output(self, data: bytes) -> None: ...
     def input(self, data: str) -> None: ...
     def input_by(self, data: str, participant: str) -> None: ...
@@ -47,6 +51,9 @@ class Recorder(Protocol):
 
 class NullRecorder:
     """Recording switched off: every call is a no-op."""
+
+    on_written: Callable[[], None] | None = None
+    backlog = 0
 
     def output(self, data: bytes) -> None:
         pass
@@ -120,6 +127,8 @@ class AsciicastRecorder:
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._buffer: list[bytes] = []  # event lines not yet written; chained and hashed in the writer thread
         self._buffered = 0
+        self._writing = 0  # bytes handed to the writer thread, not yet written
+        self.on_written: Callable[[], None] | None = None
         self._max_buffer = MAX_BUFFER
         self._chain = b"\x00" * 32
         self._sha = hashlib.sha256()
@@ -150,6 +159,12 @@ class AsciicastRecorder:
     def limit_buffer(self, size: int) -> None:
         """Write out once about `size` bytes wait (besides once a second): the session's budget share."""
         self._max_buffer = max(64 * 1024, min(size, MAX_BUFFER))
+
+    @property
+    def backlog(self) -> int:
+        """Bytes recorded but not yet written: the session pauses its upstream when this passes its share, so a
+        disk slower than the output (or the writer thread behind the loop) never grows memory without bound."""
+        return self._buffered + self._writing
 
     # ---- events (called on the hot path: append to memory only) -------------------------------
     def _elapsed(self) -> float:
@@ -200,7 +215,7 @@ class AsciicastRecorder:
                 return
             lines = self._buffer
             self._buffer = []
-            self._buffered = 0
+            self._writing, self._buffered = self._buffered, 0
             if not lines and not fsync:
                 return
             fh, chain_fh, key = self._fh, self._chain_fh, self._key
@@ -228,6 +243,12 @@ class AsciicastRecorder:
                 await asyncio.shield(self._inflight)
             except OSError as exc:
                 self._write_failed(exc)
+            finally:
+                self._writing = 0
+        if self._buffered > self._max_buffer and not self._closed:  # more came meanwhile: next batch at once
+            asyncio.get_running_loop().create_task(self._flush())
+        if self.on_written is not None:
+            self.on_written()
 
     def _write_failed(self, exc: OSError) -> None:
         if self._failed:

@@ -279,6 +279,42 @@ async def test_output_budget_is_shared_as_sessions_open_and_close(make_bastion, 
     terms[0].close()
 
 
+async def test_a_slow_disk_pauses_output_instead_of_buffering_it(make_bastion, sshd) -> None:
+    """While the recording cannot be written (every I/O thread busy, as on a stalled disk), the session pauses its
+    upstream once the recording's backlog passes its share, instead of holding the output in memory; when the disk
+    comes back everything flows, byte-exact on the screen and complete in the recording."""
+    import threading
+    app = await make_bastion(terminal_output_budget=str(4 * 1024 * 1024))
+    _, user, ids = await granted_host(app, sshd)
+    term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
+    await term.control("session")
+    session = app.services.hub.get(term.session_id)
+    await wait_until(lambda: session.upstream is not None, 30, what="the session connected")
+    await term.send("stty -echo; echo qu''iet\r")
+    start = await term.expect("quiet") + len("quiet")
+    disk = threading.Event()
+    loop = asyncio.get_running_loop()
+    stalls = [loop.run_in_executor(app.services.io, disk.wait, 120) for _ in range(2)]  # the I/O pool has 2 threads
+    try:
+        await term.send("printf 'BEGIN>'; head -c 8000000 /dev/urandom | base64 -w 76; printf '<END\\n'\r")
+        await wait_until(lambda: session.paused and session.recorder.backlog > 2 * session.high_water, 60,
+                         what="output paused on the recording's backlog")
+        bound = 2 * session.high_water + 256 * 1024  # the mark plus what was in flight when it was passed
+        await holds_for(lambda: session.paused and session.recorder.backlog <= bound, 1.0)
+        assert b"<END" not in bytes(term.output[start:])
+    finally:
+        disk.set()
+        await asyncio.gather(*stalls)
+    begin = await term.expect("BEGIN>", start=start, timeout=30)
+    end = await term.expect("<END", start=begin, timeout=120)
+    lines = bytes(term.output[begin + 6:end]).split(b"\r\n")
+    assert lines[-1] == b"" and len(base64.b64decode(b"".join(lines), validate=True)) == 8000000
+    term.close()
+    record = await wait_ended(app, term.session_id)
+    recorded = cast_output(read_cast(record.recording_path)[1])
+    assert bytes(term.output[begin:end]) in recorded  # nothing the user saw is missing from the recording
+
+
 async def test_user_session_limit(make_bastion, sshd) -> None:
     app = await make_bastion(terminal_max_sessions_per_user="1")
     _, user, ids = await granted_host(app, sshd)

@@ -115,6 +115,7 @@ class LiveSession:
         self._resize_timer: asyncio.TimerHandle | None = None
         self._io = io
         self._tasks: set[asyncio.Task] = set()
+        recorder.on_written = self._try_resume
 
     def __repr__(self) -> str:
         return f"[session={self.id} user={self.record.username} host={self.record.host_name}]"
@@ -217,10 +218,13 @@ class LiveSession:
             else:
                 self._flush_scheduled = True
                 asyncio.get_running_loop().call_soon(self._flush_output)
-        if (self._pending + self._out_size > self.high_water and not self._paused and not self._resuming
-                and self.upstream is not None):
+        if self._over() and not self._paused and not self._resuming and self.upstream is not None:
             self._paused = True
             self.upstream.pause_reading()
+
+    def _over(self) -> bool:
+        """Past this session's share: unsent output, or a recording backlog the disk has not taken yet."""
+        return self._pending + self._out_size > self.high_water or self.recorder.backlog > 2 * self.high_water
 
     def _flush_output(self) -> None:
         """One step for the whole batch: user door, recorder, screen, replay window, watchers."""
@@ -250,15 +254,20 @@ class LiveSession:
         self._last_drain = time.monotonic()
         if not fut.cancelled():
             fut.exception()  # retrieved: a closed door is handled by its own close path
+        self._try_resume()
+
+    def _try_resume(self) -> None:
+        """Output was sent or the recording written: resume the upstream once both are below their marks."""
         upstream = self.upstream
-        if self._paused and self._pending <= self.low_water and upstream is not None and not self.closing:
+        if (self._paused and self._pending <= self.low_water and self.recorder.backlog <= self.high_water
+                and upstream is not None and not self.closing):
             self._paused = False
             self._resuming = True
             try:
                 upstream.resume_reading()
             finally:
                 self._resuming = False
-            if self._pending > self.high_water and not self.closing:  # decided after resume_reading() returned
+            if self._over() and not self.closing:  # decided after resume_reading() returned
                 self._paused = True
                 upstream.pause_reading()
 
@@ -436,6 +445,7 @@ class LiveSession:
             self._spawn_close("record_failed", note=reason)
         else:
             self.recorder = NullRecorder()
+            self._try_resume()  # output paused on the failed recording's backlog flows again
             self.notice("warn", f"warning: {reason}; this session is no longer recorded")
             for watcher in self.watchers:
                 watcher.push_control(control("notice", message=f"warning: {reason}"))
