@@ -229,6 +229,7 @@ class AsciicastRecorder:
                         chain = chain_step(key, chain, line)
                         links.append(chain.hex().encode() + b"\n")
                     chunk = b"".join(lines)
+                    lines.clear()  # the batch is held once (as chunk) while it is written
                     fh.write(chunk)
                     self._chain = chain
                     chain_fh.write(b"".join(links))
