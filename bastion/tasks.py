@@ -19,7 +19,8 @@ async def stop_tasks(tasks: Iterable["asyncio.Future[object]"], timeout: float, 
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    pending = {task for task in tasks if not task.done()}
+    given = list(tasks)
+    pending = {task for task in given if not task.done()}
     while pending:
         for task in pending:
             task.cancel()
@@ -28,4 +29,7 @@ async def stop_tasks(tasks: Iterable["asyncio.Future[object]"], timeout: float, 
             log.warning("%d %s did not stop within %g s; left behind", len(pending), what, timeout)
             return False
         _, pending = await asyncio.wait(pending, timeout=min(RECANCEL_INTERVAL, left))
+    for task in given:  # what ended with an error is said once (and not reported later as never retrieved)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("one of the %s failed", what, exc_info=task.exception())
     return True
