@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Iterable
+from typing import Any, Iterable
 
 log = logging.getLogger(__name__)
 RECANCEL_INTERVAL = 0.5  # seconds between cancellations of a task that is still running
 
 
-async def stop_tasks(tasks: Iterable["asyncio.Future[object]"], timeout: float, what: str) -> bool:
+async def stop_tasks(tasks: Iterable["asyncio.Future[Any]"], timeout: float, what: str) -> bool:
     """Cancel `tasks` and wait at most `timeout` seconds for them to end; True when every one ended.
 
     A cancellation can be lost: on Python 3.11 `asyncio.wait_for` (still used by libraries) returns the awaited
