@@ -40,11 +40,13 @@ from .sso import SsoService
 from .store import make_store
 from .vault import Vault
 from .limits import http_server_options, prepare_process
+from .tasks import stop_tasks
 from .vault import check_secret_canary
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_DIR = ROOT / "templates"
+JOBS_STOP_TIMEOUT = 5.0  # seconds shutdown waits for the periodic jobs to end (each is cancelled again meanwhile)
 STATIC_DIR = ROOT / "static"
 
 
@@ -242,9 +244,8 @@ class BackgroundJobs:
         self._tasks = [loop.create_task(job) for job in jobs]  # type: ignore[arg-type]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # bounded: a job whose cancellation was lost inside a store call would otherwise keep shutdown waiting forever
+        await stop_tasks(self._tasks, JOBS_STOP_TIMEOUT, "background jobs")
         self._tasks.clear()
 
     async def _purge_logins(self) -> None:

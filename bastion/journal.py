@@ -24,6 +24,7 @@ from typing import Any
 
 from .errors import Conflict
 from .store import Command, Event, Session, Store
+from .tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -108,11 +109,8 @@ class Journal:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
             except asyncio.TimeoutError:
-                self._task.cancel()
-                try:
-                    await self._task
-                except asyncio.CancelledError:
-                    pass
+                # bounded too: a cancellation lost inside a store call would leave the writer running, this wait endless
+                await stop_tasks([self._task], timeout, "journal writers")
         await self._write_file()
         if not self._queue and not self._spilled:
             await self._after_drain(force=True)

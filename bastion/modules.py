@@ -19,6 +19,7 @@ from typing import Any
 
 from .errors import Invalid, NotFound
 from .store import ModuleState, Store
+from .tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 MODULE_FILE = re.compile(r"^Mid_([0-9]{1,9})\.py$")
@@ -288,7 +289,9 @@ class ModuleRegistry:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
+            # awaited (bounded): a poller whose cancellation was lost would go on using the store after it closes
+            await stop_tasks([self._task], 5.0, "module folder pollers")
+            self._task = None
 
     async def next_free_id(self) -> str:
         used = {int(m.id) for m in await self.store.list_modules()} | {int(i) for i in self._files}

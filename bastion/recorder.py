@@ -267,10 +267,9 @@ class AsciicastRecorder:
             self._closed = True
             if self._flusher is not None:
                 self._flusher.cancel()
-                try:
-                    await self._flusher
-                except asyncio.CancelledError:
-                    pass
+                # asyncio.wait, not `await` in a try/except CancelledError: that would also swallow a cancellation of
+                # our caller (a reaper or job stopped at shutdown), which would then run on
+                await asyncio.wait([self._flusher])
             inflight = self._inflight
             if inflight is not None:
                 await asyncio.wait([inflight])

@@ -29,6 +29,7 @@ from procs import VENV_BIN, free_port, start_nx, stop_process, wait_port, wait_r
 from waiting import wait_until  # noqa: E402
 
 ADMIN_PASSWORD = "admin-password-1"
+SHUTDOWN_BOUND = 90.0  # seconds a test bastion may take to shut down (see BastionApp.stop)
 
 
 # ---- MongoDB wire server -------------------------------------------------------------------------
@@ -118,9 +119,18 @@ class BastionApp:
         assert await self.services.journal.drained(max(0.1, deadline - time.monotonic())), "journal did not drain"
 
     async def stop(self) -> None:
+        """Shut down as the composition root does; a shutdown that does not end fails here, in words."""
         self.server.stop()
-        await self.stack.aclose()
-        await self.server.close_all_connections()
+        # Generous bounds (the product bounds each step itself: jobs 5 s, session closes 15 s, journal 5 s, runs 10 s):
+        # they only turn a regression into a clear teardown error instead of a pytest timeout after 300 s.
+        try:
+            await asyncio.wait_for(self.stack.aclose(), SHUTDOWN_BOUND)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"the bastion did not shut down within {SHUTDOWN_BOUND:g} s") from None
+        try:
+            await asyncio.wait_for(self.server.close_all_connections(), 10)
+        except asyncio.TimeoutError:
+            raise AssertionError("HTTP connections did not close within 10 s of shutdown") from None
 
 
 async def start_bastion(config: Config) -> BastionApp:

@@ -1,15 +1,18 @@
 """Live monitoring and kick over real sockets, with a real sshd."""
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 from tornado.httpclient import HTTPClientError
 
 from client import TerminalClient
-from conftest import BastionApp, granted_host, wait_ended
+from conftest import BastionApp, granted_host, make_config, start_bastion, wait_ended
 from scenario import cast_output, read_cast
 from waiting import wait_until
+
+from bastion.store.sqlite import SQLiteStore
 
 
 async def open_pair(app: BastionApp, sshd):
@@ -150,6 +153,46 @@ async def test_slow_monitor_is_resynced_user_unaffected(bastion: BastionApp, ssh
     assert watcher.queued_bytes <= bastion.config.terminal.monitor_queue_bytes
     assert len(term.output) - mark > 200 * 1024 * 1024
     term.close()
+
+
+@pytest.mark.parametrize("stalled", ["monitor", "monitor and terminal"])
+async def test_shutdown_with_sockets_that_stopped_reading_is_bounded(tmp_path: Path, sshd, stalled: str) -> None:
+    """Shutting down while a monitor (and the user's terminal) stopped reading, their sockets full: shutdown ends.
+
+    CI once hung here for 300 s in teardown (a periodic job had lost its cancellation inside a store call and
+    shutdown waited for it forever); nothing in shutdown may wait on a socket that does not drain either."""
+    app = await start_bastion(make_config(tmp_path))
+    stopping: "asyncio.Future[None] | None" = None
+    try:
+        admin, user, ids, term = await open_pair(app, sshd)
+        sid = term.session_id
+        mon = await TerminalClient.open(admin, f"/ws/monitor/{sid}")
+        await mon.control("resize")
+        mon.stop_reading()
+        await term.send("stty -echo\r")
+        if stalled == "monitor and terminal":
+            term.stop_reading()
+        session = app.services.hub.get(sid)
+        watcher = next(iter(session.watchers))
+        await term.send("head -c 16777216 /dev/zero | tr '\\0' 'x' | fold -w 100\r")  # 16 MiB: a modest flood
+        await wait_until(lambda: watcher.resyncs >= 1, 60, what="the monitor falling behind")
+        if stalled == "monitor and terminal":
+            await wait_until(lambda: session.paused, 60, what="the session pausing for its stalled terminal")
+        stopping = asyncio.ensure_future(app.stop())  # as the fixtures and `bastion serve` shut down
+        # a generous bound, the point of this test: the product bounds each step (jobs 5 s, session closes 15 s)
+        done, _ = await asyncio.wait([stopping], timeout=30)
+        assert done, "shutdown did not finish within 30 s"
+        stopping.result()
+    finally:
+        if stopping is None:
+            await app.stop()
+    store = SQLiteStore(tmp_path / "var" / "bastion.db")  # ground truth: what the stopped bastion left in its store
+    await store.open()
+    try:
+        record = await store.get_session(sid)
+    finally:
+        await store.close()
+    assert not record.live and record.end_reason == "shutdown", record
 
 
 async def test_disable_user_and_revoke_grant_end_sessions(bastion: BastionApp, sshd) -> None:

@@ -1,6 +1,7 @@
 """One contract suite for every Store implementation: SQLite (embedded) and MongoDB (nx-27017 or real)."""
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import AsyncIterator
@@ -167,3 +168,29 @@ async def test_login_rules_roundtrip_order_and_unique_name(store: Store) -> None
     assert (await store.get_login_rule(late.id)).enabled is False
     assert (await store.delete_login_rule(first.id)).name == "block"
     assert [r.name for r in await store.list_login_rules()] == ["office"]
+
+
+async def test_a_cancelled_call_stays_cancelled(store: Store) -> None:
+    """A caller cancelled just as its call completes is cancelled, not handed the result. (Python 3.11's
+    asyncio.wait_for, in our stores and inside PyMongo, returned the result instead: a periodic job cancelled at
+    shutdown then slept on, and shutdown waited for it forever.)"""
+    await store.create_user(User(username="alice"))
+    cancelled, lost_at, finished = 0, [], False
+    for steps in range(200):  # cancel after 0, 1, 2, ... loop steps, until the call completes before the cancel
+        call = asyncio.get_running_loop().create_task(store.get_user_by_name("alice"))
+        for _ in range(steps):
+            # Not a wait for anything: the loop is kept busy a moment per step (as under CI load), so the database's
+            # reply is already in when the cancel lands - one step of the sweep hits the moment it used to be lost.
+            time.sleep(0.003)
+            await asyncio.sleep(0)
+        if call.done():
+            finished = True
+            break
+        call.cancel()
+        try:
+            await call
+            lost_at.append(steps)
+        except asyncio.CancelledError:
+            cancelled += 1
+    assert not lost_at, f"the cancellation was lost (the call returned its result) after {lost_at} loop steps"
+    assert finished and cancelled, (finished, cancelled)  # the sweep cancelled calls in flight, up to a finished one

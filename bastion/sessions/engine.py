@@ -43,6 +43,7 @@ class OutputShare:
     window: int
     high_water: int
     replay: int
+SHUTDOWN_CLOSE_WAIT = 15.0  # seconds shutdown waits for live sessions to close (recordings flushed and fsync'd)
 MAX_OPENING_PER_ADDRESS = 20  # terminal opens in flight from one client address (a burst is refused early)
 # Connects a session's upstream other than the default PTY shell (SSH gateway exec and sftp): given the session,
 # the target (credential opened) and the SSH window, returns a connected Upstream or raises BastionError.
@@ -307,11 +308,12 @@ class SessionEngine:
         return ended
 
     # ---- tasks and shutdown -------------------------------------------------------------------------------
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> "asyncio.Task[Any]":
         """Run a coroutine from a callback (socket closed, watcher left), kept by reference, awaited at shutdown."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
@@ -319,10 +321,15 @@ class SessionEngine:
             log.error("session task failed", exc_info=task.exception())
 
     async def shutdown(self) -> None:
-        """End every live session of this node (reason `shutdown`), waiting for recordings to close."""
-        sessions = self.hub.live()
-        if sessions:
-            await asyncio.gather(*(s.close("shutdown") for s in sessions), return_exceptions=True)
+        """End every live session of this node (reason `shutdown`), waiting (bounded) for recordings to close."""
+        # Closing a session never awaits its sockets (a peer that stops reading cannot hold it), but it does await
+        # its recording's last write: the wait is bounded so a wedged disk cannot hold shutdown forever either.
+        closes = [self.spawn(s.close("shutdown")) for s in self.hub.live()]
+        if closes:
+            _, pending = await asyncio.wait(closes, timeout=SHUTDOWN_CLOSE_WAIT)
+            if pending:
+                log.warning("%d sessions did not finish closing within %g s of shutdown", len(pending),
+                            SHUTDOWN_CLOSE_WAIT)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
 

@@ -97,8 +97,20 @@ class MongoStore(Store):
     async def _run(self, op: Awaitable[T]) -> T:
         if self._client is None:
             raise Unavailable(f"database {self.url_for_display} is not open")
+        # The call runs in a task of its own, awaited through asyncio.wait: PyMongo can swallow a cancellation
+        # delivered inside it (its asyncio.wait_for on Python 3.11 returns the result when the cancel arrives as the
+        # reply does), and a cancelled caller (a job stopped at shutdown) would then run on as if never cancelled.
+        call = asyncio.ensure_future(op)
         try:
-            return await asyncio.wait_for(op, self.timeout * 2)
+            try:
+                done, _ = await asyncio.wait([call], timeout=self.timeout * 2)
+            finally:
+                if not call.done():  # timed out, or the caller was cancelled: the call is abandoned
+                    call.cancel()
+                    call.add_done_callback(_retrieve)
+            if not done:
+                raise asyncio.TimeoutError
+            return call.result()
         except DuplicateKeyError:
             raise
         except (PyMongoError, asyncio.TimeoutError) as exc:
@@ -152,3 +164,9 @@ class MongoStore(Store):
         query.check()
         result = await self._run(self._db[collection].delete_many(_filter(query)))
         return result.deleted_count
+
+
+def _retrieve(fut: "asyncio.Future[Any]") -> None:
+    """Collect the outcome of an abandoned call (so asyncio does not report it as never retrieved)."""
+    if not fut.cancelled():
+        fut.exception()

@@ -137,7 +137,10 @@ class SQLiteStore(Store):
     async def _run(self, op: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         db = self._require()
         try:
-            return await asyncio.wait_for(op(db), self.timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation that arrives as the query
+            # completes, and a cancelled caller (a job stopped at shutdown) then runs on as if never cancelled
+            async with asyncio.timeout(self.timeout):
+                return await op(db)
         except sqlite3.IntegrityError:
             raise
         except (sqlite3.Error, asyncio.TimeoutError, ValueError) as exc:
