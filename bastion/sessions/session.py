@@ -456,13 +456,21 @@ class LiveSession:
         if self.closing:
             return await asyncio.shield(self._done)
         self.closing = True
-        try:
-            record = await self._close(reason, by, note)
-            self._done.set_result(record)
-            return record
-        except BaseException as exc:
-            self._done.set_exception(exc)
-            raise
+        # a task of its own: a caller cancelled half-way (a job stopped at shutdown) must not leave the session
+        # half-closed, its recording unsealed and its end never journaled
+        task = asyncio.get_running_loop().create_task(self._close(reason, by, note))
+        self._tasks.add(task)
+        task.add_done_callback(self._close_finished)
+        return await asyncio.shield(self._done)
+
+    def _close_finished(self, task: "asyncio.Task[Session]") -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            self._done.cancel()
+        elif task.exception() is not None:
+            self._done.set_exception(task.exception())
+        else:
+            self._done.set_result(task.result())
 
     async def _close(self, reason: str, by: str, note: str) -> Session:
         self._flush_output()  # output already read still reaches the user, the recording and watchers
