@@ -91,6 +91,21 @@ def event_line(event: list) -> bytes:
         return json.dumps(event, ensure_ascii=False).encode("utf-8", "replace") + b"\n"
 
 
+def write_all(fd: int, buffers: list[bytes]) -> None:
+    """Write the buffers in order with writev (at most IOV_MAX at a time), finishing any short write."""
+    for start in range(0, len(buffers), 1024):
+        batch = buffers[start:start + 1024]
+        done = os.writev(fd, batch)
+        for buf in batch:  # a short write (a signal, a full disk that is not yet an error): the rest, in order
+            if done >= len(buf):
+                done -= len(buf)
+                continue
+            view = memoryview(buf)[done:]
+            while view:
+                view = view[os.write(fd, view):]
+            done = 0
+
+
 def make_private_dirs(directory: Path, levels: int = 4) -> None:
     """Create directory and make it and its `levels - 1` parents (records/YYYY/MM/DD) 0700, whatever the umask.
 
@@ -157,8 +172,8 @@ class AsciicastRecorder:
         self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
 
     def limit_buffer(self, size: int) -> None:
-        """Write out once about `size` bytes wait (besides once a second): the session's budget share."""
-        self._max_buffer = max(64 * 1024, min(size, MAX_BUFFER))
+        """Write out once about `size` bytes wait (besides twice a second): half the session's recording share."""
+        self._max_buffer = max(32 * 1024, min(size, MAX_BUFFER))
 
     @property
     def backlog(self) -> int:
@@ -222,32 +237,36 @@ class AsciicastRecorder:
 
             def write() -> None:
                 # The HMAC chain and SHA-256 are computed here, off the loop (hashlib lets go of the GIL on large
-                # inputs); accounting happens with the write, so a flush interrupted by close() still counts.
+                # inputs), and the lines are written as they are (writev): nothing as large as the batch is
+                # allocated in this thread. Accounting happens with the write, so a flush interrupted by close()
+                # still counts.
                 if lines:
-                    chain, links = self._chain, []
+                    chain, links, sha = self._chain, [], self._sha
                     for line in lines:
-                        chain = chain_step(key, chain, line)
+                        mac = hmac.new(key, chain, hashlib.sha256)
+                        mac.update(line)  # no copy of the line (hmac.digest would need previous + line)
+                        chain = mac.digest()
                         links.append(chain.hex().encode() + b"\n")
-                    chunk = b"".join(lines)
-                    lines.clear()  # the batch is held once (as chunk) while it is written
-                    fh.write(chunk)
+                        sha.update(line)
+                    write_all(fh.fileno(), lines)
                     self._chain = chain
-                    chain_fh.write(b"".join(links))
-                    self._sha.update(chunk)
-                    self._size += len(chunk)
+                    write_all(chain_fh.fileno(), links)
+                    self._size += sum(map(len, lines))
                 if fsync:
                     os.fsync(fh.fileno())
                     os.fsync(chain_fh.fileno())
             self._inflight = asyncio.get_running_loop().run_in_executor(self._io, write)
+            self._inflight.add_done_callback(self._written)  # also when the flusher is cancelled meanwhile
             try:
                 # shield: cancelling the flusher must never abandon a write half-way
                 await asyncio.shield(self._inflight)
             except OSError as exc:
                 self._write_failed(exc)
-            finally:
-                self._writing = 0
         if self._buffered > self._max_buffer and not self._closed:  # more came meanwhile: next batch at once
             asyncio.get_running_loop().create_task(self._flush())
+
+    def _written(self, fut: asyncio.Future) -> None:
+        self._writing = 0
         if self.on_written is not None:
             self.on_written()
 

@@ -3,7 +3,10 @@
 open a terminal; wait for a session to end; read a recording."""
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, Callable, Generator, Tuple
 
@@ -130,3 +133,28 @@ def read_cast(path: str | Path) -> tuple[dict, list[list]]:
 def cast_output(events: list[list]) -> bytes:
     """The output bytes of a recording's events."""
     return "".join(e[2] for e in events if e[1] == "o").encode("utf-8")
+
+
+class StalledPool:
+    """Every thread of a pool busy until the block ends, as on a stalled disk (the recordings and the journal are
+    written in the I/O pool). Entered only once all of them are held, so what follows is sure to wait."""
+
+    def __init__(self, pool: Executor, threads: int) -> None:
+        self.pool, self.threads = pool, threads
+        self._release = threading.Event()
+        self._held: list[asyncio.Future] = []
+
+    async def __aenter__(self) -> "StalledPool":
+        started = [threading.Event() for _ in range(self.threads)]
+
+        def hold(mine: threading.Event) -> None:
+            mine.set()
+            self._release.wait(120)
+        loop = asyncio.get_running_loop()
+        self._held = [loop.run_in_executor(self.pool, hold, mine) for mine in started]
+        await wait_until(lambda: all(e.is_set() for e in started), 30, what="every thread of the pool held")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release.set()
+        await asyncio.gather(*self._held)

@@ -47,21 +47,17 @@ async def test_a_close_whose_caller_is_cancelled_still_ends_the_session(bastion,
     the end, so the recording is sealed and the end is journaled (not left live until the next start)."""
     from client import TerminalClient
     from conftest import granted_host, wait_ended
+    from scenario import StalledPool
     from waiting import wait_until
     _, user, ids = await granted_host(bastion, sshd)
     term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
     await term.control("session")
     session = bastion.services.hub.get(term.session_id)
-    import threading
-    disk = threading.Event()  # every I/O thread busy: the close waits on its recording's last write
-    loop = asyncio.get_running_loop()
-    stalls = [loop.run_in_executor(bastion.services.io, disk.wait, 60) for _ in range(2)]  # the I/O pool has 2
-    caller = loop.create_task(session.close("expired"))
-    await wait_until(lambda: session.closing and session.recorder.backlog > 0, 10, what="the close writing")
-    caller.cancel()
-    await asyncio.sleep(0.2)
-    disk.set()
-    await asyncio.gather(*stalls)
+    async with StalledPool(bastion.services.io, 2):  # the close waits on its recording's last write
+        caller = asyncio.get_running_loop().create_task(session.close("expired"))
+        await wait_until(lambda: session.closing and session.recorder.backlog > 0, 10, what="the close writing")
+        caller.cancel()
+        await asyncio.sleep(0.2)
     record = await wait_ended(bastion, term.session_id)
     assert record.end_reason == "expired" and record.recording_sha256 and record.recording_chain
     assert (await term.control("closed"))["code"] == "expired"

@@ -16,7 +16,7 @@ from tornado.httpclient import HTTPClientError
 from client import Client, TerminalClient
 from conftest import ADMIN_PASSWORD, BastionApp, granted_host, seed_inventory, wait_ended
 from procs import bastion_env, free_port, init_bastion, rss_kib, serve_bastion, stop_process
-from scenario import cast_output, grant, read_cast, seed_sshd
+from scenario import StalledPool, cast_output, grant, read_cast, seed_sshd
 from sshd import PASSWORD, PASSWORD_USER, ensure_password_user
 from waiting import holds_for, wait_until
 
@@ -283,7 +283,6 @@ async def test_a_slow_disk_pauses_output_instead_of_buffering_it(make_bastion, s
     """While the recording cannot be written (every I/O thread busy, as on a stalled disk), the session pauses its
     upstream once the recording's backlog passes its share, instead of holding the output in memory; when the disk
     comes back everything flows, byte-exact on the screen and complete in the recording."""
-    import threading
     app = await make_bastion(terminal_output_budget=str(4 * 1024 * 1024))
     _, user, ids = await granted_host(app, sshd)
     term = await TerminalClient.open(user, f"/ws/terminal/{ids['host_id']}")
@@ -292,19 +291,13 @@ async def test_a_slow_disk_pauses_output_instead_of_buffering_it(make_bastion, s
     await wait_until(lambda: session.upstream is not None, 30, what="the session connected")
     await term.send("stty -echo; echo qu''iet\r")
     start = await term.expect("quiet") + len("quiet")
-    disk = threading.Event()
-    loop = asyncio.get_running_loop()
-    stalls = [loop.run_in_executor(app.services.io, disk.wait, 120) for _ in range(2)]  # the I/O pool has 2 threads
-    try:
+    async with StalledPool(app.services.io, 2):  # the I/O pool's 2 threads: the recording cannot be written
         await term.send("printf 'BEGIN>'; head -c 8000000 /dev/urandom | base64 -w 76; printf '<END\\n'\r")
-        await wait_until(lambda: session.paused and session.recorder.backlog > 2 * session.high_water, 60,
+        await wait_until(lambda: session.paused and session.recorder.backlog > session.high_water, 60,
                          what="output paused on the recording's backlog")
-        bound = 2 * session.high_water + 256 * 1024  # the mark plus what was in flight when it was passed
+        bound = session.high_water + 256 * 1024  # the mark plus what was in flight when it was passed
         await holds_for(lambda: session.paused and session.recorder.backlog <= bound, 1.0)
         assert b"<END" not in bytes(term.output[start:])
-    finally:
-        disk.set()
-        await asyncio.gather(*stalls)
     begin = await term.expect("BEGIN>", start=start, timeout=30)
     end = await term.expect("<END", start=begin, timeout=120)
     lines = bytes(term.output[begin + 6:end]).split(b"\r\n")

@@ -195,7 +195,7 @@ class LiveSession:
         """This session's part of the process's output budget changed (sessions opened or closed)."""
         self.high_water, self.low_water = high_water, high_water // 4
         self.replay.limit = replay_limit
-        self.recorder.limit_buffer(high_water)
+        self.recorder.limit_buffer(high_water // 2)  # written out at half its share, the host paused past all of it
         self._window = window
         if self.upstream is not None:
             self.upstream.limit_buffer(window)
@@ -224,7 +224,7 @@ class LiveSession:
 
     def _over(self) -> bool:
         """Past this session's share: unsent output, or a recording backlog the disk has not taken yet."""
-        return self._pending + self._out_size > self.high_water or self.recorder.backlog > 2 * self.high_water
+        return self._pending + self._out_size > self.high_water or self.recorder.backlog > self.high_water
 
     def _flush_output(self) -> None:
         """One step for the whole batch: user door, recorder, screen, replay window, watchers."""
@@ -259,7 +259,7 @@ class LiveSession:
     def _try_resume(self) -> None:
         """Output was sent or the recording written: resume the upstream once both are below their marks."""
         upstream = self.upstream
-        if (self._paused and self._pending <= self.low_water and self.recorder.backlog <= self.high_water
+        if (self._paused and self._pending <= self.low_water and self.recorder.backlog <= self.high_water // 2
                 and upstream is not None and not self.closing):
             self._paused = False
             self._resuming = True
