@@ -83,8 +83,15 @@ class SnapshotScreen:
         with self._queue_lock:
             self._ops.append(data)
             self._bytes += len(data)
-            if self._bytes > 4 * self.max_pending:
-                tail = b"".join(op for op in self._ops if isinstance(op, bytes))[-self.max_pending:]
+            if self._bytes > 2 * self.max_pending:  # 2×, not more: 200 busy sessions hold 200 of these queues
+                keep, size = [], 0
+                for op in reversed(self._ops):  # only the newest outputs that make up the tail are joined
+                    if isinstance(op, bytes):
+                        keep.append(op)
+                        size += len(op)
+                        if size >= self.max_pending:
+                            break
+                tail = b"".join(reversed(keep))[-self.max_pending:]
                 self._ops = [self._size, tail]
                 self._bytes = len(tail)
                 self._reset = True
