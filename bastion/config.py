@@ -136,7 +136,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("terminal", "notify_monitored", True, "bool", "Tell the user when someone starts watching the session."),
     Option("terminal", "retention_days", 0, "int", "Delete recordings older than this many days, keeping metadata (0: keep forever).", minimum=0, maximum=36500),
     Option("terminal", "ssh_window", 2097152, "int", "SSH channel window in bytes: larger is faster, and bounds what a backed-up session buffers.", minimum=32768, maximum=16 * 1048576),
-    Option("terminal", "output_budget", 50331648, "int", "Bytes of terminal output the whole process may buffer (SSH windows, unsent socket data and the replay windows kept for late watchers); each session gets an equal share, so buffers shrink as sessions multiply.", minimum=4 * 1048576, maximum=64 * 1073741824),
+    Option("terminal", "output_budget", 33554432, "int", "Bytes of terminal output the whole process may buffer (SSH windows, unsent socket data, recording backlogs and the replay windows kept for late watchers); each session gets an equal share, so buffers shrink as sessions multiply.", minimum=4 * 1048576, maximum=64 * 1073741824),
     Option("terminal", "monitor_queue_bytes", 1048576, "int", "Bytes a monitor may lag behind before it is resynced from a snapshot.", minimum=65536, maximum=64 * 1048576),
     Option("modules", "dir", "modules", "str", "Folder of drop-in task modules Mid_<id>.py."),
     Option("modules", "max_runs", 4, "int", "Module runs executing at once (each in its own worker process).", minimum=1, maximum=256),
