@@ -48,6 +48,7 @@ test: test-setup
 bench: test-setup
 	$(PY) tests/perf/bench_terminal.py
 	$(PY) tests/perf/bench_keystroke.py
+	$(PY) tests/perf/bench_gateway.py
 	$(PY) tests/perf/bench_hub.py
 	$(PY) tests/perf/bench_modules.py
 	$(PY) tests/perf/bench_multinode.py
