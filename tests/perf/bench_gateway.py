@@ -128,12 +128,7 @@ def main() -> None:
         # Two peers show what any extra hop costs on this machine: `relay` is socat, a TCP relay in C that decrypts
         # nothing (the floor of any proxy process in the path); `jump` is OpenSSH's own ProxyJump through the same
         # sshd (two SSH hops in C: ssh -W to sshd, which forwards to itself), recording nothing.
-        relay_port = free_port()
-        relay = subprocess.Popen(["socat", f"TCP-LISTEN:{relay_port},bind=127.0.0.1,reuseaddr,fork,nodelay",
-                                  f"TCP:{sshd.address}:{sshd.port},nodelay"], stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
-        from procs import wait_port
-        wait_port("127.0.0.1", relay_port, proc=relay, timeout=30)
+        relay_port = env.relay_port()  # stopped with the environment
         with open(known, "a") as fh:
             fh.write(f"[127.0.0.1]:{relay_port} {' '.join(host_pub)}\n")
         to_host = [*ssh_base(direct_key, known), "-p", str(sshd.port)]
@@ -173,8 +168,6 @@ def main() -> None:
             if "echo" in wanted:
                 with profiled(name, "echo"):
                     r["echo_ms"] = summarize(echo_samples([base[0], "-tt", *base[1:]], opts.samples))
-        relay.terminate()
-        relay.wait()
         results["load_after"] = os.getloadavg()
         d = results["direct"]
         for name in paths:
