@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 # A wake-up is acted on this much later: the command just decided is forwarded first, and its output and the next
 # prompt reach the user before the journal's fsync and store insert compete with them for the loop and the GIL
 # (bench_keystroke: Enter p50 1.03–1.26 → 0.88–0.97 ms, first key after a prompt 0.80–0.94 → 0.57–0.63 ms);
-# entries arriving meanwhile share one write. The window a crash can lose grows by as much.
+# entries arriving meanwhile share one write. The window a crash can lose grows by as much. A session's end is
+# written at once (the session list should not show a kicked session live).
 JOURNAL_DELAY = 0.01
 BATCH = 500
 TRUNCATE_AT = 256 * 1024  # bytes in a fully applied file before it is emptied (it always is at close)
@@ -61,6 +62,7 @@ class Journal:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._closing = False
+        self._urgent = asyncio.Event()  # a session's end waits for no one: readers of the session list expect it
         self._file_bytes = 0  # appended since the file was last emptied (by this process)
         self.retries = 0
 
@@ -73,6 +75,7 @@ class Journal:
 
     def end_session(self, session: Session) -> None:
         """`session` already carries live=False and its end fields."""
+        self._urgent.set()
         self._append(Entry("session_end", session.to_doc()))
 
     def _append(self, entry: Entry) -> None:
@@ -140,7 +143,12 @@ class Journal:
                 self._wake.clear()
                 await self._wake.wait()
                 if not self._closing:
-                    await asyncio.sleep(JOURNAL_DELAY)
+                    try:  # asyncio.timeout, not wait_for: a cancellation at shutdown must not be lost here
+                        async with asyncio.timeout(JOURNAL_DELAY):
+                            await self._urgent.wait()
+                    except TimeoutError:
+                        pass
+            self._urgent.clear()
             await self._write_file()
             batch = [self._queue[i] for i in range(min(BATCH, len(self._queue)))]
             done = 0

@@ -146,8 +146,10 @@ async def test_watch_and_kick_across_nodes(cluster: Cluster, sshd) -> None:
     await term.wait_closed()
     assert closed["code"] == "kicked" and "ended from node b" in closed["reason"] and closed["by"] == "audrey"
     assert (await mon.control("closed"))["code"] == "kicked"
-    session = (await admin.get(f"/api/sessions/{term.session_id}")).json
-    assert (session["end_reason"], session["ended_by"], session["live"]) == ("kicked", "audrey", False)
+    async def stored_end() -> tuple | None:  # the end reaches the store through node A's journal, after the frames
+        session = (await admin.get(f"/api/sessions/{term.session_id}")).json
+        return None if session["live"] else (session["end_reason"], session["ended_by"], session["live"])
+    assert await wait_until(stored_end, 10, what="the kicked session stored as ended") == ("kicked", "audrey", False)
     again = await auditor_b.post(f"/api/sessions/{term.session_id}/kill", {"reason": "x"})
     assert again.status == 409
 
