@@ -78,8 +78,10 @@ class NullRecorder:
 
 
 def chain_step(key: bytes, previous: bytes, line: bytes) -> bytes:
-    """One link of the HMAC chain: HMAC(key, previous || line)."""
-    return hmac.digest(key, previous + line, "sha256")  # one-shot: no HMAC object per line
+    """One link of the HMAC chain: HMAC(key, previous || line), without copying the line."""
+    mac = hmac.new(key, previous, hashlib.sha256)
+    mac.update(line)
+    return mac.digest()
 
 
 def event_line(event: list) -> bytes:
@@ -243,9 +245,7 @@ class AsciicastRecorder:
                 if lines:
                     chain, links, sha = self._chain, [], self._sha
                     for line in lines:
-                        mac = hmac.new(key, chain, hashlib.sha256)
-                        mac.update(line)  # no copy of the line (hmac.digest would need previous + line)
-                        chain = mac.digest()
+                        chain = chain_step(key, chain, line)
                         links.append(chain.hex().encode() + b"\n")
                         sha.update(line)
                     write_all(fh.fileno(), lines)

@@ -6,11 +6,11 @@ from typing import Any, Callable
 
 import asyncssh
 
-from ..errors import BastionError
 from ..hostkeys import HostKeyTrust
 from ..ssh import HostKeyChanged, Target, connect
 from ..store import Host
 from ..sessions.doors import UpstreamEvents
+from ..sessions.ssh_upstream import open_channel
 from .sftp import SFTPFilter, SFTPProtocolError
 
 log = logging.getLogger(__name__)
@@ -71,18 +71,11 @@ class ExecUpstream:
                    on_exit: Callable[[int], None]) -> "ExecUpstream":
         """Connect and start the command (with a PTY when the user's ssh asked for one)."""
         conn = await connect_pinned(target, host, username, trust, timeout=timeout, keepalive=keepalive)
-        try:
-            options: dict[str, Any] = {}
-            if term is not None:
-                options.update(term_type=term[0], term_size=(term[1], term[2]))
-            chan, _ = await conn.create_session(lambda: _ExecChannel(events, on_stderr, on_exit), command=command,
-                                                encoding=None, window=window, env=env or None, **options)
-        except (asyncssh.Error, OSError) as exc:
-            conn.close()
-            raise BastionError(f"{host.name}: the host refused the command: {getattr(exc, 'reason', None) or exc}") from None
-        except BaseException:
-            conn.close()
-            raise
+        options: dict[str, Any] = {}
+        if term is not None:
+            options.update(term_type=term[0], term_size=(term[1], term[2]))
+        chan = await open_channel(conn, host, "the command", lambda: _ExecChannel(events, on_stderr, on_exit),
+                                  command=command, window=window, env=env or None, **options)
         return cls(conn, chan)
 
     def write(self, data: bytes) -> None:
@@ -156,15 +149,7 @@ class SFTPUpstream:
         """Connect and start the host's sftp subsystem."""
         proxy = cls(events, client, sftp, on_activity)
         conn = await connect_pinned(target, host, username, trust, timeout=timeout, keepalive=keepalive)
-        try:
-            chan, _ = await conn.create_session(lambda: _SFTPChannel(proxy), subsystem="sftp", encoding=None,
-                                                window=window)
-        except (asyncssh.Error, OSError) as exc:
-            conn.close()
-            raise BastionError(f"{host.name}: the host refused sftp: {getattr(exc, 'reason', None) or exc}") from None
-        except BaseException:
-            conn.close()
-            raise
+        chan = await open_channel(conn, host, "sftp", lambda: _SFTPChannel(proxy), subsystem="sftp", window=window)
         proxy._conn, proxy._chan = conn, chan
         return proxy
 

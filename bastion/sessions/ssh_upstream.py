@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import asyncssh
 
@@ -29,6 +29,21 @@ class _Channel(asyncssh.SSHClientSession):
         self.events.on_upstream_closed("exit" if exc is None else "host_lost")
 
 
+async def open_channel(conn: asyncssh.SSHClientConnection, host: Host, what: str,
+                       factory: Callable[[], asyncssh.SSHClientSession], **options: Any) -> asyncssh.SSHClientChannel:
+    """A session channel (bytes, no encoding) on `conn`; the connection is closed when it cannot be opened, and a
+    refusal is said in words: "<host>: the host refused <what>: <reason>"."""
+    try:
+        chan, _ = await conn.create_session(factory, encoding=None, **options)
+    except (asyncssh.Error, OSError) as exc:
+        conn.close()
+        raise BastionError(f"{host.name}: the host refused {what}: {getattr(exc, 'reason', None) or exc}") from None
+    except BaseException:
+        conn.close()
+        raise
+    return chan
+
+
 class SSHUpstream:
     """One interactive shell on an SSH host (implements Upstream)."""
 
@@ -52,15 +67,11 @@ class SSHUpstream:
         try:
             if connected.newly_seen and connected.offered_key:
                 await trust.pin(host, connected.offered_key, username)
-            chan, _ = await conn.create_session(
-                lambda: _Channel(events), term_type="xterm-256color", term_size=(cols, rows), encoding=None,
-                window=window, env=env or None)
-        except (asyncssh.Error, OSError) as exc:
-            conn.close()
-            raise BastionError(f"{host.name}: the host refused a terminal: {getattr(exc, 'reason', None) or exc}") from None
         except BaseException:
             conn.close()
             raise
+        chan = await open_channel(conn, host, "a terminal", lambda: _Channel(events), term_type="xterm-256color",
+                                  term_size=(cols, rows), window=window, env=env or None)
         return cls(conn, chan, window)
 
     def write(self, data: bytes) -> None:
