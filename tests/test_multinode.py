@@ -251,8 +251,8 @@ async def test_revocation_reaches_every_node(cluster: Cluster, sshd) -> None:
     await admin_b.post("/api/grants", {"user_id": users["alice"], "host_id": host})
     term2 = await TerminalClient.open(user, f"/ws/terminal/{host}")
     await term2.control("session")
-    await term2.send("echo sec''ond\r")
-    await term2.expect("second")
+    await term2.send("echo sec''ond-ok\r")
+    await term2.expect("second-ok")
     done = subprocess.run([sys.executable, "-m", "bastion", "user", "disable", "alice"], env=cluster.b.env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
