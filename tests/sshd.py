@@ -51,6 +51,11 @@ class SSHServer:
         self.log_path = self.root / "sshd.log"
 
     @property
+    def home(self) -> Path:
+        """$HOME of the sessions (the working directory stays the account's own)."""
+        return self.root / "home"
+
+    @property
     def address(self) -> str:
         return self.endpoints[0][0]
 
@@ -61,6 +66,8 @@ class SSHServer:
     def write_config(self) -> Path:
         listen = "\n".join(f"ListenAddress {a}:{p}" for a, p in self.endpoints)
         conf = self.root / "sshd_config"
+        self.home.mkdir(exist_ok=True)
+        self.home.chmod(0o755)  # whatever the umask: the password-auth account logs in with it too
         conf.write_text(f"""{listen}
 HostKey {self.host_key_path}
 PidFile {self.root / 'sshd.pid'}
@@ -80,9 +87,10 @@ PrintMotd no
 PrintLastLog no
 Subsystem sftp internal-sftp
 AcceptEnv LANG LC_*
-# This machine's root ~/.bashrc runs `pyenv init`, whose rehash waits up to 60 s on a lock file that a shell
-# killed mid-rehash (tests kill sessions) leaves behind: test logins give up on it after a second instead.
-SetEnv PYENV_REHASH_TIMEOUT=1
+# Sessions get a home of their own, as on a fresh server: the login user's dotfiles on this machine are not the
+# host under test (root's ~/.bashrc here runs `pyenv init`, whose rehash waits on a lock file that a shell killed
+# mid-rehash leaves behind and prints "couldn't acquire lock ... for 1 seconds" into every later login).
+SetEnv HOME={self.home}
 {self.extra_config}
 """)
         return conf
