@@ -52,7 +52,7 @@ async def test_search_opens_player_and_denied_command(bastion: BastionApp, sshd,
     await upage.click("#terminal")
     await upage.keyboard.type("echo warming up\n")
     await wait_screen(upage, "warming up")
-    await asyncio.sleep(2.5)
+    await asyncio.sleep(4)  # the hit is well past the 3 s the player starts before it: the seek is visible
     await upage.keyboard.type("echo needle-in-haystack-42\n")
     await wait_screen(upage, "needle-in-haystack-42\n")
     await upage.keyboard.type("shutdown -h now\n")
@@ -80,10 +80,12 @@ async def test_search_opens_player_and_denied_command(bastion: BastionApp, sshd,
     stored = [c for c in await bastion.services.store.commands_of_session(session_id) if "needle" in c.text][0]
     player_time = "() => window.bastionPlayer.getCurrentTime()"
 
-    async def at_the_hit() -> float | None:
-        current = await page.evaluate(player_time)
-        return current if current >= stored.offset - 3.5 else None
-    current = await wait_until(at_the_hit, what="the player at the hit")
+    assert stored.offset > 4, stored.offset
+
+    async def at_the_hit() -> bool:
+        return await page.evaluate(player_time) >= stored.offset - 3.5
+    await wait_until(at_the_hit, what="the player at the hit")
+    current = await page.evaluate(player_time)
     # It plays from 3 s before the hit at 1x, so it cannot be further than the time since the click
     # (no fixed window: a slow machine only makes this bound looser)
     assert current <= stored.offset - 3 + (time.monotonic() - opened) + 0.5, (current, stored.offset)
@@ -129,7 +131,7 @@ async def test_hostile_escape_sequences_in_watch_and_playback(bastion: BastionAp
     await page.goto(f"{bastion.base_url}/play/{term.session_id}")
     await page.wait_for_function("() => window.bastionPlayer !== undefined")
     await page.evaluate("() => { window.bastionPlayer.play(); return true; }")
-    await asyncio.sleep(2.5)
+    await asyncio.sleep(4)  # the hit is well past the 3 s the player starts before it: the seek is visible
     assert await page.evaluate("() => window.__clipboardWrites") == []
     assert await page.evaluate("() => window.__alerts") == []
     assert await page.locator("b:has-text('html-in-output')").count() == 0
