@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ from bastion import protocol
 from tornado.httpclient import HTTPClientError
 
 from client import Client, TerminalClient
+from gateway_client import GatewayClient, PtySSH, keygen
 from conftest import ADMIN_PASSWORD, mongo_db_url
 from procs import bastion_cli, free_port, init_bastion, serve_bastion, stop_process, wait_port
 from scenario import cast_output, grant, open_terminal, read_cast, seed_sshd, user_id, wait_ended_api
@@ -77,6 +79,13 @@ class Cluster:
 
 @pytest.fixture
 async def cluster(tmp_path: Path, mongo_base_url: str) -> AsyncIterator[Cluster]:
+    async with running_cluster(tmp_path, mongo_base_url) as cl:
+        yield cl
+
+
+@contextlib.asynccontextmanager
+async def running_cluster(tmp_path: Path, mongo_base_url: str, **env_a: str) -> AsyncIterator[Cluster]:
+    """Nodes A and B on one MongoDB database and one redis-server; `env_a`: more settings for node A only."""
     redis = Redis(tmp_path)
     redis.start()
     db = mongo_db_url(mongo_base_url)
@@ -90,6 +99,8 @@ async def cluster(tmp_path: Path, mongo_base_url: str) -> AsyncIterator[Cluster]
                "BASTION_HUB_URL": redis.url, "BASTION_HUB_HEARTBEAT_INTERVAL": "0.5", "BASTION_HUB_NODE_TIMEOUT": "3",
                "BASTION_TERMINAL_RECORDS_DIR": str(records), "BASTION_MODULES_DIR": str(tmp_path / "modules"),
                "BASTION_TERMINAL_CONNECT_TIMEOUT": "5"}
+        if name == "node-a":
+            env.update(env_a)
         nodes.append(Node(name, int(env["BASTION_SERVER_PORT"]), env))
     init_bastion(nodes[0].env, ADMIN_PASSWORD)
     bastion_cli(nodes[0].env, "user", "add", "audrey", "--role", "auditor", "--password-stdin", stdin="auditor-password-1\n")
@@ -360,3 +371,48 @@ async def test_session_limit_holds_across_nodes_under_a_burst(cluster: Cluster, 
     for t in opened:
         t.close()
     term.close()
+
+
+async def test_gateway_session_watched_and_kicked_from_another_node(tmp_path: Path, mongo_base_url: str, sshd) -> None:
+    """alice's own OpenSSH client through node A's gateway; the auditor on node B watches the session and ends it."""
+    port = free_port()
+    async with running_cluster(tmp_path, mongo_base_url, BASTION_GATEWAY_LISTEN=f"127.0.0.1:{port}") as cl:
+        wait_port("127.0.0.1", port, proc=cl.a.proc)
+        admin = await login(cl.a.url, "admin", ADMIN_PASSWORD)
+        host = (await seed_sshd(admin, sshd, "web1"))["host_id"]
+        await grant(admin, await user_id(admin, "alice"), host_id=host)
+        alice = await login(cl.a.url, "alice", "user-password-1")
+        public = keygen(tmp_path / "alice_key")
+        assert (await alice.post("/api/me/ssh-keys", {"name": "laptop", "public_key": public})).status == 201
+        info = (await alice.get("/api/gateway")).json
+        assert info["enabled"] and info["port"] == port
+        ssh = GatewayClient.make(tmp_path / "ssh", port, info["public_key"], tmp_path / "alice_key")
+        auditor_b = await login(cl.b.url, "audrey", "auditor-password-1")
+
+        async def listed_on_b() -> list | None:
+            items = (await auditor_b.get("/api/sessions", params={"live": "1"})).json["items"]
+            return items or None
+        term = await PtySSH(ssh.ssh_args("alice@web1", tty=True)).start()
+        try:
+            [listed] = await wait_until(listed_on_b, 15, what="the gateway session listed on node B")
+            assert (listed["node"], listed["local"], listed["via"], listed["username"]) == ("node-a", False, "ssh", "alice")
+            await term.prompt()
+            term.send("echo before-wa''tch\r")
+            await term.expect("before-watch")
+            mon = await TerminalClient.open(auditor_b, f"/ws/monitor/{listed['id']}")
+            await mon.expect("before-watch")  # late join from the other node: the screen from before
+            term.send("echo seen-from-b''-42\r")
+            await term.expect("seen-from-b-42")
+            await mon.expect("seen-from-b-42")
+            resp = await auditor_b.post(f"/api/sessions/{listed['id']}/kill", {"reason": "ended from node b"})
+            assert resp.status == 200, resp
+            assert await term.wait() != 0  # ssh ends: the session is gone, not just its screen
+            await term.expect("ended by audrey: ended from node b")
+            assert (await mon.control("closed"))["code"] == "kicked"
+        finally:
+            await term.close()
+
+        async def stored_end() -> tuple | None:
+            session = (await admin.get(f"/api/sessions/{listed['id']}")).json
+            return None if session["live"] else (session["end_reason"], session["ended_by"], session["via"])
+        assert await wait_until(stored_end, 10, what="the kicked session stored as ended") == ("kicked", "audrey", "ssh")
