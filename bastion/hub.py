@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PolicyListener = Callable[[str, str, str], Awaitable[Any]]  # (user_id, by, why)
+RunCanceller = Callable[[str, str], str]  # (run_id, by) -> "cancelled" | "already" | "absent", as Executor.cancel
 
 
 class WatchHandle(Protocol):
@@ -38,6 +39,7 @@ class SessionHub:
         self.sessions: dict[str, "LiveSession"] = {}
         self._listeners: list[PolicyListener] = []
         self._slots: dict[str, set[str]] = {}
+        self._cancel_run: RunCanceller = lambda run_id, by: "absent"
 
     async def start(self) -> None:
         """Connect to whatever the hub needs (nothing for the in-memory hub)."""
@@ -126,6 +128,15 @@ class SessionHub:
     async def end_remote(self, record: "Session", reason: str, by: str) -> None:
         """End a session another node runs (this hub cannot reach other nodes)."""
         raise self.unreachable_error(record)
+
+    # ---- module runs of other nodes -----------------------------------------------------------------
+    def serve_run_cancels(self, cancel: RunCanceller) -> None:
+        """Runs executing on this node may be cancelled from other nodes, through `cancel` (the executor's)."""
+        self._cancel_run = cancel
+
+    async def cancel_remote_run(self, node: str, run_id: str, by: str) -> None:
+        """Cancel a run another node executes (this hub cannot reach other nodes)."""
+        raise Conflict(f"the run is executing on node {node}, which this node cannot reach: cancel it there")
 
     # ---- policy -------------------------------------------------------------------------------------
     def on_policy_changed(self, listener: PolicyListener) -> None:

@@ -306,7 +306,7 @@ class RedisHub(SessionHub):
             self._routes[channel](data)
 
     # ---- requests between nodes -------------------------------------------------------------------
-    async def _request(self, node: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _request(self, node: str, body: dict[str, Any], gone: str = "the session may be gone") -> dict[str, Any]:
         request_id = secrets.token_hex(8)
         fut = asyncio.get_running_loop().create_future()
         self._pending[request_id] = fut
@@ -314,7 +314,7 @@ class RedisHub(SessionHub):
             await self.publish(node_channel(node), json.dumps({**body, "id": request_id, "from": self.node}))
             reply = await asyncio.wait_for(fut, REQUEST_TIMEOUT)
         except (asyncio.TimeoutError, RedisError, OSError):
-            raise Unavailable(f"node {node} is not answering; the session may be gone") from None
+            raise Unavailable(f"node {node} is not answering; {gone}") from None
         finally:
             self._pending.pop(request_id, None)
         if not reply.get("ok"):
@@ -343,6 +343,12 @@ class RedisHub(SessionHub):
             elif op == "kick":
                 if await self.end_local(session_id, str(request.get("reason", "")), str(request.get("by", ""))) is None:
                     raise NotFound("the session is not live on its node")
+            elif op == "cancel_run":
+                outcome = self._cancel_run(str(request["run"]), str(request.get("by", "")))
+                if outcome == "already":
+                    raise Conflict("the run is already being cancelled")
+                if outcome != "cancelled":
+                    raise NotFound("the run is not executing on its node")
             else:
                 reply = {"id": reply["id"], "ok": False, "error": f"unknown request {str(op)[:20]!r}"}
         except (NotFound, Conflict) as exc:
@@ -437,6 +443,9 @@ class RedisHub(SessionHub):
 
     async def end_remote(self, record: "Session", reason: str, by: str) -> None:
         await self._request(record.node, {"op": "kick", "session": record.id, "reason": reason, "by": by})
+
+    async def cancel_remote_run(self, node: str, run_id: str, by: str) -> None:
+        await self._request(node, {"op": "cancel_run", "run": run_id, "by": by}, gone="the run may have ended with it")
 
     async def policy_changed(self, user_id: str, *, by: str, why: str) -> None:
         await self._run_listeners(user_id, by, why)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .audit import Audit
     from .config import Config
     from .executor import Executor
+    from .hub import SessionHub
     from .inventory import Inventory
     from .modules import ModuleRegistry
     from .review import CommandReviews
@@ -34,7 +35,7 @@ class RunService:
     """Opens envelopes, authorizes and starts module runs."""
 
     def __init__(self, config: "Config", store: "Store", vault: "Vault", audit: "Audit", inventory: "Inventory",
-                 registry: "ModuleRegistry", executor: "Executor") -> None:
+                 registry: "ModuleRegistry", executor: "Executor", hub: "SessionHub") -> None:
         self.config = config
         self.store = store
         self.vault = vault
@@ -42,6 +43,7 @@ class RunService:
         self.inventory = inventory
         self.registry = registry
         self.executor = executor
+        self.hub = hub
         self._server_key = protocol.server_envelope_key(config.secret)
         self.reviews: "CommandReviews | None" = None  # set by the composition root (four eyes)
 
@@ -95,7 +97,8 @@ class RunService:
         path = str(self.registry.path_of(module_id))
         run = Run(module_id=module_id, module_name=module.name, user_id=user.id, username=user.username,
                   host_ids=[h.id for h in hosts], host_names=[h.name for h in hosts],
-                  params=mask_params(module.params, params), via=via, envelope_id=payload["jti"], rerun_of=rerun_of)
+                  params=mask_params(module.params, params), via=via, envelope_id=payload["jti"], rerun_of=rerun_of,
+                  node=self.config.node_id)
         await self.store.create_run(run)
         await self.audit.record("module.run_started", actor=user.username, target=module.name, run=run.id,
                                          hosts=run.host_names[:50], params=run.params, via=via)
@@ -112,13 +115,15 @@ class RunService:
         if outcome == "already":
             raise Conflict("the run is already being cancelled")
         if outcome == "absent":
-            current = await self.store.get_run(run.id)  # it may have ended since it was read
-            if current is not None and current.status not in ("queued", "running"):
+            current = await self.store.get_run(run.id) or run  # it may have ended since it was read
+            if current.status not in ("queued", "running"):
                 raise Conflict(f"the run has already ended ({current.status})")
-            raise Conflict("the run is not executing on this bastion node: cancel it on the node that started it")
+            if not current.node or current.node == self.config.node_id:
+                raise Conflict("the run is not executing on this bastion node: cancel it on the node that started it")
+            await self.hub.cancel_remote_run(current.node, run.id, user.username)  # its node kills it and says so
         await self.audit.record("module.run_cancelled", actor=user.username, target=run.module_name, run=run.id,
-                                address=address)
-        return self.executor.live_run(run.id) or run
+                                address=address, node=run.node or self.config.node_id)
+        return self.executor.live_run(run.id) or await self.store.get_run(run.id) or run
 
     async def rerun_failed(self, run: Run, user: User, params: Any, *, via: str, address: str = "") -> Run:
         """A new run of the same module on the hosts that did not succeed in `run`, linked to it."""

@@ -108,6 +108,19 @@ async def test_cancel_kills_worker_and_remote_commands_and_keeps_finished_hosts(
     assert [r["id"] for r in listed] == [run_id] and listed[0]["duration"] > 0
 
 
+async def test_cancel_of_a_run_of_another_node_without_a_hub_names_that_node(bastion: BastionApp) -> None:
+    """No hub links this node to the run's node (a run record on a shared database): 409 saying where to cancel it,
+    and nothing audited as cancelled."""
+    from bastion.store import Run
+    user = await bastion.user("alice")
+    uid = (await bastion.services.store.get_user_by_name("alice")).id
+    run = await bastion.services.store.create_run(Run(module_id="1040", module_name="Hangs", user_id=uid,
+                                                      username="alice", status="running", node="node-z"))
+    resp = await user.post(f"/api/runs/{run.id}/cancel", {})
+    assert resp.status == 409 and "node node-z" in resp.json["error"] and "cancel it there" in resp.json["error"], resp
+    assert (await bastion.services.store.list_events(action="module.run_cancelled")).total == 0
+
+
 async def test_rerun_failed_hosts_is_a_new_linked_run(bastion: BastionApp, hosts_sshd, tmp_path: Path) -> None:  # noqa: F811
     env = await setup(bastion, hosts_sshd, modules=())
     user = env["user"]

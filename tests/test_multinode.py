@@ -20,6 +20,8 @@ from tornado.httpclient import HTTPClientError
 
 from client import Client, TerminalClient
 from gateway_client import GatewayClient, PtySSH, keygen
+from test_fleet import marker_duration, sleepers, wait_final
+from test_modules import write_module
 from conftest import ADMIN_PASSWORD, mongo_db_url
 from procs import bastion_cli, free_port, init_bastion, serve_bastion, stop_process, wait_port
 from scenario import cast_output, grant, open_terminal, read_cast, seed_sshd, user_id, wait_ended_api
@@ -416,3 +418,33 @@ async def test_gateway_session_watched_and_kicked_from_another_node(tmp_path: Pa
             session = (await admin.get(f"/api/sessions/{listed['id']}")).json
             return None if session["live"] else (session["end_reason"], session["ended_by"], session["via"])
         assert await wait_until(stored_end, 10, what="the kicked session stored as ended") == ("kicked", "audrey", "ssh")
+
+
+async def test_a_run_is_cancelled_through_the_node_that_did_not_start_it(cluster: Cluster, sshd) -> None:
+    """A run executing on node A, cancelled through node B: A's worker and the command on the host end (ground
+    truth: the host's process table), the run says who, the audit event names the node that executed it."""
+    modules = Path(cluster.a.env["BASTION_MODULES_DIR"])
+    modules.mkdir(exist_ok=True)
+    duration = marker_duration()
+    write_module(modules, "1042", f"""    async def run(self):
+        return await self.ssh(["sleep", {duration!r}])""", timeout=120, name="Sleeps")
+    admin, user, term, host = await user_session(cluster, sshd)
+    term.close()
+    user_b = await login(cluster.b.url, "alice", "user-password-1")
+    for client in (user, user_b):
+        async def listed() -> bool:
+            return any(m["id"] == "1042" for m in (await client.get("/api/modules")).json["items"])
+        await wait_until(listed, what="the registry picking the module up")
+    resp = await user.post("/api/modules/1042/runs", {"host_ids": [host], "params": {}})
+    assert resp.status == 201, resp
+    run_id = resp.json["run_id"]
+    await wait_until(lambda: sleepers(duration), 30, what="the module's command running on the host")
+    resp = await user_b.post(f"/api/runs/{run_id}/cancel", {})
+    assert resp.status == 200, resp
+    run = await wait_final(user_b, run_id)
+    assert (run["status"], run["cancelled_by"], run["node"]) == ("cancelled", "alice", "node-a"), run
+    await wait_until(lambda: not sleepers(duration), 15, what="the command on the host ending")
+    again = await user_b.post(f"/api/runs/{run_id}/cancel", {})
+    assert again.status == 409 and "already ended" in again.json["error"], again
+    events = (await admin.get("/api/events", params={"action": "module.run_cancelled"})).json["items"]
+    assert [(e["actor"], e["detail"]["node"]) for e in events] == [("alice", "node-a")], events

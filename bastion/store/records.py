@@ -289,6 +289,7 @@ class Run(Record):
     seq: int = 0  # results stamped so far: each result carries its own "seq", so a page asks only for newer ones
     rerun_of: str = ""  # the run whose failed hosts this run re-runs
     cancelled_by: str = ""
+    node: str = ""  # the node executing it: a cancel received by another node is sent there through the hub
 
 
 @dataclass
