@@ -448,3 +448,25 @@ async def test_a_run_is_cancelled_through_the_node_that_did_not_start_it(cluster
     assert again.status == 409 and "already ended" in again.json["error"], again
     events = (await admin.get("/api/events", params={"action": "module.run_cancelled"})).json["items"]
     assert [(e["actor"], e["detail"]["node"]) for e in events] == [("alice", "node-a")], events
+
+
+async def test_a_cancel_for_a_node_that_does_not_answer_says_so(make_bastion, tmp_path: Path) -> None:
+    """A running run recorded for a node nobody hears on the hub (it died before being declared dead): 503 in words,
+    nothing audited as cancelled, and the run left as it is."""
+    from bastion.store import Run
+    redis = Redis(tmp_path)
+    redis.start()
+    try:
+        app = await make_bastion(hub_url=redis.url)
+        alice = await app.user("alice")
+        uid = (await app.services.store.get_user_by_name("alice")).id
+        run = await app.services.store.create_run(Run(module_id="1040", module_name="Hangs", user_id=uid,
+                                                      username="alice", status="running", node="node-gone"))
+        resp = await alice.post(f"/api/runs/{run.id}/cancel", {})
+        assert resp.status == 503, resp
+        assert resp.json == {"error": "node node-gone is not answering; the run may have ended with it"}
+        assert (await app.services.store.list_events(action="module.run_cancelled")).total == 0
+        assert (await app.services.store.get_run(run.id)).status == "running"
+        await app.stop()
+    finally:
+        redis.stop()
