@@ -53,7 +53,7 @@ async def _play(app: BastionApp, session_id: str, speed: float) -> tuple[bytes, 
 async def test_bastion_play_replays_with_timing_and_speed(bastion: BastionApp, sshd) -> None:
     _, user, ids = await granted_host(bastion, sshd)
     term = await open_terminal(user, ids["host_id"], cols=90, rows=20)
-    # markers no login message can contain (root's pyenv here may print "... for 1 seconds" while a shell logs in)
+    # markers that no login message can contain (a login once printed "... for 1 seconds" here, taken for "second")
     await term.send("echo mark-fi''rst; sleep 1.5; echo mark-sec''ond\r")
     await term.expect("mark-second")
     term.close()
