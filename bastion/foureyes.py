@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .access import AccessRequests
 from .audit import Audit
@@ -18,7 +18,7 @@ from .errors import NotFound
 from .hub import SessionHub
 from .review import CommandReviews
 from .sessions.participants import Invites, SessionControls
-from .store import Store
+from .store import Store, User
 
 if TYPE_CHECKING:
     from .sessions.engine import SessionEngine
@@ -37,13 +37,34 @@ class FourEyes:
         self.audit = audit
         self.clock = Clock(config.access.clock_file)
         self.requests = AccessRequests(config, store, audit, hub, self.clock)
-        self.reviews = CommandReviews(config, audit, self.clock, self.requests.is_approver)
+        self.reviews = CommandReviews(config, audit, self.clock, self.requests.is_approver, hub)
+        hub.serve_review_decisions(self._decide_here)
         self.invites = Invites(self.clock)
         engine.session_hooks.append(self.attach)
 
     def attach(self, session: "LiveSession") -> None:
         """Give a new live session its four-eyes controls."""
         session.controls = SessionControls(session=session, reviews=self.reviews, audit=self.audit, clock=self.clock)
+
+    async def held(self) -> list[dict[str, Any]]:
+        """Commands waiting for an approver on every node, oldest first."""
+        here = [{**h.public(), "node": self.hub.node} for h in self.reviews.pending()]
+        return sorted(here + await self.hub.held_elsewhere(), key=lambda h: h["created_at"])
+
+    async def decide(self, review_id: str, approver: User, approve: bool, comment: str) -> dict[str, Any]:
+        """An approver's answer, wherever the command is held (this node, or the one the hub names)."""
+        try:
+            return self.reviews.decide(review_id, approver, approve, comment).public()
+        except NotFound:  # an approver (checked first), and the command is not held here
+            return await self.hub.decide_remote(review_id, {"id": approver.id, "username": approver.username,
+                                                            "roles": list(approver.roles)}, approve, comment)
+
+    async def _decide_here(self, review_id: str, approver: dict[str, Any], approve: bool, comment: str) -> dict[str, Any]:
+        """A decision another node sent (that node authenticated the approver); checked again here."""
+        roles = approver.get("roles")
+        user = User(id=str(approver.get("id", "")), username=str(approver.get("username", "")),
+                    roles=[r for r in roles if isinstance(r, str)] if isinstance(roles, list) else [])
+        return self.reviews.decide(review_id, user, approve, comment[:500]).public()
 
     def live(self, session_id: str) -> "tuple[LiveSession, SessionControls]":
         """A live session of this node and its controls (NotFound when it runs elsewhere or has ended)."""

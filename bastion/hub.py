@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 PolicyListener = Callable[[str, str, str], Awaitable[Any]]  # (user_id, by, why)
 RunCanceller = Callable[[str, str], str]  # (run_id, by) -> "cancelled" | "already" | "absent", as Executor.cancel
+# (review_id, approver {id, username, roles}, approve, comment) -> the decided command's public view
+ReviewDecider = Callable[[str, dict, bool, str], Awaitable[dict]]
+NOT_WAITING = "this command is no longer waiting (decided, timed out, or its session ended)"
 
 
 class WatchHandle(Protocol):
@@ -40,6 +43,7 @@ class SessionHub:
         self._listeners: list[PolicyListener] = []
         self._slots: dict[str, set[str]] = {}
         self._cancel_run: RunCanceller = lambda run_id, by: "absent"
+        self._decide_review: ReviewDecider | None = None
 
     async def start(self) -> None:
         """Connect to whatever the hub needs (nothing for the in-memory hub)."""
@@ -137,6 +141,26 @@ class SessionHub:
     async def cancel_remote_run(self, node: str, run_id: str, by: str) -> None:
         """Cancel a run another node executes (this hub cannot reach other nodes)."""
         raise Conflict(f"the run is executing on node {node}, which this node cannot reach: cancel it there")
+
+    # ---- held commands of other nodes -----------------------------------------------------------------
+    def serve_review_decisions(self, decide: ReviewDecider) -> None:
+        """Commands held on this node may be decided by approvers on other nodes, through `decide`."""
+        self._decide_review = decide
+
+    def share_held(self, held: dict[str, Any], ttl: float) -> None:
+        """Show a held command (its public view) to approvers on other nodes for at most `ttl` seconds."""
+
+    def withdraw_held(self, review_id: str) -> None:
+        """The command was decided, timed out, or its session ended."""
+
+    async def held_elsewhere(self) -> list[dict[str, Any]]:
+        """Commands held on other nodes (public views with their `node`), oldest first."""
+        return []
+
+    async def decide_remote(self, review_id: str, approver: dict[str, Any], approve: bool,
+                            comment: str) -> dict[str, Any]:
+        """Decide a command held on another node (none is reachable from here)."""
+        raise NotFound(NOT_WAITING)
 
     # ---- policy -------------------------------------------------------------------------------------
     def on_policy_changed(self, listener: PolicyListener) -> None:

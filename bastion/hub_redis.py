@@ -4,7 +4,8 @@ The node that owns a session keeps running it exactly as on one node. Another no
 sends a `watch` request on the owner's node channel; the owner attaches a relay watcher (the same bounded,
 budgeted Watcher a local socket gets) whose door publishes the output and control frames on a channel private
 to that watcher. Kicks go the same way and are answered on the asking node's reply channel, with a timeout and
-a clear error when the owner is gone. Policy changes are broadcast on one channel every node listens to.
+a clear error when the owner is gone; so do cancels of module runs and approvers' decisions on held commands
+(each held command is also a key that expires by itself, so approvers on every node see it). Policy changes are broadcast on one channel every node listens to.
 Session slots are a sorted set per user (member: slot, score: lease expiry), reserved by one Lua script so a
 burst across nodes cannot exceed the limit; each node renews its leases, so a dead node's slots expire.
 
@@ -29,8 +30,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from .config import Config, redact_url
-from .errors import Conflict, NotFound, Unavailable
-from .hub import SessionHub, WatchHandle
+from .errors import Conflict, Forbidden, NotFound, Unavailable
+from .hub import NOT_WAITING, SessionHub, WatchHandle
 from .protocol import control
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 2.0
 REWATCH_PATIENCE = 30.0  # seconds a remote watcher waits for the owner node after the hub came back
 POLICY_CHANNEL = "bastion:policy"
+HELD_PREFIX = "bastion:held:"  # + review id: a held command's public view and node, for approvers on other nodes
+MAX_HELD_LISTED = 500
 RESERVE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
@@ -306,7 +309,8 @@ class RedisHub(SessionHub):
             self._routes[channel](data)
 
     # ---- requests between nodes -------------------------------------------------------------------
-    async def _request(self, node: str, body: dict[str, Any], gone: str = "the session may be gone") -> dict[str, Any]:
+    async def _request(self, node: str, body: dict[str, Any], gone: str = "the session may be gone",
+                       missing_is_404: bool = False) -> dict[str, Any]:
         request_id = secrets.token_hex(8)
         fut = asyncio.get_running_loop().create_future()
         self._pending[request_id] = fut
@@ -318,7 +322,10 @@ class RedisHub(SessionHub):
         finally:
             self._pending.pop(request_id, None)
         if not reply.get("ok"):
-            raise Conflict(str(reply.get("error", "refused by the owner node")))
+            error = str(reply.get("error", "refused by the owner node"))
+            if reply.get("kind") == "forbidden":
+                raise Forbidden(error)
+            raise NotFound(error) if missing_is_404 and reply.get("kind") == "not_found" else Conflict(error)
         return reply
 
     async def _serve(self, request: dict[str, Any]) -> None:
@@ -349,10 +356,22 @@ class RedisHub(SessionHub):
                     raise Conflict("the run is already being cancelled")
                 if outcome != "cancelled":
                     raise NotFound("the run is not executing on its node")
+            elif op == "decide":
+                if self._decide_review is None:
+                    raise NotFound(NOT_WAITING)
+                approver = request["approver"]
+                if not isinstance(approver, dict):
+                    raise TypeError("approver")
+                reply["held"] = await self._decide_review(str(request["review"]), approver,
+                                                          request.get("approve") is True, str(request.get("comment", "")))
             else:
                 reply = {"id": reply["id"], "ok": False, "error": f"unknown request {str(op)[:20]!r}"}
-        except (NotFound, Conflict) as exc:
+        except NotFound as exc:
+            reply = {"id": reply["id"], "ok": False, "error": exc.message, "kind": "not_found"}
+        except Conflict as exc:
             reply = {"id": reply["id"], "ok": False, "error": exc.message}
+        except Forbidden as exc:
+            reply = {"id": reply["id"], "ok": False, "error": exc.message, "kind": "forbidden"}
         except (KeyError, TypeError, ValueError):
             reply = {"id": reply["id"], "ok": False, "error": "malformed request"}
         if sender:
@@ -446,6 +465,59 @@ class RedisHub(SessionHub):
 
     async def cancel_remote_run(self, node: str, run_id: str, by: str) -> None:
         await self._request(node, {"op": "cancel_run", "run": run_id, "by": by}, gone="the run may have ended with it")
+
+    # ---- held commands: one key per command, expiring by itself if its node dies -------------------------
+    def share_held(self, held: dict[str, Any], ttl: float) -> None:
+        if self._redis is not None:
+            self.spawn(self._redis.set(HELD_PREFIX + held["id"], json.dumps({**held, "node": self.node}),
+                                       ex=max(1, int(ttl) + 5)))
+
+    def withdraw_held(self, review_id: str) -> None:
+        if self._redis is not None:
+            self.spawn(self._redis.delete(HELD_PREFIX + review_id))
+
+    async def _read_held(self, keys: list[Any]) -> list[dict[str, Any]]:
+        if self._redis is None or not keys:
+            return []
+        try:
+            values = await self._redis.mget(keys)
+        except (RedisError, OSError):
+            log.warning("held commands of other nodes cannot be read (hub down)")
+            return []
+        docs = []
+        for raw in values:
+            try:
+                doc = json.loads(raw) if raw else None
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and doc.get("node") != self.node:
+                docs.append(doc)
+        return docs
+
+    async def held_elsewhere(self) -> list[dict[str, Any]]:
+        if self._redis is None:
+            return []
+        keys: list[Any] = []
+        try:
+            async for key in self._redis.scan_iter(match=HELD_PREFIX + "*", count=200):
+                keys.append(key)
+                if len(keys) >= MAX_HELD_LISTED:
+                    break
+        except (RedisError, OSError):
+            log.warning("held commands of other nodes cannot be listed (hub down)")
+            return []
+        return sorted(await self._read_held(keys), key=lambda d: d.get("created_at", 0))
+
+    async def decide_remote(self, review_id: str, approver: dict[str, Any], approve: bool,
+                            comment: str) -> dict[str, Any]:
+        [held] = await self._read_held([HELD_PREFIX + review_id]) or [None]
+        if held is None:
+            raise NotFound(NOT_WAITING)
+        reply = await self._request(str(held["node"]), {"op": "decide", "review": review_id, "approver": approver,
+                                                        "approve": approve, "comment": comment},
+                                    gone="the command waits there until it times out (no answer means deny)",
+                                    missing_is_404=True)
+        return reply.get("held") or {}
 
     async def policy_changed(self, user_id: str, *, by: str, why: str) -> None:
         await self._run_listeners(user_id, by, why)

@@ -6,7 +6,8 @@ next to the live screen, and approvers find it on their dashboard. Module parame
 hold the run request the same way. Nobody answering within `[access] review_timeout` means deny. Everything is
 audited; the decision is written on the command in the player's list.
 
-Held commands live in this node's memory, with the session that holds them; they are decided on this node.
+Held commands live in this node's memory, with the session that holds them, and are decided on this node:
+approvers on other nodes see them through the hub, which brings their decisions here.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .audit import Audit
 from .clock import Clock
 from .config import Config
 from .errors import Conflict, Forbidden, NotFound
+from .hub import NOT_WAITING, SessionHub
 from .store import User
 
 log = logging.getLogger(__name__)
@@ -64,8 +66,10 @@ class HeldCommand:
 class CommandReviews:
     """This node's held commands."""
 
-    def __init__(self, config: Config, audit: Audit, clock: Clock, is_approver: Callable[[User], bool]) -> None:
+    def __init__(self, config: Config, audit: Audit, clock: Clock, is_approver: Callable[[User], bool],
+                 hub: SessionHub) -> None:
         self.config = config
+        self.hub = hub
         self.audit = audit
         self.clock = clock
         self.is_approver = is_approver
@@ -83,6 +87,7 @@ class CommandReviews:
                            username=username, by=by or username, target=target, session_id=session_id,
                            created_at=now, deadline=now + self.config.access.review_timeout)
         self._held[held.id] = held
+        self.hub.share_held(held.public(), ttl=self.config.access.review_timeout)
         self.audit.emit("command.held", actor=held.by, target=target, session=session_id, command=held.command[:500],
                         rule=rule, review=held.id)
         try:
@@ -98,6 +103,7 @@ class CommandReviews:
                     pass
         finally:
             self._held.pop(held.id, None)
+            self.hub.withdraw_held(held.id)
             if held.status == "pending":  # the session ended while it waited
                 held.status, held.comment = "timeout", "the session ended"
         if held.status == "timeout":
@@ -113,7 +119,7 @@ class CommandReviews:
             raise Forbidden("only approvers decide held commands")
         held = self._held.get(review_id)
         if held is None:
-            raise NotFound("this command is no longer waiting (decided, timed out, or on another node)")
+            raise NotFound(NOT_WAITING)
         if approver.id == held.user_id or approver.username == held.by:
             raise Forbidden("you cannot approve your own command; another approver must")
         if held.status != "pending":

@@ -76,7 +76,7 @@ class ReviewsHandler(FourEyesMixin, APIHandler):
     async def get(self) -> None:
         if not self.foureyes.requests.is_approver(self.principal.user):
             raise Forbidden("only approvers see held commands")
-        items = [h.public() for h in self.foureyes.reviews.pending()]
+        items = await self.foureyes.held()
         self.send({"items": items, "total": len(items)})
 
 
@@ -89,9 +89,8 @@ class ReviewDecisionHandler(FourEyesMixin, APIHandler):
         if decision not in ("approve", "deny"):
             raise Invalid("decision must be approve or deny")
         comment = v.text(body, "comment", required=False, max_len=500).strip()
-        held = self.foureyes.reviews.decide(v.record_id(review_id, "review id"), self.principal.user,
-                                            decision == "approve", comment)
-        self.send(held.public())
+        self.send(await self.foureyes.decide(v.record_id(review_id, "review id"), self.principal.user,
+                                             decision == "approve", comment))
 
 
 # ---- live session controls ------------------------------------------------------------------------------------
@@ -170,7 +169,7 @@ class AccessPage(FourEyesMixin, BaseHandler):
                   max_minutes=self.config.access.max_request_minutes, mine=mine.items,
                   pending=[r for r in pending.items if r.user_id != user.id] if approver else [],
                   to_review=[r for r in reviews.items if r.user_id != user.id] if approver else [],
-                  held=[h.public() for h in self.foureyes.reviews.pending()] if approver else [])
+                  held=await self.foureyes.held() if approver else [])
 
 
 class JoinPage(FourEyesMixin, BaseHandler):

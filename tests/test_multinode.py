@@ -21,6 +21,7 @@ from tornado.httpclient import HTTPClientError
 from client import Client, TerminalClient
 from gateway_client import GatewayClient, PtySSH, keygen
 from test_fleet import marker_duration, sleepers, wait_final
+from test_foureyes import held_frame, wait_notice
 from test_modules import write_module
 from conftest import ADMIN_PASSWORD, mongo_db_url
 from procs import bastion_cli, free_port, init_bastion, serve_bastion, stop_process, wait_port
@@ -470,3 +471,50 @@ async def test_a_cancel_for_a_node_that_does_not_answer_says_so(make_bastion, tm
         await app.stop()
     finally:
         redis.stop()
+
+
+async def test_a_command_held_on_node_a_is_decided_by_an_approver_on_node_b(cluster: Cluster, sshd,
+                                                                          tmp_path: Path) -> None:
+    """A review rule holds alice's command in her session on node A; audrey (an approver) works on node B: her
+    watch screen gets the held command, her list shows it with its node, and her answers reach node A. Ground
+    truth: the files the commands would leave on the host."""
+    admin, user, term, host = await user_session(cluster, sshd)
+    rule = await admin.post("/api/command-rules", {"name": "ask-first", "pattern": r"touch\s+\S*held",
+                                                   "action": "review"})
+    assert rule.status == 201, rule
+    auditor_b = await login(cluster.b.url, "audrey", "auditor-password-1")
+    alice_b = await login(cluster.b.url, "alice", "user-password-1")
+    mon = await TerminalClient.open(auditor_b, f"/ws/monitor/{term.session_id}")
+    await mon.control("resize")
+
+    approved = tmp_path / "approved-held"
+    await term.send(f"touch {approved}\r")
+    frame = await held_frame(mon, str(approved))  # relayed from node A to the watcher on node B
+    await wait_notice(term, "waiting for approval")
+    listed = (await auditor_b.get("/api/reviews")).json["items"]
+    assert [(h["id"], h["node"], h["user"], h["command"]) for h in listed] == \
+        [(frame["id"], "node-a", "alice", f"touch {approved}")], listed
+    assert not approved.exists()
+    assert (await alice_b.post(f"/api/reviews/{frame['id']}", {"decision": "approve"})).status == 403
+    ok = await auditor_b.post(f"/api/reviews/{frame['id']}", {"decision": "approve", "comment": "from b"})
+    assert ok.status == 200 and (ok.json["status"], ok.json["decided_by"]) == ("approved", "audrey"), ok
+    await wait_until(approved.exists, 15, what="the approved command running on the host")
+    await wait_notice(term, "approved by audrey")
+    await wait_until(lambda: _no_reviews(auditor_b), 10, what="the decided command leaving node B's list")
+
+    denied = tmp_path / "denied-held"
+    await term.send(f"touch {denied}\r")
+    frame = await held_frame(mon, str(denied))
+    no = await auditor_b.post(f"/api/reviews/{frame['id']}", {"decision": "deny", "comment": "not now"})
+    assert no.status == 200 and no.json["status"] == "denied", no
+    await wait_notice(term, "not run, denied by audrey")
+    await term.send("echo still''usable\r")
+    await term.expect("stillusable")
+    assert not denied.exists()
+    again = await auditor_b.post(f"/api/reviews/{frame['id']}", {"decision": "approve"})
+    assert again.status == 404 and "no longer waiting" in again.json["error"], again
+    term.close()
+
+
+async def _no_reviews(client: Client) -> bool:
+    return (await client.get("/api/reviews")).json["items"] == []
