@@ -59,7 +59,8 @@ class FourEyes:
             return await self.hub.decide_remote(review_id, {"id": approver.id, "username": approver.username,
                                                             "roles": list(approver.roles)}, approve, comment)
 
-    async def _decide_here(self, review_id: str, approver: dict[str, Any], approve: bool, comment: str) -> dict[str, Any]:
+    async def _decide_here(self, review_id: str, approver: dict[str, Any], approve: bool,
+                           comment: str) -> dict[str, Any]:
         """A decision another node sent (that node authenticated the approver); checked again here."""
         roles = approver.get("roles")
         user = User(id=str(approver.get("id", "")), username=str(approver.get("username", "")),

@@ -5,7 +5,8 @@ sends a `watch` request on the owner's node channel; the owner attaches a relay 
 budgeted Watcher a local socket gets) whose door publishes the output and control frames on a channel private
 to that watcher. Kicks go the same way and are answered on the asking node's reply channel, with a timeout and
 a clear error when the owner is gone; so do cancels of module runs and approvers' decisions on held commands
-(each held command is also a key that expires by itself, so approvers on every node see it). Policy changes are broadcast on one channel every node listens to.
+(each held command is also a key that expires by itself, so approvers on every node see it). Policy changes
+are broadcast on one channel every node listens to.
 Session slots are a sorted set per user (member: slot, score: lease expiry), reserved by one Lua script so a
 burst across nodes cannot exceed the limit; each node renews its leases, so a dead node's slots expire.
 
@@ -362,8 +363,9 @@ class RedisHub(SessionHub):
                 approver = request["approver"]
                 if not isinstance(approver, dict):
                     raise TypeError("approver")
-                reply["held"] = await self._decide_review(str(request["review"]), approver,
-                                                          request.get("approve") is True, str(request.get("comment", "")))
+                approve = request.get("approve") is True
+                reply["held"] = await self._decide_review(str(request["review"]), approver, approve,
+                                                          str(request.get("comment", "")))
             else:
                 reply = {"id": reply["id"], "ok": False, "error": f"unknown request {str(op)[:20]!r}"}
         except NotFound as exc:

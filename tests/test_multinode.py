@@ -398,7 +398,8 @@ async def test_gateway_session_watched_and_kicked_from_another_node(tmp_path: Pa
         term = await PtySSH(ssh.ssh_args("alice@web1", tty=True)).start()
         try:
             [listed] = await wait_until(listed_on_b, 15, what="the gateway session listed on node B")
-            assert (listed["node"], listed["local"], listed["via"], listed["username"]) == ("node-a", False, "ssh", "alice")
+            where = (listed["node"], listed["local"], listed["via"], listed["username"])
+            assert where == ("node-a", False, "ssh", "alice"), listed
             await term.prompt()
             term.send("echo before-wa''tch\r")
             await term.expect("before-watch")
@@ -418,7 +419,8 @@ async def test_gateway_session_watched_and_kicked_from_another_node(tmp_path: Pa
         async def stored_end() -> tuple | None:
             session = (await admin.get(f"/api/sessions/{listed['id']}")).json
             return None if session["live"] else (session["end_reason"], session["ended_by"], session["via"])
-        assert await wait_until(stored_end, 10, what="the kicked session stored as ended") == ("kicked", "audrey", "ssh")
+        ended = await wait_until(stored_end, 10, what="the kicked session stored as ended")
+        assert ended == ("kicked", "audrey", "ssh")
 
 
 async def test_a_run_is_cancelled_through_the_node_that_did_not_start_it(cluster: Cluster, sshd) -> None:
