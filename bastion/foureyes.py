@@ -34,11 +34,13 @@ class FourEyes:
     def __init__(self, config: Config, store: Store, audit: Audit, hub: SessionHub, engine: "SessionEngine") -> None:
         self.config = config
         self.hub = hub
+        self.store = store
         self.audit = audit
         self.clock = Clock(config.access.clock_file)
         self.requests = AccessRequests(config, store, audit, hub, self.clock)
         self.reviews = CommandReviews(config, audit, self.clock, self.requests.is_approver, hub)
         hub.serve_review_decisions(self._decide_here)
+        hub.serve_input_controls(self._control_input_here)
         self.invites = Invites(self.clock)
         engine.session_hooks.append(self.attach)
 
@@ -66,6 +68,23 @@ class FourEyes:
         user = User(id=str(approver.get("id", "")), username=str(approver.get("username", "")),
                     roles=[r for r in roles if isinstance(r, str)] if isinstance(roles, list) else [])
         return self.reviews.decide(review_id, user, approve, comment[:500]).public()
+
+    async def control_input(self, session_id: str, op: str, by: str, reason: str = "") -> None:
+        """Pause (`op` "pause", with a reason) or resume the input of a live session, on whichever node runs it."""
+        try:
+            self._control_input_here(session_id, op, by, reason)
+        except NotFound:
+            record = await self.store.get_session(session_id)
+            if record is None or not record.live or record.node == self.hub.node:
+                raise
+            await self.hub.control_remote_input(record, op, by, reason)
+
+    def _control_input_here(self, session_id: str, op: str, by: str, reason: str) -> None:
+        _, controls = self.live(session_id)
+        if op == "pause":
+            controls.pause(by, reason)
+        else:
+            controls.resume(by)
 
     def live(self, session_id: str) -> "tuple[LiveSession, SessionControls]":
         """A live session of this node and its controls (NotFound when it runs elsewhere or has ended)."""

@@ -24,6 +24,7 @@ RunCanceller = Callable[[str, str], str]  # (run_id, by) -> "cancelled" | "alrea
 # (review_id, approver {id, username, roles}, approve, comment) -> the decided command's public view
 ReviewDecider = Callable[[str, dict, bool, str], Awaitable[dict]]
 NOT_WAITING = "this command is no longer waiting (decided, timed out, or its session ended)"
+InputControl = Callable[[str, str, str, str], None]  # (session_id, "pause" | "resume", by, reason); raises as they do
 
 
 class WatchHandle(Protocol):
@@ -44,6 +45,7 @@ class SessionHub:
         self._slots: dict[str, set[str]] = {}
         self._cancel_run: RunCanceller = lambda run_id, by: "absent"
         self._decide_review: ReviewDecider | None = None
+        self._control_input: InputControl | None = None
 
     async def start(self) -> None:
         """Connect to whatever the hub needs (nothing for the in-memory hub)."""
@@ -161,6 +163,15 @@ class SessionHub:
                             comment: str) -> dict[str, Any]:
         """Decide a command held on another node (none is reachable from here)."""
         raise NotFound(NOT_WAITING)
+
+    # ---- pause and resume of other nodes' sessions ---------------------------------------------------
+    def serve_input_controls(self, control_input: InputControl) -> None:
+        """Input of this node's sessions may be paused and resumed from other nodes, through `control_input`."""
+        self._control_input = control_input
+
+    async def control_remote_input(self, record: "Session", op: str, by: str, reason: str) -> None:
+        """Pause or resume the input of a session another node runs (this hub cannot reach other nodes)."""
+        raise self.unreachable_error(record)
 
     # ---- policy -------------------------------------------------------------------------------------
     def on_policy_changed(self, listener: PolicyListener) -> None:

@@ -4,9 +4,9 @@ The node that owns a session keeps running it exactly as on one node. Another no
 sends a `watch` request on the owner's node channel; the owner attaches a relay watcher (the same bounded,
 budgeted Watcher a local socket gets) whose door publishes the output and control frames on a channel private
 to that watcher. Kicks go the same way and are answered on the asking node's reply channel, with a timeout and
-a clear error when the owner is gone; so do cancels of module runs and approvers' decisions on held commands
-(each held command is also a key that expires by itself, so approvers on every node see it). Policy changes
-are broadcast on one channel every node listens to.
+a clear error when the owner is gone; so do pause and resume of a session's input, cancels of module runs and
+approvers' decisions on held commands (each held command is also a key that expires by itself, so approvers on
+every node see it). Policy changes are broadcast on one channel every node listens to.
 Session slots are a sorted set per user (member: slot, score: lease expiry), reserved by one Lua script so a
 burst across nodes cannot exceed the limit; each node renews its leases, so a dead node's slots expire.
 
@@ -357,6 +357,10 @@ class RedisHub(SessionHub):
                     raise Conflict("the run is already being cancelled")
                 if outcome != "cancelled":
                     raise NotFound("the run is not executing on its node")
+            elif op in ("pause", "resume"):
+                if self._control_input is None:
+                    raise NotFound("the session is not live on its node")
+                self._control_input(session_id, op, str(request.get("by", "")), str(request.get("reason", ""))[:200])
             elif op == "decide":
                 if self._decide_review is None:
                     raise NotFound(NOT_WAITING)
@@ -464,6 +468,10 @@ class RedisHub(SessionHub):
 
     async def end_remote(self, record: "Session", reason: str, by: str) -> None:
         await self._request(record.node, {"op": "kick", "session": record.id, "reason": reason, "by": by})
+
+    async def control_remote_input(self, record: "Session", op: str, by: str, reason: str) -> None:
+        await self._request(record.node, {"op": op, "session": record.id, "by": by, "reason": reason},
+                            missing_is_404=True)
 
     async def cancel_remote_run(self, node: str, run_id: str, by: str) -> None:
         await self._request(node, {"op": "cancel_run", "run": run_id, "by": by}, gone="the run may have ended with it")

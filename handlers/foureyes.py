@@ -100,16 +100,14 @@ class PauseHandler(FourEyesMixin, APIHandler):
         body = self.body()
         v.only_fields(body, ("reason",))
         reason = v.text(body, "reason", max_len=200).strip()
-        session, controls = self.foureyes.live(v.record_id(session_id, "session id"))
-        controls.pause(self.actor, reason)
+        await self.foureyes.control_input(v.record_id(session_id, "session id"), "pause", self.actor, reason)
         self.send({"paused": True, "by": self.actor, "reason": reason})
 
 
 class ResumeHandler(FourEyesMixin, APIHandler):
     @role("auditor", "admin")
     async def post(self, session_id: str) -> None:
-        session, controls = self.foureyes.live(v.record_id(session_id, "session id"))
-        controls.resume(self.actor)
+        await self.foureyes.control_input(v.record_id(session_id, "session id"), "resume", self.actor)
         self.send({"paused": False, "by": self.actor})
 
 

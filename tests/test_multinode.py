@@ -520,3 +520,30 @@ async def test_a_command_held_on_node_a_is_decided_by_an_approver_on_node_b(clus
 
 async def _no_reviews(client: Client) -> bool:
     return (await client.get("/api/reviews")).json["items"] == []
+
+
+async def test_input_paused_and_resumed_from_another_node(cluster: Cluster, sshd, tmp_path: Path) -> None:
+    """The auditor on node B pauses alice's input in her session on node A, then resumes it. Ground truth: the
+    host's files (what was typed while paused never ran)."""
+    admin, user, term, host = await user_session(cluster, sshd)
+    auditor_b = await login(cluster.b.url, "audrey", "auditor-password-1")
+    sid = term.session_id
+    paused = await auditor_b.post(f"/api/sessions/{sid}/pause", {"reason": "checking from b"})
+    assert paused.status == 200, paused
+    frame = await term.control("paused")
+    assert (frame["by"], frame["reason"]) == ("audrey", "checking from b")
+    held = tmp_path / "while-paused"
+    await term.send(f"touch {held}\r")
+    await wait_notice(term, "input is paused by audrey: checking from b")
+    again = await auditor_b.post(f"/api/sessions/{sid}/pause", {"reason": "again"})
+    assert again.status == 409 and "already paused by audrey" in again.json["error"], again
+    assert (await auditor_b.post(f"/api/sessions/{sid}/resume")).status == 200
+    await term.control("resumed")
+    after = tmp_path / "after-resume"
+    await term.send(f"touch {after}\r")
+    await wait_until(after.exists, 15, what="input flowing again")
+    assert not held.exists()
+    term.close()
+    await wait_ended_api(admin, sid)
+    gone = await auditor_b.post(f"/api/sessions/{sid}/resume")
+    assert gone.status == 404, gone
