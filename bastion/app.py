@@ -141,7 +141,6 @@ async def open_bastion(config: Config) -> AsyncIterator[Services]:
         executor = Executor(core.store, core.inventory, core.audit, core.trust, max_runs=config.modules.max_runs,
                             output_cap=config.modules.output_cap, host_concurrency=config.modules.host_concurrency)
         stack.push_async_callback(executor.shutdown)
-        hub.serve_run_cancels(executor.cancel)
         runs = RunService(config, core.store, core.vault, core.audit, core.inventory, registry, executor, hub)
         sso = SsoService(config, core.store, core.audit, core.auth, hub)
         foureyes = FourEyes(config, core.store, core.audit, hub, engine)

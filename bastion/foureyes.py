@@ -15,7 +15,7 @@ from .audit import Audit
 from .clock import Clock
 from .config import Config
 from .errors import NotFound
-from .hub import SessionHub
+from .hub import NOT_WAITING, SessionHub
 from .review import CommandReviews
 from .sessions.participants import Invites, SessionControls
 from .store import Store, User
@@ -39,8 +39,9 @@ class FourEyes:
         self.clock = Clock(config.access.clock_file)
         self.requests = AccessRequests(config, store, audit, hub, self.clock)
         self.reviews = CommandReviews(config, audit, self.clock, self.requests.is_approver, hub)
-        hub.serve_review_decisions(self._decide_here)
-        hub.serve_input_controls(self._control_input_here)
+        hub.serve("decide", self._decide_for_another_node)
+        for op in ("pause", "resume"):
+            hub.serve(op, self._control_input_for_another_node)
         self.invites = Invites(self.clock)
         engine.session_hooks.append(self.attach)
 
@@ -58,16 +59,26 @@ class FourEyes:
         try:
             return self.reviews.decide(review_id, approver, approve, comment).public()
         except NotFound:  # an approver (checked first), and the command is not held here
-            return await self.hub.decide_remote(review_id, {"id": approver.id, "username": approver.username,
-                                                            "roles": list(approver.roles)}, approve, comment)
+            node = await self.hub.held_on(review_id)
+            if node is None:
+                raise
+        approver_doc = {"id": approver.id, "username": approver.username, "roles": list(approver.roles)}
+        answer = await self.hub.ask(node, "decide", {"review": review_id, "approver": approver_doc, "approve": approve,
+                                                     "comment": comment}, unreachable=NOT_WAITING, missing_is_404=True,
+                                    gone="the command waits there until it times out (no answer means deny)")
+        return answer["held"]
 
-    async def _decide_here(self, review_id: str, approver: dict[str, Any], approve: bool,
-                           comment: str) -> dict[str, Any]:
+    async def _decide_for_another_node(self, request: dict[str, Any]) -> dict[str, Any]:
         """A decision another node sent (that node authenticated the approver); checked again here."""
+        approver = request["approver"]
+        if not isinstance(approver, dict):
+            raise TypeError("approver")  # a malformed request
         roles = approver.get("roles")
         user = User(id=str(approver.get("id", "")), username=str(approver.get("username", "")),
                     roles=[r for r in roles if isinstance(r, str)] if isinstance(roles, list) else [])
-        return self.reviews.decide(review_id, user, approve, comment[:500]).public()
+        held = self.reviews.decide(str(request["review"]), user, request.get("approve") is True,
+                                   str(request.get("comment", ""))[:500])
+        return {"held": held.public()}
 
     async def control_input(self, session_id: str, op: str, by: str, reason: str = "") -> None:
         """Pause (`op` "pause", with a reason) or resume the input of a live session, on whichever node runs it."""
@@ -77,7 +88,14 @@ class FourEyes:
             record = await self.store.get_session(session_id)
             if record is None or not record.live or record.node == self.hub.node:
                 raise
-            await self.hub.control_remote_input(record, op, by, reason)
+            await self.hub.ask(record.node, op, {"session": session_id, "by": by, "reason": reason},
+                               unreachable=self.hub.unreachable_error(record).message, gone="the session may be gone",
+                               missing_is_404=True)
+
+    async def _control_input_for_another_node(self, request: dict[str, Any]) -> dict[str, Any]:
+        self._control_input_here(str(request["session"]), str(request["op"]), str(request.get("by", "")),
+                                 str(request.get("reason", ""))[:200])
+        return {}
 
     def _control_input_here(self, session_id: str, op: str, by: str, reason: str) -> None:
         _, controls = self.live(session_id)

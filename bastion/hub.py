@@ -20,11 +20,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PolicyListener = Callable[[str, str, str], Awaitable[Any]]  # (user_id, by, why)
-RunCanceller = Callable[[str, str], str]  # (run_id, by) -> "cancelled" | "already" | "absent", as Executor.cancel
-# (review_id, approver {id, username, roles}, approve, comment) -> the decided command's public view
-ReviewDecider = Callable[[str, dict, bool, str], Awaitable[dict]]
+# Answers one kind of request from another node: gets the request's fields, returns the answer's; refuses by raising
+# NotFound, Conflict or Forbidden (the asking node raises the same).
+RequestHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 NOT_WAITING = "this command is no longer waiting (decided, timed out, or its session ended)"
-InputControl = Callable[[str, str, str, str], None]  # (session_id, "pause" | "resume", by, reason); raises as they do
 
 
 class WatchHandle(Protocol):
@@ -43,9 +42,7 @@ class SessionHub:
         self.sessions: dict[str, "LiveSession"] = {}
         self._listeners: list[PolicyListener] = []
         self._slots: dict[str, set[str]] = {}
-        self._cancel_run: RunCanceller = lambda run_id, by: "absent"
-        self._decide_review: ReviewDecider | None = None
-        self._control_input: InputControl | None = None
+        self._handlers: dict[str, RequestHandler] = {}
 
     async def start(self) -> None:
         """Connect to whatever the hub needs (nothing for the in-memory hub)."""
@@ -135,20 +132,18 @@ class SessionHub:
         """End a session another node runs (this hub cannot reach other nodes)."""
         raise self.unreachable_error(record)
 
-    # ---- module runs of other nodes -----------------------------------------------------------------
-    def serve_run_cancels(self, cancel: RunCanceller) -> None:
-        """Runs executing on this node may be cancelled from other nodes, through `cancel` (the executor's)."""
-        self._cancel_run = cancel
+    # ---- requests to other nodes (cancel a run, decide a held command, pause input) -------------------
+    def serve(self, op: str, handler: RequestHandler) -> None:
+        """Answer requests `op` from other nodes with `handler`."""
+        self._handlers[op] = handler
 
-    async def cancel_remote_run(self, node: str, run_id: str, by: str) -> None:
-        """Cancel a run another node executes (this hub cannot reach other nodes)."""
-        raise Conflict(f"the run is executing on node {node}, which this node cannot reach: cancel it there")
+    async def ask(self, node: str, op: str, body: dict[str, Any], *, unreachable: str, gone: str,
+                  missing_is_404: bool = False) -> dict[str, Any]:
+        """Send request `op` to `node` and return its answer. `unreachable`: the refusal when no hub links the nodes
+        (this one); `gone`: what to add when the node does not answer; `missing_is_404`: its NotFound stays one."""
+        raise Conflict(unreachable)
 
     # ---- held commands of other nodes -----------------------------------------------------------------
-    def serve_review_decisions(self, decide: ReviewDecider) -> None:
-        """Commands held on this node may be decided by approvers on other nodes, through `decide`."""
-        self._decide_review = decide
-
     def share_held(self, held: dict[str, Any], ttl: float) -> None:
         """Show a held command (its public view) to approvers on other nodes for at most `ttl` seconds."""
 
@@ -159,19 +154,9 @@ class SessionHub:
         """Commands held on other nodes (public views with their `node`), oldest first."""
         return []
 
-    async def decide_remote(self, review_id: str, approver: dict[str, Any], approve: bool,
-                            comment: str) -> dict[str, Any]:
-        """Decide a command held on another node (none is reachable from here)."""
-        raise NotFound(NOT_WAITING)
-
-    # ---- pause and resume of other nodes' sessions ---------------------------------------------------
-    def serve_input_controls(self, control_input: InputControl) -> None:
-        """Input of this node's sessions may be paused and resumed from other nodes, through `control_input`."""
-        self._control_input = control_input
-
-    async def control_remote_input(self, record: "Session", op: str, by: str, reason: str) -> None:
-        """Pause or resume the input of a session another node runs (this hub cannot reach other nodes)."""
-        raise self.unreachable_error(record)
+    async def held_on(self, review_id: str) -> str | None:
+        """The node holding a command shared by another node (None: not shared, or held here)."""
+        return None
 
     # ---- policy -------------------------------------------------------------------------------------
     def on_policy_changed(self, listener: PolicyListener) -> None:

@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 
 from .config import Config, redact_url
 from .errors import Conflict, Forbidden, NotFound, Unavailable
-from .hub import NOT_WAITING, SessionHub, WatchHandle
+from .hub import SessionHub, WatchHandle
 from .protocol import control
 
 if TYPE_CHECKING:
@@ -351,25 +351,8 @@ class RedisHub(SessionHub):
             elif op == "kick":
                 if await self.end_local(session_id, str(request.get("reason", "")), str(request.get("by", ""))) is None:
                     raise NotFound("the session is not live on its node")
-            elif op == "cancel_run":
-                outcome = self._cancel_run(str(request["run"]), str(request.get("by", "")))
-                if outcome == "already":
-                    raise Conflict("the run is already being cancelled")
-                if outcome != "cancelled":
-                    raise NotFound("the run is not executing on its node")
-            elif op in ("pause", "resume"):
-                if self._control_input is None:
-                    raise NotFound("the session is not live on its node")
-                self._control_input(session_id, op, str(request.get("by", "")), str(request.get("reason", ""))[:200])
-            elif op == "decide":
-                if self._decide_review is None:
-                    raise NotFound(NOT_WAITING)
-                approver = request["approver"]
-                if not isinstance(approver, dict):
-                    raise TypeError("approver")
-                approve = request.get("approve") is True
-                reply["held"] = await self._decide_review(str(request["review"]), approver, approve,
-                                                          str(request.get("comment", "")))
+            elif op in self._handlers:
+                reply["answer"] = await self._handlers[op](request)
             else:
                 reply = {"id": reply["id"], "ok": False, "error": f"unknown request {str(op)[:20]!r}"}
         except NotFound as exc:
@@ -469,12 +452,10 @@ class RedisHub(SessionHub):
     async def end_remote(self, record: "Session", reason: str, by: str) -> None:
         await self._request(record.node, {"op": "kick", "session": record.id, "reason": reason, "by": by})
 
-    async def control_remote_input(self, record: "Session", op: str, by: str, reason: str) -> None:
-        await self._request(record.node, {"op": op, "session": record.id, "by": by, "reason": reason},
-                            missing_is_404=True)
-
-    async def cancel_remote_run(self, node: str, run_id: str, by: str) -> None:
-        await self._request(node, {"op": "cancel_run", "run": run_id, "by": by}, gone="the run may have ended with it")
+    async def ask(self, node: str, op: str, body: dict[str, Any], *, unreachable: str, gone: str,
+                  missing_is_404: bool = False) -> dict[str, Any]:
+        reply = await self._request(node, {**body, "op": op}, gone=gone, missing_is_404=missing_is_404)
+        return reply.get("answer") or {}
 
     # ---- held commands: one key per command, expiring by itself if its node dies -------------------------
     def share_held(self, held: dict[str, Any], ttl: float) -> None:
@@ -518,16 +499,9 @@ class RedisHub(SessionHub):
             return []
         return sorted(await self._read_held(keys), key=lambda d: d.get("created_at", 0))
 
-    async def decide_remote(self, review_id: str, approver: dict[str, Any], approve: bool,
-                            comment: str) -> dict[str, Any]:
-        [held] = await self._read_held([HELD_PREFIX + review_id]) or [None]
-        if held is None:
-            raise NotFound(NOT_WAITING)
-        reply = await self._request(str(held["node"]), {"op": "decide", "review": review_id, "approver": approver,
-                                                        "approve": approve, "comment": comment},
-                                    gone="the command waits there until it times out (no answer means deny)",
-                                    missing_is_404=True)
-        return reply.get("held") or {}
+    async def held_on(self, review_id: str) -> str | None:
+        held = await self._read_held([HELD_PREFIX + review_id])
+        return str(held[0]["node"]) if held else None
 
     async def policy_changed(self, user_id: str, *, by: str, why: str) -> None:
         await self._run_listeners(user_id, by, why)

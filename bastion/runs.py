@@ -44,6 +44,7 @@ class RunService:
         self.registry = registry
         self.executor = executor
         self.hub = hub
+        hub.serve("cancel_run", self._cancel_for_another_node)
         self._server_key = protocol.server_envelope_key(config.secret)
         self.reviews: "CommandReviews | None" = None  # set by the composition root (four eyes)
 
@@ -111,19 +112,31 @@ class RunService:
             raise Forbidden("only the user who started a run, or an admin, may cancel it")
         if run.status not in ("queued", "running"):
             raise Conflict(f"the run has already ended ({run.status})")
-        outcome = self.executor.cancel(run.id, user.username)
-        if outcome == "already":
-            raise Conflict("the run is already being cancelled")
-        if outcome == "absent":
+        if not self._cancel_here(run.id, user.username):
             current = await self.store.get_run(run.id) or run  # it may have ended since it was read
             if current.status not in ("queued", "running"):
                 raise Conflict(f"the run has already ended ({current.status})")
             if not current.node or current.node == self.config.node_id:
                 raise Conflict("the run is not executing on this bastion node: cancel it on the node that started it")
-            await self.hub.cancel_remote_run(current.node, run.id, user.username)  # its node kills it and says so
+            await self.hub.ask(current.node, "cancel_run", {"run": run.id, "by": user.username},  # its node kills it
+                               unreachable=f"the run is executing on node {current.node}, which this node cannot reach: "
+                                           "cancel it there", gone="the run may have ended with it")
         await self.audit.record("module.run_cancelled", actor=user.username, target=run.module_name, run=run.id,
                                 address=address, node=run.node or self.config.node_id)
         return self.executor.live_run(run.id) or await self.store.get_run(run.id) or run
+
+    def _cancel_here(self, run_id: str, by: str) -> bool:
+        """Cancel a run executing on this node; False when it does not execute here."""
+        outcome = self.executor.cancel(run_id, by)
+        if outcome == "already":
+            raise Conflict("the run is already being cancelled")
+        return outcome == "cancelled"
+
+    async def _cancel_for_another_node(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A cancel another node received for a run of this node (that node checked who may cancel it)."""
+        if not self._cancel_here(str(request["run"]), str(request.get("by", ""))):
+            raise NotFound("the run is not executing on its node")
+        return {}
 
     async def rerun_failed(self, run: Run, user: User, params: Any, *, via: str, address: str = "") -> Run:
         """A new run of the same module on the hosts that did not succeed in `run`, linked to it."""
